@@ -1,0 +1,93 @@
+"""The ASGI application factory."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tally.api import events
+from tally.api.auth import Authenticator
+from tally.api.http import error_response, ok, plain_error
+from tally.api.openapi import openapi_document
+from tally.api.state import AppState
+from tally.clock import Clock, SystemClock
+from tally.errors import TallyError
+from tally.settings import Settings
+from tally.storage import open_storage
+from tally.storage.base import Storage
+
+log = logging.getLogger(__name__)
+
+
+async def health(request: Request) -> Response:
+    return ok({"status": "ok"})
+
+
+async def openapi(request: Request) -> Response:
+    from tally.api.http import JSONBytes
+
+    return JSONBytes(openapi_document())
+
+
+async def _tally_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, TallyError)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return plain_error(f"no such endpoint: {request.method} {request.url.path}", 404)
+    if exc.status_code == 405:
+        return plain_error(f"{request.method} is not allowed on {request.url.path}", 405)
+    return plain_error(str(exc.detail), exc.status_code)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return plain_error("internal error; the request may be retried", 500)
+
+
+def create_app(
+    settings: Settings, storage: Storage | None = None, clock: Clock | None = None
+) -> Starlette:
+    """Build the app. Storage is opened (and closed) by the app's lifespan."""
+    clock = clock or SystemClock()
+    store = storage or open_storage(settings, clock)
+    state = AppState(
+        settings=settings,
+        storage=store,
+        clock=clock,
+        auth=Authenticator(store, settings.key_cache_seconds),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await store.start()
+        try:
+            yield
+        finally:
+            await store.close()
+
+    app = Starlette(
+        routes=[
+            Route("/health", health, methods=["GET"]),
+            Route("/openapi.json", openapi, methods=["GET"]),
+            *events.routes,
+        ],
+        exception_handlers={
+            TallyError: _tally_error,
+            HTTPException: _http_error,
+            Exception: _unexpected,
+        },
+        lifespan=lifespan,
+    )
+    app.state.tally = state
+    return app

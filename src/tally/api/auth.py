@@ -1,0 +1,56 @@
+"""Who is calling: the ``X-Schematic-Api-Key`` header, resolved to a key
+record through a short-lived cache (revocation takes effect within
+``key_cache_seconds``)."""
+
+from __future__ import annotations
+
+import time
+
+from starlette.requests import Request
+
+from tally.errors import Forbidden, Unauthorized
+from tally.keys import hash_key
+from tally.model import ApiKey
+from tally.storage.base import Storage
+
+HEADER = "x-schematic-api-key"
+NEGATIVE_TTL = 1.0
+MAX_CACHED = 10_000
+
+
+class Authenticator:
+    def __init__(self, storage: Storage, ttl_seconds: float) -> None:
+        self._storage = storage
+        self._ttl = ttl_seconds
+        self._cache: dict[str, tuple[ApiKey | None, float]] = {}
+
+    async def key_for(self, request: Request) -> ApiKey:
+        raw = request.headers.get(HEADER)
+        if not raw:
+            raise Unauthorized("missing API key: send it in the X-Schematic-Api-Key header")
+        now = time.monotonic()
+        hit = self._cache.get(raw)
+        if hit is not None and hit[1] > now:
+            key = hit[0]
+        else:
+            key = await self._storage.find_api_key(hash_key(raw))
+            if len(self._cache) >= MAX_CACHED:
+                self._cache.clear()
+            ttl = self._ttl if key is not None else min(self._ttl, NEGATIVE_TTL)
+            if ttl > 0:
+                self._cache[raw] = (key, now + ttl)
+        if key is None:
+            raise Unauthorized("invalid API key: it is unknown or has been revoked")
+        return key
+
+    async def writer(self, request: Request) -> ApiKey:
+        key = await self.key_for(request)
+        if not key.can_write:
+            raise Forbidden("read-only API keys cannot write events")
+        return key
+
+    async def event_reader(self, request: Request) -> ApiKey:
+        key = await self.key_for(request)
+        if not key.can_read_events:
+            raise Forbidden("publishable API keys cannot read events; use a secret key")
+        return key

@@ -1,0 +1,150 @@
+"""Routes of the events API: ``/events``, ``/event-batch``, ``/batch``,
+``/event-types``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tally.api import shapes
+from tally.api.http import ok, query_int, query_list, query_str, read_body
+from tally.api.state import AppState
+from tally.errors import Invalid, NotFound
+from tally.ingest.parse import Context, parse_capture_batch, parse_create_event, parse_event_batch
+from tally.model import EVENT_TYPES, ApiKey, EventFilter
+
+MAX_LIMIT = 250
+
+
+def _context(state: AppState, request: Request, key: ApiKey) -> Context:
+    client = request.client
+    return Context(
+        key=key,
+        received_at=state.clock.now(),
+        remote_ip=client.host if client else "",
+        user_agent=request.headers.get("user-agent", ""),
+        max_event_body_bytes=state.settings.max_event_body_bytes,
+    )
+
+
+async def create_event(request: Request) -> Response:
+    state: AppState = request.app.state.tally
+    key = await state.auth.writer(request)
+    data = await read_body(request, state.settings.max_request_bytes)
+    ctx = _context(state, request, key)
+    event = parse_create_event(data, ctx)
+    (result,) = await state.storage.ingest([event])
+    return ok(shapes.raw_event(result, ctx.remote_ip, ctx.user_agent), status=201)
+
+
+async def create_event_batch(request: Request) -> Response:
+    state: AppState = request.app.state.tally
+    key = await state.auth.writer(request)
+    data = await read_body(request, state.settings.max_request_bytes)
+    ctx = _context(state, request, key)
+    events = parse_event_batch(data, ctx)
+    results = await state.storage.ingest(events)
+    payload = shapes.EventBatchResponseData(
+        events=[shapes.raw_event(r, ctx.remote_ip, ctx.user_agent) for r in results]
+    )
+    return ok(payload, status=201)
+
+
+async def capture_batch(request: Request) -> Response:
+    state: AppState = request.app.state.tally
+    key = await state.auth.key_for(request)  # read-only keys: stored as failed
+    data = await read_body(request, state.settings.max_request_bytes)
+    ctx = _context(state, request, key)
+    events = parse_capture_batch(data, ctx)
+    results = await state.storage.ingest(events)
+    payload = shapes.CaptureBatchResponseData(
+        events=[
+            shapes.CaptureEventResult(
+                event_id=r.event_id,
+                status="duplicate" if r.duplicate else e.status,
+                duplicate=r.duplicate,
+                error_message=e.error_message,
+            )
+            for e, r in zip(events, results, strict=True)
+        ]
+    )
+    return ok(payload)
+
+
+async def list_events(request: Request) -> Response:
+    state: AppState = request.app.state.tally
+    key = await state.auth.event_reader(request)
+    event_types = query_list(request, "event_types")
+    for kind in event_types:
+        if kind not in EVENT_TYPES:
+            raise Invalid(f"event_types must be among {', '.join(EVENT_TYPES)}, not {kind[:64]!r}")
+    if len(event_types) > 100:
+        raise Invalid("event_types takes at most 100 values")
+    where = EventFilter(
+        company_id=query_str(request, "company_id", 255),
+        user_id=query_str(request, "user_id", 255),
+        flag_id=query_str(request, "flag_id", 255),
+        event_subtype=query_str(request, "event_subtype", 255),
+        event_types=tuple(event_types),
+        idempotency_key=query_str(request, "idempotency_key", 255),
+        limit=query_int(request, "limit", 100, 0, MAX_LIMIT),
+        offset=query_int(request, "offset", 0, 0, 2**31),
+    )
+    events = await state.storage.list_events(key.environment_id, where)
+    params: dict[str, Any] = {
+        name: value
+        for name, value in (
+            ("company_id", where.company_id),
+            ("user_id", where.user_id),
+            ("flag_id", where.flag_id),
+            ("event_subtype", where.event_subtype),
+            ("idempotency_key", where.idempotency_key),
+        )
+        if value is not None
+    }
+    if event_types:
+        params["event_types"] = event_types
+    params["limit"] = where.limit
+    params["offset"] = where.offset
+    return ok([shapes.event_detail(e) for e in events], params)
+
+
+async def get_event(request: Request) -> Response:
+    state: AppState = request.app.state.tally
+    key = await state.auth.event_reader(request)
+    event_id = request.path_params["event_id"]
+    event = await state.storage.get_event(key.environment_id, event_id)
+    if event is None:
+        raise NotFound(f"event {event_id[:64]!r} was not found in this environment")
+    return ok(shapes.event_detail(event))
+
+
+async def event_summaries(request: Request) -> Response:
+    state: AppState = request.app.state.tally
+    key = await state.auth.event_reader(request)
+    q = query_str(request, "q", 512)
+    subtypes = query_list(request, "event_subtypes")
+    if len(subtypes) > 100:
+        raise Invalid("event_subtypes takes at most 100 values")
+    limit = query_int(request, "limit", 100, 0, MAX_LIMIT)
+    offset = query_int(request, "offset", 0, 0, 2**31)
+    rows = await state.storage.event_summaries(key.environment_id, q, subtypes, limit, offset)
+    params: dict[str, Any] = {"limit": limit, "offset": offset}
+    if q is not None:
+        params["q"] = q
+    if subtypes:
+        params["event_subtypes"] = subtypes
+    return ok([shapes.event_summary(r, key.environment_id) for r in rows], params)
+
+
+routes = [
+    Route("/events", create_event, methods=["POST"]),
+    Route("/events", list_events, methods=["GET"]),
+    Route("/events/{event_id}", get_event, methods=["GET"]),
+    Route("/event-batch", create_event_batch, methods=["POST"]),
+    Route("/batch", capture_batch, methods=["POST"]),
+    Route("/event-types", event_summaries, methods=["GET"]),
+]

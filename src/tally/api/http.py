@@ -1,0 +1,96 @@
+"""Small HTTP helpers shared by the routes: JSON envelopes, bounded body
+reads, query parameters, and the one mapping from error category to status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tally.errors import Invalid, TallyError, TooLarge
+from tally.ingest.parse import BatchTooLarge
+
+STATUS_BY_CATEGORY = {
+    "invalid": 400,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "too_large": 413,
+}
+
+_encoder = msgspec.json.Encoder()
+
+
+class JSONBytes(Response):
+    media_type = "application/json"
+
+
+def ok(data: Any, params: dict[str, Any] | None = None, status: int = 200) -> Response:
+    return JSONBytes(_encoder.encode({"data": data, "params": params or {}}), status_code=status)
+
+
+def error_response(err: TallyError) -> Response:
+    status = STATUS_BY_CATEGORY.get(err.category, 500)
+    body: dict[str, Any] = {"error": err.message}
+    if isinstance(err, BatchTooLarge):
+        body["max_size"] = err.max_size
+    return JSONBytes(_encoder.encode(body), status_code=status)
+
+
+def plain_error(message: str, status: int) -> Response:
+    return JSONBytes(_encoder.encode({"error": message}), status_code=status)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (without reading it all) one over ``limit``."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise Invalid("the Content-Length header is not a number") from None
+        if size > limit:
+            raise TooLarge(f"request body is {size} bytes, more than the limit of {limit} bytes (4 MiB)")
+        if size == 0:
+            raise Invalid("request body is empty; send a JSON object")
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise TooLarge(f"request body is more than the limit of {limit} bytes (4 MiB)")
+        chunks.append(chunk)
+    data = b"".join(chunks)
+    if not data:
+        raise Invalid("request body is empty; send a JSON object")
+    return data
+
+
+def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise Invalid(f"{name} must be an integer, not {raw[:32]!r}") from None
+    if not low <= value <= high:
+        raise Invalid(f"{name} must be between {low} and {high}, not {value}")
+    return value
+
+
+def query_list(request: Request, name: str) -> list[str]:
+    """A repeated parameter (``a=1&a=2``), also accepted as ``a[]=1``."""
+    values = request.query_params.getlist(name) + request.query_params.getlist(f"{name}[]")
+    return [v for v in values if v != ""]
+
+
+def query_str(request: Request, name: str, max_length: int) -> str | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    if len(raw) > max_length:
+        raise Invalid(f"{name} must be at most {max_length} characters, not {len(raw)}")
+    return raw

@@ -1,0 +1,143 @@
+"""Response shapes of the Schematic events API, as msgspec structs.
+
+Field names and required/optional split follow ``schematichq==1.4.6``'s
+models; optional fields left ``None`` are omitted from the JSON.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from tally.clock import format_micros
+from tally.model import EventSummary, IngestResult, StoredEvent
+
+BODY_PREVIEW_CHARS = 200
+
+
+class RawEventResponseData(msgspec.Struct):
+    captured_at: str
+    remote_ip: str
+    user_agent: str
+    event_id: str | None = None
+    remote_addr: str | None = None
+
+
+class PreviewObject(msgspec.Struct):
+    id: str
+    name: str
+
+
+class EventDetailResponseData(msgspec.Struct, omit_defaults=True):
+    id: str
+    type: str
+    status: str
+    body: msgspec.Raw
+    body_preview: str
+    captured_at: str
+    quantity: int
+    feature_ids: list[str]
+    features: list[PreviewObject]
+    environment_id: str | None = None
+    subtype: str | None = None
+    company_id: str | None = None
+    user_id: str | None = None
+    company: PreviewObject | None = None
+    user: PreviewObject | None = None
+    idempotency_key: str | None = None
+    sent_at: str | None = None
+    loaded_at: str | None = None
+    enriched_at: str | None = None
+    processed_at: str | None = None
+    updated_at: str | None = None
+    error_message: str | None = None
+
+
+class EventSummaryResponseData(msgspec.Struct, omit_defaults=True):
+    event_subtype: str
+    event_count: int
+    company_count: int
+    user_count: int
+    environment_id: str
+    last_seen_at: str | None = None
+
+
+class CaptureEventResult(msgspec.Struct, omit_defaults=True):
+    event_id: str
+    status: str
+    duplicate: bool = False
+    error_message: str | None = None
+
+
+class CaptureBatchResponseData(msgspec.Struct):
+    events: list[CaptureEventResult]
+
+
+class EventBatchResponseData(msgspec.Struct):
+    events: list[RawEventResponseData]
+
+
+class Envelope(msgspec.Struct):
+    data: Any
+    params: dict[str, Any]
+
+
+class ErrorBody(msgspec.Struct):
+    error: str
+
+
+def _opt_time(micros: int | None) -> str | None:
+    return None if micros is None else format_micros(micros)
+
+
+def body_preview(body: str) -> str:
+    if len(body) <= BODY_PREVIEW_CHARS:
+        return body
+    return body[: BODY_PREVIEW_CHARS - 1] + "…"
+
+
+def raw_event(result: IngestResult, remote_ip: str, user_agent: str) -> RawEventResponseData:
+    return RawEventResponseData(
+        captured_at=format_micros(result.captured_at),
+        remote_ip=remote_ip,
+        user_agent=user_agent,
+        event_id=result.event_id,
+        remote_addr=remote_ip,
+    )
+
+
+def event_detail(event: StoredEvent) -> EventDetailResponseData:
+    return EventDetailResponseData(
+        id=event.id,
+        type=event.type,
+        status=event.status,
+        body=msgspec.Raw(event.body.encode("utf-8")),
+        body_preview=body_preview(event.body),
+        captured_at=format_micros(event.captured_at),
+        quantity=event.quantity,
+        feature_ids=list(event.feature_ids),
+        features=[],
+        environment_id=event.environment_id,
+        subtype=event.subtype,
+        company_id=event.company_id,
+        user_id=event.user_id,
+        idempotency_key=event.idempotency_key,
+        sent_at=_opt_time(event.sent_at),
+        loaded_at=format_micros(event.loaded_at),
+        enriched_at=_opt_time(event.enriched_at),
+        processed_at=_opt_time(event.enriched_at) if event.status == "processed" else None,
+        updated_at=format_micros(event.updated_at),
+        error_message=event.error_message,
+    )
+
+
+def event_summary(summary: EventSummary, environment_id: str) -> EventSummaryResponseData:
+    return EventSummaryResponseData(
+        event_subtype=summary.event_subtype,
+        event_count=summary.event_count,
+        company_count=summary.company_count,
+        user_count=summary.user_count,
+        environment_id=environment_id,
+        last_seen_at=_opt_time(summary.last_seen_at),
+    )

@@ -1,0 +1,169 @@
+"""Command line: ``tally serve`` (default), ``tally keys create|list|revoke``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from tally.clock import format_micros
+from tally.errors import TallyError
+from tally.keys import create_key
+from tally.settings import Settings
+from tally.storage import open_storage
+from tally.storage.base import Storage
+
+
+def _add_database(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--database-url",
+        help="where events live (default sqlite:///./tally.db, or TALLY_DATABASE_URL)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tally", description="Event ingestion and usage metering that speaks the Schematic API."
+    )
+    sub = parser.add_subparsers(dest="command")
+
+    serve = sub.add_parser("serve", help="run the HTTP server (the default command)")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1, or TALLY_HOST)")
+    serve.add_argument("--port", type=int, help="port to bind (default 8000, or TALLY_PORT)")
+    _add_database(serve)
+
+    keys = sub.add_parser("keys", help="manage API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="create a key; prints it alone on the last line")
+    create.add_argument("--environment", required=True, help="environment name (created when missing)")
+    create.add_argument("--publishable", action="store_true", help="a publishable (api_…) key instead of a secret one")
+    create.add_argument("--read-only", action="store_true", help="a key that can read but not write")
+    _add_database(create)
+    listing = keys_sub.add_parser("list", help="list keys (never the keys themselves)")
+    listing.add_argument("--environment", help="only this environment")
+    _add_database(listing)
+    revoke = keys_sub.add_parser("revoke", help="revoke a key by its id (key_…) or its shown prefix")
+    revoke.add_argument("key", help="the key's id or prefix, as `tally keys list` shows it")
+    _add_database(revoke)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command = args.command or "serve"
+    try:
+        if command == "serve":
+            return serve(args)
+        if command == "keys":
+            return asyncio.run(_keys(args))
+    except TallyError as err:
+        print(f"tally: {err.message}", file=sys.stderr)
+        return 2
+    parser.print_help()
+    return 2
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
+    return Settings.from_env(database_url=getattr(args, "database_url", None), **extra)
+
+
+async def _with_storage(settings: Settings, fn: Any) -> Any:
+    storage = open_storage(settings)
+    await storage.start()
+    try:
+        return await fn(storage)
+    finally:
+        await storage.close()
+
+
+async def _keys(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if args.keys_command == "create":
+
+        async def run_create(storage: Storage) -> int:
+            record, plaintext, created = await create_key(
+                storage, args.environment, publishable=args.publishable, read_only=args.read_only
+            )
+            if created:
+                print(f"created environment {args.environment!r}")
+            flags = [record.kind] + (["read-only"] if record.read_only else [])
+            print(f"new {' '.join(flags)} key {record.id} for environment {args.environment!r}; it is shown once:")
+            print(plaintext)
+            return 0
+
+        result: int = await _with_storage(settings, run_create)
+        return result
+    if args.keys_command == "list":
+
+        async def run_list(storage: Storage) -> int:
+            keys = await storage.list_api_keys(args.environment)
+            print(f"{'id':<34} {'environment':<14} {'kind':<12} {'prefix':<16} {'rights':<10} {'created':<28} revoked")
+            for k in keys:
+                rights = "read-only" if k.read_only else "read-write"
+                revoked = format_micros(k.revoked_at) if k.revoked_at else "-"
+                print(f"{k.id:<34} {k.environment_name:<14} {k.kind:<12} {k.prefix + '…':<16} {rights:<10} {format_micros(k.created_at):<28} {revoked}")
+            return 0
+
+        result = await _with_storage(settings, run_list)
+        return result
+
+    async def run_revoke(storage: Storage) -> int:
+        record = await storage.revoke_api_key(args.key)
+        if record is None:
+            print(f"tally: no single active key has the id or prefix {args.key!r}", file=sys.stderr)
+            return 1
+        print(f"revoked {record.kind} key {record.id} ({record.prefix}…) of environment {record.environment_name!r}")
+        return 0
+
+    result = await _with_storage(settings, run_revoke)
+    return result
+
+
+async def _bootstrap(storage: Storage) -> tuple[str, str] | None:
+    """On a first start (no environment yet): a development environment with a
+    secret and a publishable key. Returns the two keys, shown once."""
+    if await storage.list_environments():
+        return None
+    _, secret, _ = await create_key(storage, "development")
+    _, publishable, _ = await create_key(storage, "development", publishable=True)
+    return secret, publishable
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from tally.api.app import create_app
+
+    settings = _settings(args, host=args.host, port=args.port)
+    first = asyncio.run(_with_storage(settings, _bootstrap))
+    shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    base = f"http://{shown_host}:{settings.port}"
+    print(f"tally serving {base} on {settings.database_url}", flush=True)
+    if first is not None:
+        secret, publishable = first
+        print(
+            "\nFirst start: created the 'development' environment. Its keys are shown once:\n"
+            f"  secret key:      {secret}\n"
+            f"  publishable key: {publishable}\n\n"
+            "Point the official SDK (pip install schematichq) at it:\n"
+            "  from schematic.client import Schematic, SchematicConfig\n"
+            f'  client = Schematic("{secret}", SchematicConfig(base_url="{base}", event_capture_url="{base}"))\n'
+            '  client.track(event="api-call", company={"id": "acme"}, user={"id": "u1"})\n',
+            flush=True,
+        )
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        loop="auto",
+        http="auto",
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )
+    return 0

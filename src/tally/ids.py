@@ -1,0 +1,61 @@
+"""Object ids: a prefix plus a time-sortable random part.
+
+The random part is a ULID (48-bit millisecond timestamp + 80 random bits in
+Crockford base32). Within one process ids are strictly increasing, so the
+events index grows at its end.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+import time
+
+_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+
+
+def _encode(value: int, length: int) -> str:
+    out = []
+    for _ in range(length):
+        out.append(_ALPHABET[value & 31])
+        value >>= 5
+    return "".join(reversed(out))
+
+
+class IdGenerator:
+    """Monotonic ULID generator (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last_ms = -1
+        self._last_rand = 0
+
+    def next_raw(self) -> str:
+        with self._lock:
+            ms = time.time_ns() // 1_000_000
+            if ms <= self._last_ms:
+                ms = self._last_ms
+                self._last_rand += 1
+                if self._last_rand >= 1 << 80:  # pragma: no cover - 2^80 ids in one ms
+                    ms += 1
+                    self._last_rand = int.from_bytes(os.urandom(10), "big") >> 1
+            else:
+                self._last_rand = int.from_bytes(os.urandom(10), "big") >> 1
+            self._last_ms = ms
+            return _encode((ms << 80) | self._last_rand, 26)
+
+    def new(self, prefix: str) -> str:
+        return f"{prefix}_{self.next_raw()}"
+
+
+_default = IdGenerator()
+
+
+def new_id(prefix: str) -> str:
+    return _default.new(prefix)
+
+
+def random_token(nbytes: int = 24) -> str:
+    """A URL-safe random secret."""
+    return secrets.token_urlsafe(nbytes).replace("-", "x").replace("_", "y")

@@ -1,0 +1,238 @@
+"""Turn request bytes into ``NewEvent`` records, applying every ingestion rule.
+
+Pure: the caller passes the key, the receipt time and the client's address.
+REST calls (``/events``, ``/event-batch``) refuse a bad event with an error;
+the capture call (``/batch``) keeps a bad event as a ``failed`` record so that
+the valid events beside it are stored and the SDK does not retry the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from tally.clock import to_micros
+from tally.errors import Forbidden, Invalid, TallyError, TooLarge
+from tally.ingest import rules, wire
+from tally.ingest.timeparse import parse_timestamp
+from tally.model import EVENT_TYPES, ApiKey, NewEvent
+
+MAX_EVENT_BATCH = 1000
+MAX_CAPTURE_BATCH = 100
+_TYPES_TEXT = ", ".join(EVENT_TYPES)
+
+
+class BatchTooLarge(Invalid):
+    """A capture batch with more events than the SDK contract allows."""
+
+    def __init__(self, max_size: int) -> None:
+        super().__init__("batch too large")
+        self.max_size = max_size
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """Who sent the request, and when it arrived."""
+
+    key: ApiKey
+    received_at: datetime
+    remote_ip: str = ""
+    user_agent: str = ""
+    max_event_body_bytes: int = 32 * 1024
+
+    @property
+    def received_us(self) -> int:
+        return to_micros(self.received_at)
+
+
+def describe_validation(err: msgspec.ValidationError, root: str) -> str:
+    text = str(err).replace("`$.", f"`{root}.").replace("`$`", f"`{root}`")
+    if text.endswith(" - at `$`"):
+        text = text[: -len(" - at `$`")]
+    return text
+
+
+def decode_json(data: bytes, decoder: msgspec.json.Decoder[Any], what: str) -> Any:
+    try:
+        return decoder.decode(data)
+    except msgspec.DecodeError as err:  # ValidationError is a DecodeError
+        if isinstance(err, msgspec.ValidationError):
+            raise Invalid(f"{what} is invalid: {describe_validation(err, what)}") from None
+        raise Invalid(f"{what} is not valid JSON: {err}".replace("JSON is malformed: ", "")) from None
+
+
+def build_event(
+    ctx: Context,
+    event_type: str | None,
+    body: msgspec.Raw,
+    sent_at_text: str | None,
+    idempotency_key: str | None,
+    trusted_client_clock: bool | None,
+    backfill: bool | None,
+    *,
+    type_field: str = "event_type",
+) -> NewEvent:
+    """Rule on one event; raise a ``TallyError`` naming what is wrong."""
+    if not ctx.key.can_write:
+        raise Forbidden("read-only API keys cannot write events")
+    if event_type is None:
+        raise Invalid(f"{type_field} is required (one of {_TYPES_TEXT})")
+    if event_type not in EVENT_TYPES:
+        raise Invalid(f"{type_field} must be one of {_TYPES_TEXT}, not {event_type[:64]!r}")
+    key = rules.check_idempotency_key(idempotency_key)
+    raw = bytes(body)
+    if not raw or raw == b"null":
+        raise Invalid(f"body is required for {event_type} events")
+    if len(raw) > ctx.max_event_body_bytes:
+        raise TooLarge(
+            f"event body is {len(raw)} bytes, more than the limit of "
+            f"{ctx.max_event_body_bytes} bytes (32 KiB)"
+        )
+    parsed = decode_json(raw, wire.BODY_DECODERS[event_type], "body")
+
+    trusted = bool(trusted_client_clock) or bool(backfill)
+    secret = ctx.key.is_secret
+    sent_at: datetime | None = None
+    if sent_at_text is not None:
+        try:
+            sent_at = parse_timestamp(sent_at_text)
+        except Invalid:
+            if trusted:
+                raise
+            sent_at = None  # ignored without a clock flag
+    captured = rules.effective_time(
+        ctx.received_at,
+        sent_at,
+        trusted_client_clock=trusted,
+        backfill=bool(backfill),
+        secret_key=secret,
+    )
+
+    event = NewEvent(
+        environment_id=ctx.key.environment_id,
+        type=event_type,
+        status="pending",
+        body=raw.decode("utf-8", "replace"),
+        quantity=1,
+        captured_at=to_micros(captured),
+        received_at=ctx.received_us,
+        idempotency_key=key,
+        sent_at=to_micros(sent_at) if sent_at is not None else None,
+        trusted_client_clock=trusted,
+        backfill=bool(backfill),
+        api_key_id=ctx.key.id,
+        remote_ip=ctx.remote_ip,
+        user_agent=ctx.user_agent,
+    )
+    if isinstance(parsed, wire.TrackBody):
+        event.subtype = parsed.event
+        event.quantity = rules.check_quantity(parsed.quantity, secret_key=secret)
+    elif isinstance(parsed, wire.FlagCheckBody):
+        event.flag_id = parsed.flag_id
+        event.company_id = parsed.company_id
+        event.user_id = parsed.user_id
+    return event
+
+
+def parse_create_event(data: bytes, ctx: Context) -> NewEvent:
+    """``POST /events``: one ``CreateEventRequestBody``."""
+    env = decode_json(data, wire.CREATE_DECODER, "request body")
+    return _from_create_envelope(env, ctx)
+
+
+def _from_create_envelope(env: wire.CreateEventEnvelope, ctx: Context) -> NewEvent:
+    return build_event(
+        ctx,
+        env.event_type,
+        env.body,
+        env.sent_at,
+        env.idempotency_key,
+        env.trusted_client_clock,
+        env.backfill,
+    )
+
+
+def parse_event_batch(data: bytes, ctx: Context) -> list[NewEvent]:
+    """``POST /event-batch``: all events are valid, or none is stored."""
+    batch = decode_json(data, wire.EVENT_BATCH_DECODER, "request body")
+    if len(batch.events) > MAX_EVENT_BATCH:
+        raise Invalid(
+            f"an event batch holds at most {MAX_EVENT_BATCH} events, not {len(batch.events)}"
+        )
+    events = []
+    for index, raw in enumerate(batch.events):
+        try:
+            env = decode_json(bytes(raw), wire.CREATE_DECODER, "event")
+            events.append(_from_create_envelope(env, ctx))
+        except TallyError as err:
+            raise type(err)(
+                f"events[{index}] was refused, so nothing in this batch was stored: {err.message}"
+            ) from None
+    return events
+
+
+def parse_capture_batch(data: bytes, ctx: Context) -> list[NewEvent]:
+    """``POST /batch``: a bad event becomes a ``failed`` record; only a
+    malformed or oversized request as a whole raises."""
+    batch = decode_json(data, wire.CAPTURE_BATCH_DECODER, "request body")
+    if len(batch.events) > MAX_CAPTURE_BATCH:
+        raise BatchTooLarge(MAX_CAPTURE_BATCH)
+    return [_capture_event(bytes(raw), ctx) for raw in batch.events]
+
+
+def _capture_event(raw: bytes, ctx: Context) -> NewEvent:
+    try:
+        env = decode_json(raw, wire.CAPTURE_DECODER, "event")
+        return build_event(
+            ctx,
+            env.type if env.type is not None else env.event_type,
+            env.body,
+            env.sent_at,
+            env.idempotency_key,
+            env.trusted_client_clock,
+            env.backfill,
+            type_field="type",
+        )
+    except TallyError as err:
+        return failed_event(ctx, raw, err.message)
+
+
+def failed_event(ctx: Context, raw_event: bytes, message: str) -> NewEvent:
+    """A refused capture event, kept so that its sender can see why."""
+    event_type, body, subtype, key = "unknown", "{}", None, None
+    try:
+        salvaged = msgspec.json.decode(raw_event)
+    except msgspec.DecodeError:
+        salvaged = None
+    if isinstance(salvaged, dict):
+        kind = salvaged.get("type") or salvaged.get("event_type")
+        if isinstance(kind, str) and kind:
+            event_type = kind[:64]
+        raw_body = salvaged.get("body")
+        if isinstance(raw_body, dict):
+            text = msgspec.json.encode(raw_body)
+            if len(text) <= ctx.max_event_body_bytes:
+                body = text.decode()
+                if isinstance(raw_body.get("event"), str):
+                    subtype = raw_body["event"][:255]
+        idem = salvaged.get("idempotency_key")
+        if isinstance(idem, str) and idem and len(idem) <= rules.MAX_IDEMPOTENCY_KEY_LENGTH:
+            key = idem
+    return NewEvent(
+        environment_id=ctx.key.environment_id,
+        type=event_type,
+        status="failed",
+        body=body,
+        quantity=1,
+        captured_at=ctx.received_us,
+        received_at=ctx.received_us,
+        subtype=subtype,
+        idempotency_key=key,
+        error_message=message,
+        api_key_id=ctx.key.id,
+        remote_ip=ctx.remote_ip,
+        user_agent=ctx.user_agent,
+    )

@@ -1,0 +1,119 @@
+"""Plain records passed between the layers. No behaviour, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+EVENT_TYPES: tuple[str, ...] = ("flag_check", "identify", "inference", "track")
+EnvironmentKind = Literal["development", "staging", "production"]
+KeyKind = Literal["secret", "publishable"]
+
+
+@dataclass(frozen=True, slots=True)
+class Environment:
+    id: str
+    name: str
+    kind: str
+    created_at: int  # µs since epoch, UTC
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: str
+    environment_id: str
+    kind: str  # "secret" | "publishable"
+    read_only: bool
+    prefix: str  # the first characters of the key, for display
+    created_at: int
+    revoked_at: int | None = None
+    environment_name: str = ""
+
+    @property
+    def is_secret(self) -> bool:
+        return self.kind == "secret"
+
+    @property
+    def can_write(self) -> bool:
+        return not self.read_only
+
+    @property
+    def can_read_events(self) -> bool:
+        return self.kind == "secret"
+
+
+@dataclass(slots=True)
+class NewEvent:
+    """An event ruled on and ready to store (status ``pending`` or ``failed``)."""
+
+    environment_id: str
+    type: str
+    status: str
+    body: str  # JSON object text, as received ("{}" when refused for size)
+    quantity: int
+    captured_at: int
+    received_at: int
+    subtype: str | None = None
+    idempotency_key: str | None = None
+    sent_at: int | None = None
+    trusted_client_clock: bool = False
+    backfill: bool = False
+    error_message: str | None = None
+    api_key_id: str | None = None
+    remote_ip: str | None = None
+    user_agent: str | None = None
+    company_id: str | None = None
+    user_id: str | None = None
+    flag_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    event_id: str
+    captured_at: int
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    id: str
+    environment_id: str
+    type: str
+    status: str
+    body: str
+    quantity: int
+    captured_at: int
+    loaded_at: int
+    updated_at: int
+    subtype: str | None
+    idempotency_key: str | None
+    sent_at: int | None
+    trusted_client_clock: bool
+    backfill: bool
+    error_message: str | None
+    enriched_at: int | None
+    company_id: str | None
+    user_id: str | None
+    flag_id: str | None
+    feature_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    company_id: str | None = None
+    user_id: str | None = None
+    flag_id: str | None = None
+    event_subtype: str | None = None
+    event_types: tuple[str, ...] = ()
+    idempotency_key: str | None = None
+    limit: int = 100
+    offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class EventSummary:
+    event_subtype: str
+    event_count: int
+    company_count: int
+    user_count: int
+    last_seen_at: int | None

@@ -1,0 +1,78 @@
+"""Typed settings, read once at start-up from flags and ``TALLY_…`` variables.
+
+Nothing reads the environment at import time: ``Settings.from_env`` takes the
+mapping to read, so a test builds exactly the settings it needs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from tally.errors import ConfigError
+
+DEFAULT_DATABASE_URL = "sqlite:///./tally.db"
+
+# Every setting: (field name, environment variable, one-line description).
+# tests/unit/test_docs.py checks that each variable is documented in the README.
+ENV_VARS: tuple[tuple[str, str, str], ...] = (
+    ("database_url", "TALLY_DATABASE_URL", "where events live (sqlite:///path)"),
+    ("host", "TALLY_HOST", "address the HTTP server binds"),
+    ("port", "TALLY_PORT", "port the HTTP server binds"),
+    ("key_cache_seconds", "TALLY_KEY_CACHE_SECONDS", "how long a looked-up API key is trusted before it is read again (revocation delay)"),
+    ("sqlite_synchronous", "TALLY_SQLITE_SYNCHRONOUS", "SQLite synchronous mode: FULL (fsync every commit, default) or NORMAL"),
+    ("commit_max_events", "TALLY_COMMIT_MAX_EVENTS", "most events one group commit holds"),
+    ("log_level", "TALLY_LOG_LEVEL", "log level of the server (info, warning, …)"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    host: str = "127.0.0.1"
+    port: int = 8000
+    key_cache_seconds: float = 5.0
+    sqlite_synchronous: str = "FULL"
+    commit_max_events: int = 5000
+    log_level: str = "warning"
+    max_request_bytes: int = 4 * 1024 * 1024
+    max_event_body_bytes: int = 32 * 1024
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``environ`` (default: the process environment),
+        then apply ``overrides`` whose value is not None (command-line flags)."""
+        env = os.environ if environ is None else environ
+        types = {f.name: f.type for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for name, var, _ in ENV_VARS:
+            raw = env.get(var)
+            if raw is None or raw == "":
+                continue
+            values[name] = _coerce(var, raw, types[name])
+        settings = cls(**values)
+        flags = {k: v for k, v in overrides.items() if v is not None}
+        settings = replace(settings, **flags)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.sqlite_synchronous.upper() not in {"FULL", "NORMAL", "EXTRA"}:
+            raise ConfigError("TALLY_SQLITE_SYNCHRONOUS must be FULL, NORMAL or EXTRA")
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"port must be between 1 and 65535, not {self.port}")
+        if self.commit_max_events < 1:
+            raise ConfigError("TALLY_COMMIT_MAX_EVENTS must be at least 1")
+
+
+def _coerce(var: str, raw: str, kind: Any) -> Any:
+    try:
+        if kind in (int, "int"):
+            return int(raw)
+        if kind in (float, "float"):
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"{var} must be a number, not {raw!r}") from None
+    return raw

@@ -1,0 +1,108 @@
+"""SQLite schema, as numbered migrations tracked in ``PRAGMA user_version``.
+
+Times are INTEGER microseconds since the Unix epoch (UTC). Idempotency keys
+live in a table of their own holding only the last 24 hours, so that dedupe
+costs the same on day 1 and day 300 and keyless events pay nothing for it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: list[str] = [
+    # 1: environments, keys, events, idempotency keys
+    """
+    CREATE TABLE environments (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        environment_id TEXT NOT NULL REFERENCES environments(id),
+        key_hash TEXT NOT NULL UNIQUE,
+        prefix TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('secret', 'publishable')),
+        read_only INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL,
+        revoked_at INTEGER
+    );
+    CREATE TABLE events (
+        id TEXT PRIMARY KEY,
+        environment_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        subtype TEXT,
+        status TEXT NOT NULL,
+        body TEXT NOT NULL,
+        quantity INTEGER NOT NULL,
+        idempotency_key TEXT,
+        sent_at INTEGER,
+        captured_at INTEGER NOT NULL,
+        loaded_at INTEGER NOT NULL,
+        enriched_at INTEGER,
+        updated_at INTEGER NOT NULL,
+        trusted_client_clock INTEGER NOT NULL,
+        backfill INTEGER NOT NULL,
+        error_message TEXT,
+        api_key_id TEXT,
+        remote_ip TEXT,
+        user_agent TEXT,
+        company_id TEXT,
+        user_id TEXT,
+        flag_id TEXT,
+        feature_ids TEXT
+    );
+    CREATE INDEX events_env ON events (environment_id, id);
+    CREATE INDEX events_env_subtype ON events (environment_id, subtype, id)
+        WHERE subtype IS NOT NULL;
+    CREATE INDEX events_env_company ON events (environment_id, company_id, id)
+        WHERE company_id IS NOT NULL;
+    CREATE INDEX events_env_user ON events (environment_id, user_id, id)
+        WHERE user_id IS NOT NULL;
+    CREATE INDEX events_env_flag ON events (environment_id, flag_id, id)
+        WHERE flag_id IS NOT NULL;
+    CREATE TABLE idempotency_keys (
+        environment_id TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        key TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        captured_at INTEGER NOT NULL,
+        received_at INTEGER NOT NULL
+    );
+    CREATE UNIQUE INDEX idempotency_keys_key ON idempotency_keys (environment_id, event_type, key);
+    CREATE INDEX idempotency_keys_age ON idempotency_keys (received_at);
+    """,
+]
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply every migration newer than the database; returns the new version."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    for number, script in enumerate(MIGRATIONS, start=1):
+        if number <= version:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in script.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        version = number
+    return version
+
+
+def connect(path: str, *, synchronous: str = "FULL", readonly: bool = False) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute("PRAGMA cache_size=-65536")  # 64 MiB
+    conn.execute("PRAGMA foreign_keys=ON")
+    if readonly:
+        conn.execute("PRAGMA query_only=1")
+    return conn

@@ -1,0 +1,169 @@
+"""The single SQLite writer: one thread, one connection, group commit.
+
+Requests hand their work to a queue and await a future. The thread takes
+everything queued (up to ``max_events`` events), runs it in one transaction,
+commits once, then resolves every future: concurrent requests share one fsync
+instead of paying one each (datasette's write thread is the model).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+BatchFn = Callable[[sqlite3.Connection, list[Sequence[Any]]], list[Any]]
+CallFn = Callable[[sqlite3.Connection], Any]
+
+
+class _Job:
+    __slots__ = ("future", "items", "loop", "size")
+
+    def __init__(self, items: Any, size: int, loop: asyncio.AbstractEventLoop) -> None:
+        self.items = items
+        self.size = size
+        self.loop = loop
+        self.future: asyncio.Future[Any] = loop.create_future()
+
+
+class _CallJob(_Job):
+    __slots__ = ()
+
+
+_STOP = object()
+
+
+def _settle(pairs: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, value, error in pairs:
+        if future.done():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
+
+
+class WriterThread:
+    """Runs ``batch_fn`` over group-committed batches and ``call`` jobs alone."""
+
+    def __init__(
+        self,
+        connect: Callable[[], sqlite3.Connection],
+        batch_fn: BatchFn,
+        *,
+        max_events: int = 5000,
+        name: str = "tally-sqlite-writer",
+    ) -> None:
+        self._connect = connect
+        self._batch_fn = batch_fn
+        self._max_events = max_events
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
+        self.commits = 0
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait()
+        if self._start_error is not None:
+            raise self._start_error
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join()
+
+    async def submit_batch(self, items: Sequence[Any]) -> list[Any]:
+        job = _Job(items, len(items), asyncio.get_running_loop())
+        self._queue.put(job)
+        return await job.future  # type: ignore[no-any-return]
+
+    async def call(self, fn: CallFn) -> Any:
+        job = _CallJob(fn, 1, asyncio.get_running_loop())
+        self._queue.put(job)
+        return await job.future
+
+    # -- the thread ---------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            conn = self._connect()
+        except BaseException as err:  # surfaced by start()
+            self._start_error = err
+            self._ready.set()
+            return
+        self._ready.set()
+        held: Any = None
+        try:
+            while True:
+                job = held if held is not None else self._queue.get()
+                held = None
+                if job is _STOP:
+                    return
+                if isinstance(job, _CallJob):
+                    self._run_call(conn, job)
+                    continue
+                batch = [job]
+                size = job.size
+                while size < self._max_events:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is _STOP or isinstance(nxt, _CallJob):
+                        held = nxt
+                        break
+                    batch.append(nxt)
+                    size += nxt.size
+                self._run_batch(conn, batch)
+        finally:
+            conn.close()
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                results = self._batch_fn(conn, [job.items for job in batch])
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            self.commits += 1
+            outcome = [(job.future, res, None) for job, res in zip(batch, results, strict=True)]
+        except Exception as err:
+            log.exception("group commit of %d jobs failed", len(batch))
+            outcome = [(job.future, None, err) for job in batch]
+        self._deliver(batch, outcome)
+
+    def _run_call(self, conn: sqlite3.Connection, job: _CallJob) -> None:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                value = job.items(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            outcome = [(job.future, value, None)]
+        except Exception as err:
+            outcome = [(job.future, None, err)]
+        self._deliver([job], outcome)
+
+    @staticmethod
+    def _deliver(
+        batch: list[_Job], outcome: list[tuple[asyncio.Future[Any], Any, BaseException | None]]
+    ) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+        for job, pair in zip(batch, outcome, strict=True):
+            by_loop.setdefault(job.loop, []).append(pair)
+        for loop, pairs in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, pairs)
+            except RuntimeError:  # the loop closed while we worked
+                pass
