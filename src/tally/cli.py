@@ -34,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to bind (default 8000, or TALLY_PORT)")
     _add_database(serve)
 
+    worker = sub.add_parser("worker", help="process pending events (without serving HTTP)")
+    worker.add_argument("--burst", action="store_true", help="process every pending event, then exit")
+    _add_database(worker)
+
     keys = sub.add_parser("keys", help="manage API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     create = keys_sub.add_parser("create", help="create a key; prints it alone on the last line")
@@ -59,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return serve(args)
         if command == "keys":
             return asyncio.run(_keys(args))
+        if command == "worker":
+            return asyncio.run(_worker(args))
     except TallyError as err:
         print(f"tally: {err.message}", file=sys.stderr)
         return 2
@@ -119,6 +125,32 @@ async def _keys(args: argparse.Namespace) -> int:
         return 0
 
     result = await _with_storage(settings, run_revoke)
+    return result
+
+
+async def _worker(args: argparse.Namespace) -> int:
+    import signal
+
+    from tally.pipeline.worker import Worker
+
+    settings = _settings(args)
+
+    async def run(storage: Storage) -> int:
+        worker = Worker(storage, batch_size=settings.worker_batch_size)
+        if args.burst:
+            done = await worker.run_until_idle()
+            print(f"processed {done} events")
+            return 0
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        print(f"tally worker processing {settings.database_url}", flush=True)
+        await worker.run_forever(stop)
+        print(f"stopped after processing {worker.processed} events")
+        return 0
+
+    result: int = await _with_storage(settings, run)
     return result
 
 

@@ -25,6 +25,8 @@ ENV_VARS: tuple[tuple[str, str, str], ...] = (
     ("sqlite_synchronous", "TALLY_SQLITE_SYNCHRONOUS", "SQLite synchronous mode: FULL (fsync every commit, default) or NORMAL"),
     ("commit_max_events", "TALLY_COMMIT_MAX_EVENTS", "most events one group commit holds"),
     ("log_level", "TALLY_LOG_LEVEL", "log level of the server (info, warning, …)"),
+    ("worker", "TALLY_WORKER", "run the processing worker inside tally serve (on/off)"),
+    ("worker_batch_size", "TALLY_WORKER_BATCH_SIZE", "most events the worker processes in one transaction"),
 )
 
 
@@ -37,6 +39,8 @@ class Settings:
     sqlite_synchronous: str = "FULL"
     commit_max_events: int = 5000
     log_level: str = "warning"
+    worker: bool = True
+    worker_batch_size: int = 500
     max_request_bytes: int = 4 * 1024 * 1024
     max_event_body_bytes: int = 32 * 1024
 
@@ -63,11 +67,20 @@ class Settings:
             raise ConfigError("TALLY_SQLITE_SYNCHRONOUS must be FULL, NORMAL or EXTRA")
         if not 0 < self.port < 65536:
             raise ConfigError(f"port must be between 1 and 65535, not {self.port}")
+        if self.worker_batch_size < 1:
+            raise ConfigError("TALLY_WORKER_BATCH_SIZE must be at least 1")
         if self.commit_max_events < 1:
             raise ConfigError("TALLY_COMMIT_MAX_EVENTS must be at least 1")
 
 
 def _coerce(var: str, raw: str, kind: Any) -> Any:
+    if kind in (bool, "bool"):
+        lowered = raw.strip().lower()
+        if lowered in {"1", "on", "true", "yes"}:
+            return True
+        if lowered in {"0", "off", "false", "no"}:
+            return False
+        raise ConfigError(f"{var} must be on or off, not {raw!r}")
     try:
         if kind in (int, "int"):
             return int(raw)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ from tally.api.openapi import openapi_document
 from tally.api.state import AppState
 from tally.clock import Clock, SystemClock
 from tally.errors import TallyError
+from tally.pipeline.worker import Worker
 from tally.settings import Settings
 from tally.storage import open_storage
 from tally.storage.base import Storage
@@ -71,9 +73,17 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.start()
+        stop = asyncio.Event()
+        task = None
+        if settings.worker:
+            worker = Worker(store, batch_size=settings.worker_batch_size)
+            task = asyncio.create_task(worker.run_forever(stop), name="tally-worker")
         try:
             yield
         finally:
+            stop.set()
+            if task is not None:
+                await task
             await store.close()
 
     app = Starlette(

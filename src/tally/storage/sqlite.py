@@ -23,6 +23,8 @@ from tally.model import (
     NewEvent,
     StoredEvent,
 )
+from tally.pipeline.process import process_batch
+from tally.storage.sqlite_pipeline import SqliteUnitOfWork
 from tally.storage.sqlite_schema import connect, migrate
 from tally.storage.sqlite_writer import WriterThread
 
@@ -347,6 +349,16 @@ class SqliteStorage:
                 total += removed
                 if removed < PRUNE_CHUNK:
                     return total
+
+        result: int = await self._writer.call(run)
+        return result
+
+    async def process_pending(self, limit: int) -> int:
+        """Process up to ``limit`` pending events in one transaction on the
+        writer thread; returns how many were claimed."""
+
+        def run(conn: sqlite3.Connection) -> int:
+            return process_batch(SqliteUnitOfWork(conn), limit, self._now())
 
         result: int = await self._writer.call(run)
         return result

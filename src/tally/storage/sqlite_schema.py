@@ -73,6 +73,96 @@ MIGRATIONS: list[str] = [
     CREATE UNIQUE INDEX idempotency_keys_key ON idempotency_keys (environment_id, event_type, key);
     CREATE INDEX idempotency_keys_age ON idempotency_keys (received_at);
     """,
+    # 2: the pipeline: companies, users, keys, memberships, features,
+    # allocations, usage counters, and the queue of pending events
+    """
+    CREATE INDEX events_pending ON events (id) WHERE status = 'pending';
+    CREATE TABLE companies (
+        id TEXT PRIMARY KEY,
+        environment_id TEXT NOT NULL,
+        name TEXT,
+        traits TEXT NOT NULL DEFAULT '{}',
+        last_seen_at INTEGER,
+        billing_anchor INTEGER,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE INDEX companies_env ON companies (environment_id, id);
+    CREATE TABLE users (
+        id TEXT PRIMARY KEY,
+        environment_id TEXT NOT NULL,
+        name TEXT,
+        traits TEXT NOT NULL DEFAULT '{}',
+        last_seen_at INTEGER,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE INDEX users_env ON users (environment_id, id);
+    CREATE TABLE company_keys (
+        environment_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        entity_id TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (environment_id, key, value)
+    ) WITHOUT ROWID;
+    CREATE INDEX company_keys_entity ON company_keys (entity_id);
+    CREATE TABLE user_keys (
+        environment_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        entity_id TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (environment_id, key, value)
+    ) WITHOUT ROWID;
+    CREATE INDEX user_keys_entity ON user_keys (entity_id);
+    CREATE TABLE memberships (
+        id TEXT NOT NULL UNIQUE,
+        environment_id TEXT NOT NULL,
+        company_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (company_id, user_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX memberships_user ON memberships (user_id);
+    CREATE TABLE features (
+        id TEXT PRIMARY KEY,
+        environment_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        feature_type TEXT NOT NULL,
+        event_subtype TEXT,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE INDEX features_subtype ON features (environment_id, event_subtype)
+        WHERE event_subtype IS NOT NULL;
+    CREATE TABLE allocations (
+        id TEXT PRIMARY KEY,
+        environment_id TEXT NOT NULL,
+        company_id TEXT NOT NULL,
+        feature_id TEXT NOT NULL,
+        value_type TEXT NOT NULL,
+        value_numeric INTEGER,
+        value_bool INTEGER,
+        metric_period TEXT,
+        month_reset TEXT,
+        notes TEXT NOT NULL DEFAULT '',
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        UNIQUE (company_id, feature_id)
+    );
+    CREATE TABLE usage_counters (
+        environment_id TEXT NOT NULL,
+        company_id TEXT NOT NULL,
+        subtype TEXT NOT NULL,
+        period TEXT NOT NULL,
+        period_start INTEGER NOT NULL,
+        quantity INTEGER NOT NULL,
+        events INTEGER NOT NULL,
+        PRIMARY KEY (company_id, subtype, period, period_start)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 

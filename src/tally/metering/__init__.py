@@ -1,0 +1,1 @@
+"""Metering: period arithmetic (pure) and usage counters."""

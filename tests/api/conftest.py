@@ -1,0 +1,131 @@
+"""In-process HTTP tests of the tally app: one app per test on a fresh SQLite
+file, a FrozenClock, and keys of every kind made through ``tally.keys``."""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.exceptions import StarletteDeprecationWarning
+
+from tally.api.app import create_app
+from tally.clock import FrozenClock
+from tally.keys import create_key
+from tally.settings import Settings
+
+# Starlette 1.x warns at import when the test client falls back to httpx
+# (it prefers httpx2); the warning is about the test tool, not about tally.
+with warnings.catch_warnings():
+    warnings.filterwarnings(
+        "ignore", message="Using `httpx` with `starlette.testclient`", category=StarletteDeprecationWarning
+    )
+    from starlette.testclient import TestClient
+
+NOW = datetime(2026, 3, 15, 12, 0, 0, tzinfo=UTC)
+NOW_TEXT = "2026-03-15T12:00:00.000000Z"
+
+
+@dataclass
+class Api:
+    """The running app, its client and clock, and one key of each kind."""
+
+    app: Starlette
+    client: TestClient
+    clock: FrozenClock
+    secret: str
+    publishable: str
+    read_only: str
+    other_env: str  # a secret key of a second environment ("staging")
+    secret_id: str
+    environment_id: str
+    other_environment_id: str
+
+    @property
+    def storage(self) -> Any:
+        return self.app.state.tally.storage
+
+    def run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run a coroutine function on the client's event loop."""
+        return self.client.portal.call(functools.partial(fn, *args, **kwargs))
+
+    def new_key(self, environment: str = "development", **kwargs: bool) -> tuple[Any, str]:
+        record, plaintext, _ = self.run(create_key, self.storage, environment, **kwargs)
+        return record, plaintext
+
+    def revoke(self, key_id: str) -> Any:
+        return self.run(self.storage.revoke_api_key, key_id)
+
+    # -- requests -----------------------------------------------------------
+    def headers(self, key: str | None) -> dict[str, str]:
+        return {} if key is None else {"X-Schematic-Api-Key": key}
+
+    def post(self, path: str, payload: Any = None, *, key: str | None = "", **kwargs: Any) -> Any:
+        use = self.secret if key == "" else key
+        if payload is not None:
+            kwargs["json"] = payload
+        return self.client.post(path, headers=self.headers(use), **kwargs)
+
+    def get(self, path: str, *, key: str | None = "", **kwargs: Any) -> Any:
+        use = self.secret if key == "" else key
+        return self.client.get(path, headers=self.headers(use), **kwargs)
+
+    def create(self, event_type: str, body: Any, *, key: str | None = "", **fields: Any) -> Any:
+        return self.post("/events", {"event_type": event_type, "body": body, **fields}, key=key)
+
+    def list_events(self, *, key: str | None = "", **params: Any) -> list[dict[str, Any]]:
+        response = self.get("/events", key=key, params=params)
+        assert response.status_code == 200, response.text
+        data: list[dict[str, Any]] = response.json()["data"]
+        return data
+
+
+def make_app(tmp_path: Path, clock: FrozenClock) -> Starlette:
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/t.db", key_cache_seconds=0)
+    return create_app(settings, storage=None, clock=clock)
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock(NOW)
+
+
+@pytest.fixture
+def api(tmp_path: Path, clock: FrozenClock) -> Iterator[Api]:
+    app = make_app(tmp_path, clock)
+    with TestClient(app) as client:
+        storage = app.state.tally.storage
+
+        def key(environment: str, **kwargs: bool) -> tuple[Any, str]:
+            record, plaintext, _ = client.portal.call(
+                functools.partial(create_key, storage, environment, **kwargs)
+            )
+            return record, plaintext
+
+        secret_record, secret = key("development")
+        _, publishable = key("development", publishable=True)
+        _, read_only = key("development", read_only=True)
+        other_record, other = key("staging")
+        assert secret.startswith("sch_dev_")
+        assert publishable.startswith("api_")
+        assert read_only.startswith("sch_dev_")
+        assert other.startswith("sch_stag_")
+        assert other_record.environment_id != secret_record.environment_id
+        yield Api(
+            app=app,
+            client=client,
+            clock=clock,
+            secret=secret,
+            publishable=publishable,
+            read_only=read_only,
+            other_env=other,
+            secret_id=secret_record.id,
+            environment_id=secret_record.environment_id,
+            other_environment_id=other_record.environment_id,
+        )
