@@ -25,7 +25,8 @@ def _add_database(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tally", description="Event ingestion and usage metering that speaks the Schematic API."
+        prog="tally",
+        description="Event ingestion and usage metering that speaks the Schematic API.",
     )
     sub = parser.add_subparsers(dest="command")
 
@@ -35,20 +36,32 @@ def build_parser() -> argparse.ArgumentParser:
     _add_database(serve)
 
     worker = sub.add_parser("worker", help="process pending events (without serving HTTP)")
-    worker.add_argument("--burst", action="store_true", help="process every pending event, then exit")
+    worker.add_argument(
+        "--burst", action="store_true", help="process every pending event, then exit"
+    )
     _add_database(worker)
 
     keys = sub.add_parser("keys", help="manage API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     create = keys_sub.add_parser("create", help="create a key; prints it alone on the last line")
-    create.add_argument("--environment", required=True, help="environment name (created when missing)")
-    create.add_argument("--publishable", action="store_true", help="a publishable (api_…) key instead of a secret one")
-    create.add_argument("--read-only", action="store_true", help="a key that can read but not write")
+    create.add_argument(
+        "--environment", required=True, help="environment name (created when missing)"
+    )
+    create.add_argument(
+        "--publishable",
+        action="store_true",
+        help="a publishable (api_…) key instead of a secret one",
+    )
+    create.add_argument(
+        "--read-only", action="store_true", help="a key that can read but not write"
+    )
     _add_database(create)
     listing = keys_sub.add_parser("list", help="list keys (never the keys themselves)")
     listing.add_argument("--environment", help="only this environment")
     _add_database(listing)
-    revoke = keys_sub.add_parser("revoke", help="revoke a key by its id (key_…) or its shown prefix")
+    revoke = keys_sub.add_parser(
+        "revoke", help="revoke a key by its id (key_…) or its shown prefix"
+    )
     revoke.add_argument("key", help="the key's id or prefix, as `tally keys list` shows it")
     _add_database(revoke)
     return parser
@@ -96,7 +109,9 @@ async def _keys(args: argparse.Namespace) -> int:
             if created:
                 print(f"created environment {args.environment!r}")
             flags = [record.kind] + (["read-only"] if record.read_only else [])
-            print(f"new {' '.join(flags)} key {record.id} for environment {args.environment!r}; it is shown once:")
+            print(
+                f"new {' '.join(flags)} key {record.id} for environment {args.environment!r}; it is shown once:"
+            )
             print(plaintext)
             return 0
 
@@ -106,11 +121,15 @@ async def _keys(args: argparse.Namespace) -> int:
 
         async def run_list(storage: Storage) -> int:
             keys = await storage.list_api_keys(args.environment)
-            print(f"{'id':<34} {'environment':<14} {'kind':<12} {'prefix':<16} {'rights':<10} {'created':<28} revoked")
+            print(
+                f"{'id':<34} {'environment':<14} {'kind':<12} {'prefix':<16} {'rights':<10} {'created':<28} revoked"
+            )
             for k in keys:
                 rights = "read-only" if k.read_only else "read-write"
                 revoked = format_micros(k.revoked_at) if k.revoked_at else "-"
-                print(f"{k.id:<34} {k.environment_name:<14} {k.kind:<12} {k.prefix + '…':<16} {rights:<10} {format_micros(k.created_at):<28} {revoked}")
+                print(
+                    f"{k.id:<34} {k.environment_name:<14} {k.kind:<12} {k.prefix + '…':<16} {rights:<10} {format_micros(k.created_at):<28} {revoked}"
+                )
             return 0
 
         result = await _with_storage(settings, run_list)
@@ -121,7 +140,9 @@ async def _keys(args: argparse.Namespace) -> int:
         if record is None:
             print(f"tally: no single active key has the id or prefix {args.key!r}", file=sys.stderr)
             return 1
-        print(f"revoked {record.kind} key {record.id} ({record.prefix}…) of environment {record.environment_name!r}")
+        print(
+            f"revoked {record.kind} key {record.id} ({record.prefix}…) of environment {record.environment_name!r}"
+        )
         return 0
 
     result = await _with_storage(settings, run_revoke)

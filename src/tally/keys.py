@@ -40,7 +40,9 @@ async def create_key(
     """Create a key in ``environment_name`` (creating the environment when it
     does not exist yet). Returns the key record, the key itself (shown once)
     and whether the environment was created."""
-    env, created = await storage.ensure_environment(environment_name, environment_kind(environment_name))
+    env, created = await storage.ensure_environment(
+        environment_name, environment_kind(environment_name)
+    )
     kind = "publishable" if publishable else "secret"
     plaintext = generate_key(kind, env.kind)
     record = await storage.create_api_key(

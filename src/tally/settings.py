@@ -21,12 +21,24 @@ ENV_VARS: tuple[tuple[str, str, str], ...] = (
     ("database_url", "TALLY_DATABASE_URL", "where events live (sqlite:///path)"),
     ("host", "TALLY_HOST", "address the HTTP server binds"),
     ("port", "TALLY_PORT", "port the HTTP server binds"),
-    ("key_cache_seconds", "TALLY_KEY_CACHE_SECONDS", "how long a looked-up API key is trusted before it is read again (revocation delay)"),
-    ("sqlite_synchronous", "TALLY_SQLITE_SYNCHRONOUS", "SQLite synchronous mode: FULL (fsync every commit, default) or NORMAL"),
+    (
+        "key_cache_seconds",
+        "TALLY_KEY_CACHE_SECONDS",
+        "how long a looked-up API key is trusted before it is read again (revocation delay)",
+    ),
+    (
+        "sqlite_synchronous",
+        "TALLY_SQLITE_SYNCHRONOUS",
+        "SQLite synchronous mode: FULL (fsync every commit, default) or NORMAL",
+    ),
     ("commit_max_events", "TALLY_COMMIT_MAX_EVENTS", "most events one group commit holds"),
     ("log_level", "TALLY_LOG_LEVEL", "log level of the server (info, warning, …)"),
     ("worker", "TALLY_WORKER", "run the processing worker inside tally serve (on/off)"),
-    ("worker_batch_size", "TALLY_WORKER_BATCH_SIZE", "most events the worker processes in one transaction"),
+    (
+        "worker_batch_size",
+        "TALLY_WORKER_BATCH_SIZE",
+        "most events the worker processes in one transaction",
+    ),
 )
 
 

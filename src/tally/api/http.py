@@ -52,7 +52,9 @@ async def read_body(request: Request, limit: int) -> bytes:
         except ValueError:
             raise Invalid("the Content-Length header is not a number") from None
         if size > limit:
-            raise TooLarge(f"request body is {size} bytes, more than the limit of {limit} bytes (4 MiB)")
+            raise TooLarge(
+                f"request body is {size} bytes, more than the limit of {limit} bytes (4 MiB)"
+            )
         if size == 0:
             raise Invalid("request body is empty; send a JSON object")
     chunks: list[bytes] = []

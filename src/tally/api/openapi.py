@@ -52,8 +52,13 @@ def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 @functools.cache
 def openapi_document() -> bytes:
-    _, components = msgspec.json.schema_components(_SCHEMA_TYPES, ref_template="#/components/schemas/{name}")
-    page = [_query("limit", {"type": "integer", "minimum": 0, "maximum": 250}), _query("offset", {"type": "integer", "minimum": 0})]
+    _, components = msgspec.json.schema_components(
+        _SCHEMA_TYPES, ref_template="#/components/schemas/{name}"
+    )
+    page = [
+        _query("limit", {"type": "integer", "minimum": 0, "maximum": 250}),
+        _query("offset", {"type": "integer", "minimum": 0}),
+    ]
     events_array = {"type": "array", "items": _ref("CreateEventEnvelope"), "maxItems": 1000}
     capture_array = {"type": "array", "items": _ref("CaptureEventEnvelope"), "maxItems": 100}
     paths: dict[str, Any] = {
@@ -61,54 +66,141 @@ def openapi_document() -> bytes:
             "post": {
                 "operationId": "createEvent",
                 "requestBody": _json(_ref("CreateEventEnvelope"), "one event"),
-                "responses": {"201": _json(_envelope(_ref("RawEventResponseData")), "stored"), **_errors(400, 401, 403, 413)},
+                "responses": {
+                    "201": _json(_envelope(_ref("RawEventResponseData")), "stored"),
+                    **_errors(400, 401, 403, 413),
+                },
             },
             "get": {
                 "operationId": "listEvents",
                 "parameters": [
-                    *(_query(n, {"type": "string"}) for n in ("company_id", "user_id", "flag_id", "event_subtype", "idempotency_key")),
-                    {**_query("event_types", {"type": "array", "items": {"type": "string"}}), "explode": True},
+                    *(
+                        _query(n, {"type": "string"})
+                        for n in (
+                            "company_id",
+                            "user_id",
+                            "flag_id",
+                            "event_subtype",
+                            "idempotency_key",
+                        )
+                    ),
+                    {
+                        **_query("event_types", {"type": "array", "items": {"type": "string"}}),
+                        "explode": True,
+                    },
                     *page,
                 ],
-                "responses": {"200": _json(_envelope({"type": "array", "items": _ref("EventDetailResponseData")}), "newest first"), **_errors(400, 401, 403)},
+                "responses": {
+                    "200": _json(
+                        _envelope({"type": "array", "items": _ref("EventDetailResponseData")}),
+                        "newest first",
+                    ),
+                    **_errors(400, 401, 403),
+                },
             },
         },
         "/events/{event_id}": {
             "get": {
                 "operationId": "getEvent",
-                "parameters": [{"name": "event_id", "in": "path", "required": True, "schema": {"type": "string"}}],
-                "responses": {"200": _json(_envelope(_ref("EventDetailResponseData")), "the event"), **_errors(401, 403, 404)},
+                "parameters": [
+                    {
+                        "name": "event_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "responses": {
+                    "200": _json(_envelope(_ref("EventDetailResponseData")), "the event"),
+                    **_errors(401, 403, 404),
+                },
             }
         },
         "/event-batch": {
             "post": {
                 "operationId": "createEventBatch",
-                "requestBody": _json({"type": "object", "required": ["events"], "properties": {"events": events_array}}, "up to 1000 events, all or none"),
-                "responses": {"201": _json(_envelope({"type": "object", "properties": {"events": {"type": "array", "items": _ref("RawEventResponseData")}}}), "stored"), **_errors(400, 401, 403, 413)},
+                "requestBody": _json(
+                    {
+                        "type": "object",
+                        "required": ["events"],
+                        "properties": {"events": events_array},
+                    },
+                    "up to 1000 events, all or none",
+                ),
+                "responses": {
+                    "201": _json(
+                        _envelope(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "events": {
+                                        "type": "array",
+                                        "items": _ref("RawEventResponseData"),
+                                    }
+                                },
+                            }
+                        ),
+                        "stored",
+                    ),
+                    **_errors(400, 401, 403, 413),
+                },
             }
         },
         "/batch": {
             "post": {
                 "operationId": "captureBatch",
-                "requestBody": _json({"type": "object", "required": ["events"], "properties": {"events": capture_array}}, "the SDK's buffered events"),
-                "responses": {"200": _json(_envelope(_ref("CaptureBatchResponseData")), "stored (bad events as failed)"), **_errors(400, 401, 413)},
+                "requestBody": _json(
+                    {
+                        "type": "object",
+                        "required": ["events"],
+                        "properties": {"events": capture_array},
+                    },
+                    "the SDK's buffered events",
+                ),
+                "responses": {
+                    "200": _json(
+                        _envelope(_ref("CaptureBatchResponseData")), "stored (bad events as failed)"
+                    ),
+                    **_errors(400, 401, 413),
+                },
             }
         },
         "/event-types": {
             "get": {
                 "operationId": "getEventSummaries",
-                "parameters": [_query("q", {"type": "string"}), {**_query("event_subtypes", {"type": "array", "items": {"type": "string"}}), "explode": True}, *page],
-                "responses": {"200": _json(_envelope({"type": "array", "items": _ref("EventSummaryResponseData")}), "one row per subtype"), **_errors(400, 401, 403)},
+                "parameters": [
+                    _query("q", {"type": "string"}),
+                    {
+                        **_query("event_subtypes", {"type": "array", "items": {"type": "string"}}),
+                        "explode": True,
+                    },
+                    *page,
+                ],
+                "responses": {
+                    "200": _json(
+                        _envelope({"type": "array", "items": _ref("EventSummaryResponseData")}),
+                        "one row per subtype",
+                    ),
+                    **_errors(400, 401, 403),
+                },
             }
         },
-        "/health": {"get": {"operationId": "health", "security": [], "responses": {"200": {"description": "up"}}}},
+        "/health": {
+            "get": {
+                "operationId": "health",
+                "security": [],
+                "responses": {"200": {"description": "up"}},
+            }
+        },
     }
     doc = {
         "openapi": "3.1.0",
         "info": {"title": "tally", "version": __version__},
         "components": {
             "schemas": components,
-            "securitySchemes": {"ApiKeyAuth": {"type": "apiKey", "in": "header", "name": "X-Schematic-Api-Key"}},
+            "securitySchemes": {
+                "ApiKeyAuth": {"type": "apiKey", "in": "header", "name": "X-Schematic-Api-Key"}
+            },
         },
         "security": [{"ApiKeyAuth": []}],
         "paths": paths,

@@ -61,7 +61,9 @@ def decode_json(data: bytes, decoder: msgspec.json.Decoder[Any], what: str) -> A
     except msgspec.DecodeError as err:  # ValidationError is a DecodeError
         if isinstance(err, msgspec.ValidationError):
             raise Invalid(f"{what} is invalid: {describe_validation(err, what)}") from None
-        raise Invalid(f"{what} is not valid JSON: {err}".replace("JSON is malformed: ", "")) from None
+        raise Invalid(
+            f"{what} is not valid JSON: {err}".replace("JSON is malformed: ", "")
+        ) from None
 
 
 def build_event(

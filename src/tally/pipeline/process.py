@@ -60,7 +60,10 @@ def _merge(into: BatchState, part: BatchState) -> None:
     for key, (qty, count) in part.counters.items():
         old_qty, old_count = into.counters.get(key, (0, 0))
         into.counters[key] = (old_qty + qty, old_count + count)
-    for target, source in ((into.company_seen, part.company_seen), (into.user_seen, part.user_seen)):
+    for target, source in (
+        (into.company_seen, part.company_seen),
+        (into.user_seen, part.user_seen),
+    ):
         for entity, at in source.items():
             if at > target.get(entity, at - 1):
                 target[entity] = at
@@ -103,17 +106,25 @@ def upsert_entity(
         if name is not None or traits:
             old_name, old_traits = uow.load_entity(kind, entity_id)
             uow.update_entity(
-                kind, entity_id, name if name is not None else old_name, merge_traits(old_traits, traits), now
+                kind,
+                entity_id,
+                name if name is not None else old_name,
+                merge_traits(old_traits, traits),
+                now,
             )
     uow.set_keys(kind, environment_id, entity_id, keys, now)
     return entity_id
 
 
-def _see(state: BatchState, event: PendingEvent, company_id: str | None, user_id: str | None) -> None:
+def _see(
+    state: BatchState, event: PendingEvent, company_id: str | None, user_id: str | None
+) -> None:
     if event.backfill:
         return  # backfills never move last_seen_at
     if company_id is not None:
-        state.company_seen[company_id] = max(state.company_seen.get(company_id, 0), event.captured_at)
+        state.company_seen[company_id] = max(
+            state.company_seen.get(company_id, 0), event.captured_at
+        )
     if user_id is not None:
         state.user_seen[user_id] = max(state.user_seen.get(user_id, 0), event.captured_at)
 
@@ -124,7 +135,9 @@ def _identify(uow: UnitOfWork, event: PendingEvent, state: BatchState) -> Outcom
     company_id = None
     if body.company is not None:
         company = body.company
-        company_id = upsert_entity(uow, "company", env, company.keys, company.name, company.traits, state.now)
+        company_id = upsert_entity(
+            uow, "company", env, company.keys, company.name, company.traits, state.now
+        )
     user_id = upsert_entity(uow, "user", env, body.keys, body.name, body.traits, state.now)
     if company_id is not None:
         uow.ensure_membership(env, company_id, user_id, state.now)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from tally.storage.base import Storage
@@ -11,7 +12,9 @@ log = logging.getLogger(__name__)
 
 
 class Worker:
-    def __init__(self, storage: Storage, *, batch_size: int = 500, idle_seconds: float = 0.02) -> None:
+    def __init__(
+        self, storage: Storage, *, batch_size: int = 500, idle_seconds: float = 0.02
+    ) -> None:
         self._storage = storage
         self._batch_size = batch_size
         self._idle = idle_seconds
@@ -37,7 +40,5 @@ class Worker:
                 await asyncio.sleep(1.0)
             self.processed += claimed
             if claimed < self._batch_size:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=self._idle)
-                except TimeoutError:
-                    pass

@@ -173,8 +173,12 @@ class SqliteStorage:
         self.path = path
         self._synchronous = synchronous.upper()
         self._clock = clock or SystemClock()
-        self._writer = WriterThread(self._open_writer, self._ingest_batches, max_events=commit_max_events)
-        self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="tally-sqlite-read")
+        self._writer = WriterThread(
+            self._open_writer, self._ingest_batches, max_events=commit_max_events
+        )
+        self._readers = ThreadPoolExecutor(
+            max_workers=readers, thread_name_prefix="tally-sqlite-read"
+        )
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
@@ -428,5 +432,3 @@ class SqliteStorage:
             return [EventSummary(*row) for row in conn.execute(sql, args).fetchall()]
 
         return await self._read(run)
-
-

@@ -24,9 +24,7 @@ class SqliteUnitOfWork:
             "FROM events WHERE status = 'pending' ORDER BY id LIMIT ?",
             (limit,),
         ).fetchall()
-        return [
-            PendingEvent(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7])) for r in rows
-        ]
+        return [PendingEvent(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7])) for r in rows]
 
     def find_entities(self, kind: str, environment_id: str, keys: Mapping[str, str]) -> set[str]:
         table, key_table, prefix = _TABLES[kind]
@@ -61,7 +59,9 @@ class SqliteUnitOfWork:
 
     def load_entity(self, kind: str, entity_id: str) -> tuple[str | None, str]:
         table = _TABLES[kind][0]
-        row = self.conn.execute(f"SELECT name, traits FROM {table} WHERE id = ?", (entity_id,)).fetchone()
+        row = self.conn.execute(
+            f"SELECT name, traits FROM {table} WHERE id = ?", (entity_id,)
+        ).fetchone()
         return (row[0], row[1]) if row else (None, "{}")
 
     def update_entity(
@@ -76,7 +76,7 @@ class SqliteUnitOfWork:
     def set_keys(
         self, kind: str, environment_id: str, entity_id: str, keys: Mapping[str, str], now: int
     ) -> None:
-        _, key_table, prefix = _TABLES[kind]
+        _, key_table, _prefix = _TABLES[kind]
         for key, value in keys.items():
             if key == "id" and value == entity_id:
                 continue  # the entity's own id is not a key
@@ -91,7 +91,9 @@ class SqliteUnitOfWork:
                 (environment_id, key, value, entity_id, now),
             )
 
-    def ensure_membership(self, environment_id: str, company_id: str, user_id: str, now: int) -> None:
+    def ensure_membership(
+        self, environment_id: str, company_id: str, user_id: str, now: int
+    ) -> None:
         self.conn.execute(
             "INSERT INTO memberships (id, environment_id, company_id, user_id, created_at) "
             "VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING",

@@ -9,6 +9,7 @@ instead of paying one each (datasette's write thread is the model).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import sqlite3
@@ -163,7 +164,5 @@ class WriterThread:
         for job, pair in zip(batch, outcome, strict=True):
             by_loop.setdefault(job.loop, []).append(pair)
         for loop, pairs in by_loop.items():
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop closed while we worked
                 loop.call_soon_threadsafe(_settle, pairs)
-            except RuntimeError:  # the loop closed while we worked
-                pass
