@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tally.api import events
+from tally.api import catalog, companies, events
 from tally.api.auth import Authenticator
 from tally.api.http import error_response, ok, plain_error
 from tally.api.openapi import openapi_document
@@ -91,6 +91,8 @@ def create_app(
             Route("/health", health, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
             *events.routes,
+            *companies.routes,
+            *catalog.routes,
         ],
         exception_handlers={
             TallyError: _tally_error,

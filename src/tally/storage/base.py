@@ -18,9 +18,11 @@ from tally.model import (
     NewEvent,
     StoredEvent,
 )
+from tally.storage.base_catalog import CatalogStore
+from tally.storage.base_entities import EntityStore
 
 
-class Storage(Protocol):
+class Storage(EntityStore, CatalogStore, Protocol):
     async def start(self) -> None:
         """Open connections and run pending migrations."""
 

@@ -24,6 +24,8 @@ from tally.model import (
     StoredEvent,
 )
 from tally.pipeline.process import process_batch
+from tally.storage.sqlite_catalog import SqliteCatalog
+from tally.storage.sqlite_entities import SqliteEntities
 from tally.storage.sqlite_pipeline import SqliteUnitOfWork
 from tally.storage.sqlite_schema import connect, migrate
 from tally.storage.sqlite_writer import WriterThread
@@ -158,7 +160,7 @@ def insert_events(
     return out
 
 
-class SqliteStorage:
+class SqliteStorage(SqliteEntities, SqliteCatalog):
     """``Storage`` on one SQLite file."""
 
     def __init__(
