@@ -7,20 +7,31 @@ events index grows at its end.
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import threading
 import time
 
-_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+# RFC 4648 base32 (in C), re-lettered to Crockford's alphabet, whose ASCII
+# order follows the digits' values: text order is numeric order.
+_CROCKFORD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", "0123456789abcdefghjkmnpqrstvwxyz")
 
 
-def _encode(value: int, length: int) -> str:
-    out = []
-    for _ in range(length):
-        out.append(_ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(out))
+ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+
+
+def decode(part: str) -> int:
+    """The 128-bit value of a 26-character id part (inverse of ``_encode``)."""
+    value = 0
+    for ch in part:
+        value = value * 32 + ALPHABET.index(ch)
+    return value >> 2  # 26 characters carry 130 bits, the last two are padding
+
+
+def _encode(value: int) -> str:
+    """128 bits → 26 base32 characters, most significant first."""
+    return base64.b32encode(value.to_bytes(16, "big")).decode("ascii")[:26].translate(_CROCKFORD)
 
 
 class IdGenerator:
@@ -43,7 +54,7 @@ class IdGenerator:
             else:
                 self._last_rand = int.from_bytes(os.urandom(10), "big") >> 1
             self._last_ms = ms
-            return _encode((ms << 80) | self._last_rand, 26)
+            return _encode((ms << 80) | self._last_rand)
 
     def new(self, prefix: str) -> str:
         return f"{prefix}_{self.next_raw()}"

@@ -6,6 +6,7 @@ mapping to read, so a test builds exactly the settings it needs.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -13,6 +14,7 @@ from typing import Any
 
 from tally.errors import ConfigError
 
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 DEFAULT_DATABASE_URL = "sqlite:///./tally.db"
 
 # Every setting: (field name, environment variable, one-line description).
@@ -79,6 +81,14 @@ class Settings:
             raise ConfigError("TALLY_SQLITE_SYNCHRONOUS must be FULL, NORMAL or EXTRA")
         if not 0 < self.port < 65536:
             raise ConfigError(f"port must be between 1 and 65535, not {self.port}")
+        if self.log_level.lower() not in LOG_LEVELS:
+            raise ConfigError(
+                f"TALLY_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}"
+            )
+        if not math.isfinite(self.key_cache_seconds) or self.key_cache_seconds < 0:
+            raise ConfigError(
+                "TALLY_KEY_CACHE_SECONDS must be a finite number of seconds, 0 or more"
+            )
         if self.worker_batch_size < 1:
             raise ConfigError("TALLY_WORKER_BATCH_SIZE must be at least 1")
         if self.commit_max_events < 1:

@@ -24,16 +24,28 @@ RECEIVED_US = to_micros(RECEIVED)
 ENV = "env_01test"
 
 SECRET = ApiKey(
-    id="key_secret", environment_id=ENV, kind="secret", read_only=False,
-    prefix="sch_dev_abcdef", created_at=0,
+    id="key_secret",
+    environment_id=ENV,
+    kind="secret",
+    read_only=False,
+    prefix="sch_dev_abcdef",
+    created_at=0,
 )
 PUBLISHABLE = ApiKey(
-    id="key_pub", environment_id=ENV, kind="publishable", read_only=False,
-    prefix="api_abcdefghij", created_at=0,
+    id="key_pub",
+    environment_id=ENV,
+    kind="publishable",
+    read_only=False,
+    prefix="api_abcdefghij",
+    created_at=0,
 )
 READ_ONLY = ApiKey(
-    id="key_ro", environment_id=ENV, kind="secret", read_only=True,
-    prefix="sch_dev_readon", created_at=0,
+    id="key_ro",
+    environment_id=ENV,
+    kind="secret",
+    read_only=True,
+    prefix="sch_dev_readon",
+    created_at=0,
 )
 
 TYPES_TEXT = "flag_check, identify, inference, track"
@@ -67,7 +79,11 @@ BODIES = {"identify": IDENTIFY, "track": TRACK, "flag_check": FLAG_CHECK, "infer
 
 def ctx(key: ApiKey = SECRET, **kwargs: Any) -> Context:
     return Context(
-        key=key, received_at=RECEIVED, remote_ip="203.0.113.7", user_agent="test-agent/1.0", **kwargs
+        key=key,
+        received_at=RECEIVED,
+        remote_ip="203.0.113.7",
+        user_agent="test-agent/1.0",
+        **kwargs,
     )
 
 
@@ -202,13 +218,22 @@ def test_explicit_nulls_are_treated_as_absent() -> None:
 
 def test_explicit_nulls_in_identify_and_flag_check_bodies() -> None:
     ident = create(
-        {"event_type": "identify", "body": {"keys": {"id": "u"}, "name": None, "traits": None, "company": None}}
+        {
+            "event_type": "identify",
+            "body": {"keys": {"id": "u"}, "name": None, "traits": None, "company": None},
+        }
     )
     assert ident.status == "pending"
     flag = create(
         {
             "event_type": "flag_check",
-            "body": {**FLAG_CHECK, "flag_id": None, "company_id": None, "user_id": None, "error": None},
+            "body": {
+                **FLAG_CHECK,
+                "flag_id": None,
+                "company_id": None,
+                "user_id": None,
+                "error": None,
+            },
         }
     )
     assert (flag.flag_id, flag.company_id, flag.user_id) == (None, None, None)
@@ -231,7 +256,12 @@ def test_explicit_nulls_in_identify_and_flag_check_bodies() -> None:
 )
 def test_trusted_sent_at_forms(text: str, expected: datetime) -> None:
     ev = create(
-        {"event_type": "track", "body": {"event": "x"}, "sent_at": text, "trusted_client_clock": True}
+        {
+            "event_type": "track",
+            "body": {"event": "x"},
+            "sent_at": text,
+            "trusted_client_clock": True,
+        }
     )
     assert ev.sent_at == to_micros(expected)
     assert ev.captured_at == to_micros(expected)
@@ -243,7 +273,12 @@ def test_trusted_sent_at_forms(text: str, expected: datetime) -> None:
 def test_backfill_takes_sent_at_and_sets_both_flags() -> None:
     sent = RECEIVED - timedelta(days=200)
     ev = create(
-        {"event_type": "track", "body": {"event": "x"}, "sent_at": sent.isoformat(), "backfill": True}
+        {
+            "event_type": "track",
+            "body": {"event": "x"},
+            "sent_at": sent.isoformat(),
+            "backfill": True,
+        }
     )
     assert ev.captured_at == to_micros(sent)
     assert ev.trusted_client_clock is True
@@ -251,9 +286,7 @@ def test_backfill_takes_sent_at_and_sets_both_flags() -> None:
 
 
 def test_sent_at_without_a_clock_flag_does_not_move_captured_at() -> None:
-    ev = create(
-        {"event_type": "track", "body": {"event": "x"}, "sent_at": "2026-03-01T00:00:00Z"}
-    )
+    ev = create({"event_type": "track", "body": {"event": "x"}, "sent_at": "2026-03-01T00:00:00Z"})
     assert ev.captured_at == RECEIVED_US
     assert ev.sent_at == to_micros(datetime(2026, 3, 1, tzinfo=UTC))
     assert ev.trusted_client_clock is False
@@ -270,9 +303,37 @@ def test_sent_at_without_a_clock_flag_may_be_anything() -> None:
     assert ev.sent_at is None
 
 
+def test_out_of_range_sent_at_without_a_clock_flag_is_ignored() -> None:
+    """``0001-01-01T00:00:00+01:00`` is ISO-8601 but before year 1 in UTC; without a
+    clock flag sent_at is ignored, so the event must be accepted."""
+    ev = create(
+        {"event_type": "track", "body": {"event": "x"}, "sent_at": "0001-01-01T00:00:00+01:00"}
+    )
+    assert ev.status == "pending"
+    assert ev.captured_at == RECEIVED_US
+    assert ev.sent_at is None
+
+
+def test_out_of_range_sent_at_with_a_clock_flag_is_invalid() -> None:
+    message = refused(
+        {
+            "event_type": "track",
+            "body": {"event": "x"},
+            "sent_at": "9999-12-31T23:59:59-01:00",
+            "trusted_client_clock": True,
+        }
+    )
+    assert message.startswith("sent_at ")
+
+
 def test_unparseable_sent_at_with_a_clock_flag_is_refused() -> None:
     message = refused(
-        {"event_type": "track", "body": {"event": "x"}, "sent_at": "yesterday", "trusted_client_clock": True}
+        {
+            "event_type": "track",
+            "body": {"event": "x"},
+            "sent_at": "yesterday",
+            "trusted_client_clock": True,
+        }
     )
     assert "sent_at" in message
     assert "ISO-8601" in message
@@ -281,7 +342,12 @@ def test_unparseable_sent_at_with_a_clock_flag_is_refused() -> None:
 def test_clock_flag_from_a_publishable_key_is_refused_with_the_spec_message() -> None:
     for flag in ("trusted_client_clock", "backfill"):
         message = refused(
-            {"event_type": "track", "body": {"event": "x"}, "sent_at": "2026-03-15T11:00:00Z", flag: True},
+            {
+                "event_type": "track",
+                "body": {"event": "x"},
+                "sent_at": "2026-03-15T11:00:00Z",
+                flag: True,
+            },
             PUBLISHABLE,
         )
         assert message == SPEC_NEEDS_SECRET
@@ -323,7 +389,10 @@ def test_missing_event_type_is_refused() -> None:
 @pytest.mark.parametrize("event_type", ["track", "identify", "flag_check", "inference"])
 def test_missing_body_is_refused(event_type: str) -> None:
     assert refused({"event_type": event_type}) == f"body is required for {event_type} events"
-    assert refused({"event_type": event_type, "body": None}) == f"body is required for {event_type} events"
+    assert (
+        refused({"event_type": event_type, "body": None})
+        == f"body is required for {event_type} events"
+    )
 
 
 @pytest.mark.parametrize(
@@ -365,10 +434,19 @@ def test_identify_company_without_keys_is_refused() -> None:
         ({"event_type": "track", "body": {"event": "x", "traits": [1]}}, "body.traits"),
         ({"event_type": "identify", "body": {"keys": ["a"]}}, "body.keys"),
         ({"event_type": "flag_check", "body": {**FLAG_CHECK, "value": "true"}}, "body.value"),
-        ({"event_type": "inference", "body": {**INFERENCE, "input_tokens": "9"}}, "body.input_tokens"),
+        (
+            {"event_type": "inference", "body": {**INFERENCE, "input_tokens": "9"}},
+            "body.input_tokens",
+        ),
         ({"event_type": "track", "body": {"event": "x"}, "sent_at": 5}, "request body.sent_at"),
-        ({"event_type": "track", "body": {"event": "x"}, "idempotency_key": 5}, "request body.idempotency_key"),
-        ({"event_type": "track", "body": {"event": "x"}, "trusted_client_clock": "yes"}, "request body.trusted_client_clock"),
+        (
+            {"event_type": "track", "body": {"event": "x"}, "idempotency_key": 5},
+            "request body.idempotency_key",
+        ),
+        (
+            {"event_type": "track", "body": {"event": "x"}, "trusted_client_clock": "yes"},
+            "request body.trusted_client_clock",
+        ),
         ({"event_type": 7, "body": {"event": "x"}}, "request body.event_type"),
     ],
 )
@@ -407,7 +485,9 @@ def test_negative_quantity_needs_a_secret_key() -> None:
 
 
 def test_int64_quantity_bounds() -> None:
-    top = create({"event_type": "track", "body": {"event": "x", "quantity": 2**63 - 1}}, PUBLISHABLE)
+    top = create(
+        {"event_type": "track", "body": {"event": "x", "quantity": 2**63 - 1}}, PUBLISHABLE
+    )
     assert top.quantity == 2**63 - 1
     bottom = create({"event_type": "track", "body": {"event": "x", "quantity": -(2**63)}})
     assert bottom.quantity == -(2**63)
@@ -421,7 +501,9 @@ def test_idempotency_key_length_limits() -> None:
     assert ok.idempotency_key == "k" * 255
     message = refused({"event_type": "track", "body": {"event": "x"}, "idempotency_key": "k" * 256})
     assert "255" in message
-    assert "empty" in refused({"event_type": "track", "body": {"event": "x"}, "idempotency_key": ""})
+    assert "empty" in refused(
+        {"event_type": "track", "body": {"event": "x"}, "idempotency_key": ""}
+    )
 
 
 # -- keys ------------------------------------------------------------------------------
@@ -467,10 +549,11 @@ def test_body_size_counts_utf8_bytes() -> None:
 
 
 def test_body_limit_comes_from_the_context() -> None:
-    data = enc({"event_type": "track", "body": body_of_size(200)})
+    data = b'{"event_type":"track","body":' + compact(body_of_size(200)) + b"}"
     assert parse_create_event(data, ctx(max_event_body_bytes=200)).subtype == "big"
-    with pytest.raises(TooLarge):
+    with pytest.raises(TooLarge) as info:
         parse_create_event(data, ctx(max_event_body_bytes=199))
+    assert "199 bytes" in info.value.message
 
 
 # -- POST /event-batch ------------------------------------------------------------------
@@ -554,7 +637,7 @@ def test_event_batch_from_a_read_only_key_is_forbidden() -> None:
 
 @pytest.mark.parametrize("data", [b"{}", b'{"events": 5}', b'{"events": null}', b"[]", b"nope"])
 def test_malformed_event_batch_is_refused(data: bytes) -> None:
-    with pytest.raises(Invalid, match="^request body "):
+    with pytest.raises(Invalid, match=r"^request body "):
         parse_event_batch(data, ctx())
 
 
@@ -598,7 +681,12 @@ def test_capture_sent_at_without_a_clock_flag_is_ignored() -> None:
 
 def test_capture_trusted_clock_with_a_secret_key_uses_sent_at() -> None:
     events = [
-        capture(type="track", body={"event": "x"}, sent_at="2026-03-15T11:00:00Z", trusted_client_clock=True)
+        capture(
+            type="track",
+            body={"event": "x"},
+            sent_at="2026-03-15T11:00:00Z",
+            trusted_client_clock=True,
+        )
     ]
     out = parse_capture_batch(enc({"events": events}), ctx())
     assert out[0].captured_at == to_micros(datetime(2026, 3, 15, 11, 0, tzinfo=UTC))
@@ -632,7 +720,14 @@ def test_bad_capture_events_fail_while_their_neighbours_stay_pending() -> None:
     ]
     out = parse_capture_batch(enc({"events": events}), ctx())
     assert [e.status for e in out] == [
-        "pending", "failed", "failed", "failed", "failed", "failed", "failed", "pending",
+        "pending",
+        "failed",
+        "failed",
+        "failed",
+        "failed",
+        "failed",
+        "failed",
+        "pending",
     ]
     assert out[0].subtype == "first"
     assert out[7].subtype == "last"
@@ -703,7 +798,65 @@ def test_capture_clock_flag_from_a_publishable_key_fails_with_the_spec_message()
     assert out[1].status == "pending"
 
 
+def test_capture_event_with_out_of_range_sent_at_does_not_break_the_batch() -> None:
+    events = [
+        capture(type="track", body={"event": "a"}, sent_at="0001-01-01T00:00:00+01:00"),
+        capture(
+            type="track",
+            body={"event": "b"},
+            sent_at="0001-01-01T00:00:00+01:00",
+            trusted_client_clock=True,
+        ),
+        capture(type="track", body={"event": "c"}),
+    ]
+    out = parse_capture_batch(enc({"events": events}), ctx())
+    assert [e.status for e in out] == ["pending", "failed", "pending"]
+    assert out[0].captured_at == RECEIVED_US
+    assert (out[1].error_message or "").startswith("sent_at ")
+
+
+# -- deeply nested JSON -------------------------------------------------------------------
+
+DEPTH = 2_000  # 4 KB of brackets: far under every size limit
+
+
+def nested_body() -> bytes:
+    return b'{"event":"x","traits":{"a":' + b"[" * DEPTH + b"]" * DEPTH + b"}}"
+
+
+def test_deeply_nested_body_is_invalid_not_a_crash() -> None:
+    """msgspec raises ``RecursionError`` (not a ``DecodeError``) past ~1000 levels;
+    the parser must turn that into ``Invalid`` (400), not let it escape (500)."""
+    data = b'{"event_type":"track","body":' + nested_body() + b"}"
+    with pytest.raises(Invalid):
+        parse_create_event(data, ctx())
+
+
+def test_deeply_nested_event_in_an_event_batch_is_invalid_not_a_crash() -> None:
+    data = (
+        b'{"events":[{"event_type":"track","body":{"event":"ok"}},{"event_type":"track","body":'
+        + nested_body()
+        + b"}]}"
+    )
+    with pytest.raises(Invalid):
+        parse_event_batch(data, ctx())
+
+
+def test_deeply_nested_capture_event_is_refused_cleanly() -> None:
+    """Either the event alone is stored as failed (its neighbour pending), or the
+    request as a whole is refused as invalid; never a ``RecursionError``."""
+    data = (
+        b'{"events":[{"type":"track","body":' + nested_body() + b"},"
+        b'{"type":"track","body":{"event":"ok"}}]}'
+    )
+    try:
+        out = parse_capture_batch(data, ctx())
+    except Invalid:
+        return
+    assert [e.status for e in out] == ["failed", "pending"]
+
+
 @pytest.mark.parametrize("data", [b"{}", b'{"events": {}}', b"[]", b"{oops"])
 def test_malformed_capture_batch_is_refused_as_a_whole(data: bytes) -> None:
-    with pytest.raises(Invalid, match="^request body "):
+    with pytest.raises(Invalid, match=r"^request body "):
         parse_capture_batch(data, ctx())

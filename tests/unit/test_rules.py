@@ -97,11 +97,11 @@ def test_sent_at_equal_to_receipt_time_is_accepted() -> None:
 # -- the five messages, word for word -------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("trusted", "backfill"), [(True, False), (False, True), (True, True)]
-)
+@pytest.mark.parametrize(("trusted", "backfill"), [(True, False), (False, True), (True, True)])
 def test_publishable_key_with_a_clock_flag_is_refused(trusted: bool, backfill: bool) -> None:
-    message = refusal(sent_at=NOW - timedelta(minutes=1), trusted=trusted, backfill=backfill, secret=False)
+    message = refusal(
+        sent_at=NOW - timedelta(minutes=1), trusted=trusted, backfill=backfill, secret=False
+    )
     assert message == SPEC_NEEDS_SECRET
 
 
@@ -109,9 +109,7 @@ def test_publishable_key_without_sent_at_gets_the_secret_message_first() -> None
     assert refusal(sent_at=None, trusted=True, secret=False) == SPEC_NEEDS_SECRET
 
 
-@pytest.mark.parametrize(
-    ("trusted", "backfill"), [(True, False), (False, True), (True, True)]
-)
+@pytest.mark.parametrize(("trusted", "backfill"), [(True, False), (False, True), (True, True)])
 def test_clock_flag_without_sent_at_is_refused(trusted: bool, backfill: bool) -> None:
     assert refusal(sent_at=None, trusted=trusted, backfill=backfill) == SPEC_NEEDS_SENT_AT
 
@@ -130,7 +128,7 @@ def test_past_backfill_message() -> None:
 
 
 def test_invalid_is_raised_with_the_message_as_its_text() -> None:
-    with pytest.raises(Invalid, match="^sent_at cannot be more than 5 minutes in the future$"):
+    with pytest.raises(Invalid, match=r"^sent_at cannot be more than 5 minutes in the future$"):
         effective(NOW + timedelta(minutes=6), trusted=True)
 
 

@@ -64,6 +64,8 @@ def decode_json(data: bytes, decoder: msgspec.json.Decoder[Any], what: str) -> A
         raise Invalid(
             f"{what} is not valid JSON: {err}".replace("JSON is malformed: ", "")
         ) from None
+    except RecursionError:
+        raise Invalid(f"{what} is nested too deeply") from None
 
 
 def build_event(
@@ -91,7 +93,7 @@ def build_event(
     if len(raw) > ctx.max_event_body_bytes:
         raise TooLarge(
             f"event body is {len(raw)} bytes, more than the limit of "
-            f"{ctx.max_event_body_bytes} bytes (32 KiB)"
+            f"{ctx.max_event_body_bytes} bytes ({ctx.max_event_body_bytes // 1024} KiB)"
         )
     parsed = decode_json(raw, wire.BODY_DECODERS[event_type], "body")
 
@@ -207,7 +209,7 @@ def failed_event(ctx: Context, raw_event: bytes, message: str) -> NewEvent:
     event_type, body, subtype, key = "unknown", "{}", None, None
     try:
         salvaged = msgspec.json.decode(raw_event)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         salvaged = None
     if isinstance(salvaged, dict):
         kind = salvaged.get("type") or salvaged.get("event_type")

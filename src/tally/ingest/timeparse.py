@@ -27,4 +27,7 @@ def parse_timestamp(text: str, field: str = "sent_at") -> datetime:
         raise Invalid(f"{field} is not an ISO-8601 timestamp: {text[:64]!r}") from None
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise Invalid(f"{field} is out of range: {text[:64]!r}") from None

@@ -16,7 +16,10 @@ Counters are kept per period *kind* and period *start*:
 from __future__ import annotations
 
 import calendar
+import functools
 from datetime import UTC, datetime, timedelta
+
+from tally.clock import from_micros, to_micros
 
 ALL_TIME = "all_time"
 DAY = "day"
@@ -72,6 +75,8 @@ def billing_start(at: datetime, anchor: datetime) -> datetime:
 
 
 def billing_end(start: datetime, anchor: datetime) -> datetime:
+    _require_aware(start)
+    _require_aware(anchor)
     year, month = _add_months(start.year, start.month, 1)
     return _anchor_in(year, month, anchor.astimezone(UTC))
 
@@ -94,6 +99,9 @@ def period_start(kind: str, at: datetime, anchor: datetime | None = None) -> dat
 
 def period_end(kind: str, start: datetime, anchor: datetime | None = None) -> datetime | None:
     """When the period that began at ``start`` ends (``None`` for all time)."""
+    _require_aware(start)
+    if anchor is not None:
+        _require_aware(anchor)
     if kind == ALL_TIME:
         return None
     if kind == DAY:
@@ -122,6 +130,28 @@ def periods_containing(at: datetime, anchor: datetime | None) -> list[tuple[str,
     if anchor is not None:
         periods.append((BILLING, billing_start(at, anchor)))
     return periods
+
+
+DAY_US = 86_400_000_000
+
+
+@functools.lru_cache(maxsize=4096)
+def _calendar_starts(day_index: int) -> tuple[tuple[str, int], ...]:
+    """(kind, start µs) of all_time, day, week and month for a day since the epoch."""
+    day = day_index * DAY_US
+    week = (day_index - (day_index + 4) % 7) * DAY_US  # 1970-01-01 was a Thursday
+    month = to_micros(month_start(from_micros(day)))
+    return ((ALL_TIME, 0), (DAY, day), (WEEK, week), (MONTH, month))
+
+
+def period_starts_us(at_us: int, anchor_us: int | None) -> tuple[tuple[str, int], ...]:
+    """``periods_containing`` on µs timestamps, cached per day: the hot path of
+    the worker. Equal to ``periods_containing`` (a property test checks)."""
+    starts = _calendar_starts(at_us // DAY_US)
+    if anchor_us is None:
+        return starts
+    billing = billing_start(from_micros(at_us), from_micros(anchor_us))
+    return (*starts, (BILLING, to_micros(billing)))
 
 
 def counter_kind(metric_period: str, month_reset: str, has_anchor: bool) -> str:

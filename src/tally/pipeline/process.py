@@ -1,87 +1,55 @@
 """Processing rules of SPEC §4, applied to one claimed batch in one
-transaction (``UnitOfWork``): entity changes, counters, last_seen_at and
-event status commit together, so processing an event twice is impossible."""
+transaction: entity changes, counters, last_seen_at and event status are
+written together, so an event is never counted twice.
+
+- identify: upsert the user and (when given) the company by any of their
+  keys, set names, merge traits, link them.
+- track: resolve or create company and user, attribute the event to every
+  event feature of its subtype, add its quantity to the counters of every
+  period containing its effective time.
+- last_seen_at moves to the effective time, never backwards, never for
+  backfill events.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
-from tally.clock import from_micros, to_micros
 from tally.ingest import wire
-from tally.metering.periods import periods_containing
-from tally.pipeline.identities import ProcessingFailed, merge_traits, pick_one
-from tally.pipeline.unit import CounterKey, Outcome, PendingEvent, UnitOfWork
+from tally.metering.periods import period_starts_us
+from tally.pipeline.identities import ProcessingFailed
+from tally.pipeline.unit import Outcome, PendingEvent, UnitOfWork
+from tally.pipeline.working_set import WorkingSet
 
-_IDENTIFY = msgspec.json.Decoder(wire.IdentifyBody)
-_TRACK = msgspec.json.Decoder(wire.TrackBody)
-
-
-@dataclass(slots=True)
-class BatchState:
-    now: int
-    counters: dict[CounterKey, tuple[int, int]] = field(default_factory=dict)
-    company_seen: dict[str, int] = field(default_factory=dict)
-    user_seen: dict[str, int] = field(default_factory=dict)
-    outcomes: list[Outcome] = field(default_factory=list)
+_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
+    "identify": msgspec.json.Decoder(wire.IdentifyBody),
+    "track": msgspec.json.Decoder(wire.TrackBody),
+}
 
 
 def process_batch(uow: UnitOfWork, limit: int, now: int) -> int:
-    """Claim up to ``limit`` pending events (oldest first) and process them.
-    Returns how many were claimed; the caller commits."""
+    """Claim up to ``limit`` pending events (oldest first), process them and
+    write the result. Returns how many were claimed; the caller commits."""
     events = uow.claim_pending(limit)
     if not events:
         return 0
-    state = BatchState(now=now)
-    for event in events:
-        uow.savepoint()
-        local = BatchState(now=now)
-        try:
-            outcome = process_event(uow, event, local)
-        except ProcessingFailed as err:
-            uow.rollback_savepoint()
-            uow.release_savepoint()
-            state.outcomes.append(Outcome(event.id, "failed", error_message=str(err)))
+    ws = WorkingSet(uow)
+    bodies = [_decode(event) for event in events]
+    _prefetch(ws, events, bodies)
+    outcomes = ws.changes.outcomes
+    for event, body in zip(events, bodies, strict=True):
+        if isinstance(body, ProcessingFailed):
+            outcomes.append(Outcome(event.id, "failed", error_message=str(body)))
             continue
-        uow.release_savepoint()
-        state.outcomes.append(outcome)
-        _merge(state, local)
-    uow.add_counters(state.counters)
-    uow.bump_last_seen("company", state.company_seen, now)
-    uow.bump_last_seen("user", state.user_seen, now)
-    uow.finish(state.outcomes, now)
+        try:
+            outcomes.append(_process(ws, event, body))
+        except ProcessingFailed as err:
+            outcomes.append(Outcome(event.id, "failed", error_message=str(err)))
+    uow.apply(ws.changes, now)
     return len(events)
-
-
-def _merge(into: BatchState, part: BatchState) -> None:
-    for key, (qty, count) in part.counters.items():
-        old_qty, old_count = into.counters.get(key, (0, 0))
-        into.counters[key] = (old_qty + qty, old_count + count)
-    for target, source in (
-        (into.company_seen, part.company_seen),
-        (into.user_seen, part.user_seen),
-    ):
-        for entity, at in source.items():
-            if at > target.get(entity, at - 1):
-                target[entity] = at
-
-
-def process_event(uow: UnitOfWork, event: PendingEvent, state: BatchState) -> Outcome:
-    if event.type == "identify":
-        return _identify(uow, event, state)
-    if event.type == "track":
-        return _track(uow, event, state)
-    return Outcome(event.id, "processed")  # flag_check, inference: stored as received
-
-
-def _decode(decoder: msgspec.json.Decoder[Any], event: PendingEvent) -> Any:
-    try:
-        return decoder.decode(event.body.encode())
-    except msgspec.DecodeError as err:
-        raise ProcessingFailed(f"the stored {event.type} body cannot be read: {err}") from None
 
 
 def upsert_entity(
@@ -93,78 +61,95 @@ def upsert_entity(
     traits: Mapping[str, Any] | None,
     now: int,
 ) -> str:
-    """Find the entity by any of its keys (creating it when none matches),
-    add new keys, set the name when given and merge traits."""
-    if not keys:
-        raise ProcessingFailed(f"{kind} keys are empty; send at least one key")
-    found = pick_one(kind, uow.find_entities(kind, environment_id, keys), keys)
-    new_traits = msgspec.json.encode(dict(traits)).decode() if traits else "{}"
-    if found is None:
-        entity_id = uow.create_entity(kind, environment_id, name, new_traits, now)
-    else:
-        entity_id = found
-        if name is not None or traits:
-            old_name, old_traits = uow.load_entity(kind, entity_id)
-            uow.update_entity(
-                kind,
-                entity_id,
-                name if name is not None else old_name,
-                merge_traits(old_traits, traits),
-                now,
-            )
-    uow.set_keys(kind, environment_id, entity_id, keys, now)
-    return entity_id
+    """The identify upsert for one entity outside an event (admin API): find by
+    any key or create, add keys, set name, merge traits; written at once."""
+    ws = WorkingSet(uow)
+    entity = ws.upsert(ws.resolve(kind, environment_id, keys), environment_id, name, traits)
+    uow.apply(ws.changes, now)
+    return entity.id
 
 
-def _see(
-    state: BatchState, event: PendingEvent, company_id: str | None, user_id: str | None
-) -> None:
-    if event.backfill:
-        return  # backfills never move last_seen_at
-    if company_id is not None:
-        state.company_seen[company_id] = max(
-            state.company_seen.get(company_id, 0), event.captured_at
-        )
-    if user_id is not None:
-        state.user_seen[user_id] = max(state.user_seen.get(user_id, 0), event.captured_at)
+def _decode(event: PendingEvent) -> Any:
+    decoder = _DECODERS.get(event.type)
+    if decoder is None:
+        return None  # flag_check, inference: stored as received
+    try:
+        return decoder.decode(event.body.encode())
+    except (msgspec.DecodeError, RecursionError) as err:
+        return ProcessingFailed(f"the stored {event.type} body cannot be read: {err}")
 
 
-def _identify(uow: UnitOfWork, event: PendingEvent, state: BatchState) -> Outcome:
-    body: wire.IdentifyBody = _decode(_IDENTIFY, event)
+def _prefetch(ws: WorkingSet, events: list[PendingEvent], bodies: list[Any]) -> None:
+    companies: list[tuple[str, str, str]] = []
+    users: list[tuple[str, str, str]] = []
+    for event, body in zip(events, bodies, strict=True):
+        env = event.environment_id
+        if isinstance(body, wire.IdentifyBody):
+            users.extend((env, k, v) for k, v in body.keys.items())
+            if body.company is not None:
+                companies.extend((env, k, v) for k, v in body.company.keys.items())
+        elif isinstance(body, wire.TrackBody):
+            if body.company:
+                companies.extend((env, k, v) for k, v in body.company.items())
+            if body.user:
+                users.extend((env, k, v) for k, v in body.user.items())
+    ws.prefetch("company", companies)
+    ws.prefetch("user", users)
+
+
+def _process(ws: WorkingSet, event: PendingEvent, body: Any) -> Outcome:
+    if isinstance(body, wire.IdentifyBody):
+        return _identify(ws, event, body)
+    if isinstance(body, wire.TrackBody):
+        return _track(ws, event, body)
+    return Outcome(event.id, "processed")
+
+
+def _identify(ws: WorkingSet, event: PendingEvent, body: wire.IdentifyBody) -> Outcome:
     env = event.environment_id
-    company_id = None
-    if body.company is not None:
-        company = body.company
-        company_id = upsert_entity(
-            uow, "company", env, company.keys, company.name, company.traits, state.now
-        )
-    user_id = upsert_entity(uow, "user", env, body.keys, body.name, body.traits, state.now)
-    if company_id is not None:
-        uow.ensure_membership(env, company_id, user_id, state.now)
-    _see(state, event, company_id, user_id)
-    return Outcome(event.id, "processed", company_id=company_id, user_id=user_id)
-
-
-def _track(uow: UnitOfWork, event: PendingEvent, state: BatchState) -> Outcome:
-    body: wire.TrackBody = _decode(_TRACK, event)
-    env = event.environment_id
-    company_id = user_id = None
-    if body.company:
-        company_id = upsert_entity(uow, "company", env, body.company, None, None, state.now)
-    if body.user:
-        user_id = upsert_entity(uow, "user", env, body.user, None, None, state.now)
-    if company_id is not None and user_id is not None:
-        uow.ensure_membership(env, company_id, user_id, state.now)
-    subtype = body.event
-    feature_ids = uow.event_features(env, subtype)
-    if company_id is not None:
-        anchor_us = uow.billing_anchor(company_id)
-        anchor = from_micros(anchor_us) if anchor_us is not None else None
-        for kind, start in periods_containing(from_micros(event.captured_at), anchor):
-            key = (env, company_id, subtype, kind, to_micros(start))
-            qty, count = state.counters.get(key, (0, 0))
-            state.counters[key] = (qty + event.quantity, count + 1)
-    _see(state, event, company_id, user_id)
+    # resolve everything first: a failure must leave the working set untouched
+    company_res = ws.resolve("company", env, body.company.keys) if body.company else None
+    user_res = ws.resolve("user", env, body.keys)
+    company = None
+    if company_res is not None and body.company is not None:
+        company = ws.upsert(company_res, env, body.company.name, body.company.traits)
+    user = ws.upsert(user_res, env, body.name, body.traits)
+    if company is not None:
+        ws.link(env, company, user)
+    if not event.backfill:
+        for entity in (company, user):
+            if entity is not None:
+                ws.see(entity, event.captured_at)
     return Outcome(
-        event.id, "processed", company_id=company_id, user_id=user_id, feature_ids=feature_ids
+        event.id, "processed", company_id=company.id if company else None, user_id=user.id
+    )
+
+
+def _track(ws: WorkingSet, event: PendingEvent, body: wire.TrackBody) -> Outcome:
+    env = event.environment_id
+    company_res = ws.resolve("company", env, body.company) if body.company else None
+    user_res = ws.resolve("user", env, body.user) if body.user else None
+    company = ws.upsert(company_res, env) if company_res is not None else None
+    user = ws.upsert(user_res, env) if user_res is not None else None
+    if company is not None and user is not None:
+        ws.link(env, company, user)
+    subtype = body.event
+    feature_ids = ws.uow.event_features(env, subtype)
+    if company is not None:
+        anchor_us = None if company.new else ws.uow.billing_anchor(company.id)
+        counters = ws.changes.counters
+        for kind, start in period_starts_us(event.captured_at, anchor_us):
+            key = (env, company.id, subtype, kind, start)
+            qty, count = counters.get(key, (0, 0))
+            counters[key] = (qty + event.quantity, count + 1)
+    if not event.backfill:
+        for entity in (company, user):
+            if entity is not None:
+                ws.see(entity, event.captured_at)
+    return Outcome(
+        event.id,
+        "processed",
+        company_id=company.id if company else None,
+        user_id=user.id if user else None,
+        feature_ids=feature_ids,
     )

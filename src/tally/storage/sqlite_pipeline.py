@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
+
+import msgspec
 
 from tally import ids
-from tally.pipeline.unit import CounterKey, Outcome, PendingEvent
+from tally.pipeline.unit import Changes, KeyRef, PendingEvent
 
 _TABLES = {"company": ("companies", "company_keys", "comp"), "user": ("users", "user_keys", "user")}
 
@@ -26,36 +28,33 @@ class SqliteUnitOfWork:
         ).fetchall()
         return [PendingEvent(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7])) for r in rows]
 
-    def find_entities(self, kind: str, environment_id: str, keys: Mapping[str, str]) -> set[str]:
+    def lookup_keys(self, kind: str, refs: Iterable[KeyRef]) -> dict[KeyRef, str]:
         table, key_table, prefix = _TABLES[kind]
-        found: set[str] = set()
-        for key, value in keys.items():
-            row = self.conn.execute(
-                f"SELECT entity_id FROM {key_table} WHERE environment_id = ? AND key = ? AND value = ?",
-                (environment_id, key, value),
-            ).fetchone()
-            if row is not None:
-                found.add(row[0])
-            elif key == "id" and value.startswith(prefix + "_"):
-                own = self.conn.execute(
-                    f"SELECT id FROM {table} WHERE id = ? AND environment_id = ?",
-                    (value, environment_id),
-                ).fetchone()
-                if own is not None:
-                    found.add(own[0])
+        groups: dict[tuple[str, str], list[str]] = {}
+        for env, key, value in refs:
+            groups.setdefault((env, key), []).append(value)
+        found: dict[KeyRef, str] = {}
+        for (env, key), values in groups.items():
+            for start in range(0, len(values), 500):
+                chunk = values[start : start + 500]
+                rows = self.conn.execute(
+                    f"SELECT value, entity_id FROM {key_table} WHERE environment_id = ? "
+                    f"AND key = ? AND value IN ({','.join('?' * len(chunk))})",
+                    (env, key, *chunk),
+                ).fetchall()
+                for value, entity_id in rows:
+                    found[(env, key, value)] = entity_id
+            if key == "id":  # the entity's own tally id also finds it
+                own = [
+                    v for v in values if v.startswith(prefix + "_") and (env, key, v) not in found
+                ]
+                for value in own:
+                    row = self.conn.execute(
+                        f"SELECT id FROM {table} WHERE id = ? AND environment_id = ?", (value, env)
+                    ).fetchone()
+                    if row is not None:
+                        found[(env, key, value)] = row[0]
         return found
-
-    def create_entity(
-        self, kind: str, environment_id: str, name: str | None, traits: str, now: int
-    ) -> str:
-        table, _, prefix = _TABLES[kind]
-        entity_id = ids.new_id(prefix)
-        self.conn.execute(
-            f"INSERT INTO {table} (id, environment_id, name, traits, created_at, updated_at) "
-            "VALUES (?,?,?,?,?,?)",
-            (entity_id, environment_id, name, traits, now, now),
-        )
-        return entity_id
 
     def load_entity(self, kind: str, entity_id: str) -> tuple[str | None, str]:
         table = _TABLES[kind][0]
@@ -64,41 +63,8 @@ class SqliteUnitOfWork:
         ).fetchone()
         return (row[0], row[1]) if row else (None, "{}")
 
-    def update_entity(
-        self, kind: str, entity_id: str, name: str | None, traits: str, now: int
-    ) -> None:
-        table = _TABLES[kind][0]
-        self.conn.execute(
-            f"UPDATE {table} SET name = ?, traits = ?, updated_at = ? WHERE id = ?",
-            (name, traits, now, entity_id),
-        )
-
-    def set_keys(
-        self, kind: str, environment_id: str, entity_id: str, keys: Mapping[str, str], now: int
-    ) -> None:
-        _, key_table, _prefix = _TABLES[kind]
-        for key, value in keys.items():
-            if key == "id" and value == entity_id:
-                continue  # the entity's own id is not a key
-            # one value per key name: a new value replaces the old one
-            self.conn.execute(
-                f"DELETE FROM {key_table} WHERE entity_id = ? AND key = ? AND value != ?",
-                (entity_id, key, value),
-            )
-            self.conn.execute(
-                f"INSERT INTO {key_table} (environment_id, key, value, entity_id, created_at) "
-                "VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING",
-                (environment_id, key, value, entity_id, now),
-            )
-
-    def ensure_membership(
-        self, environment_id: str, company_id: str, user_id: str, now: int
-    ) -> None:
-        self.conn.execute(
-            "INSERT INTO memberships (id, environment_id, company_id, user_id, created_at) "
-            "VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING",
-            (ids.new_id("cmem"), environment_id, company_id, user_id, now),
-        )
+    def new_id(self, kind: str) -> str:
+        return ids.new_id(_TABLES[kind][2])
 
     def event_features(self, environment_id: str, subtype: str) -> list[str]:
         key = (environment_id, subtype)
@@ -120,34 +86,76 @@ class SqliteUnitOfWork:
             self._anchors[company_id] = row[0] if row else None
         return self._anchors[company_id]
 
-    def savepoint(self) -> None:
-        self.conn.execute("SAVEPOINT tally_event")
-
-    def rollback_savepoint(self) -> None:
-        self.conn.execute("ROLLBACK TO tally_event")
-
-    def release_savepoint(self) -> None:
-        self.conn.execute("RELEASE tally_event")
-
-    def add_counters(self, deltas: Mapping[CounterKey, tuple[int, int]]) -> None:
-        self.conn.executemany(
+    def apply(self, changes: Changes, now: int) -> None:
+        execute, many = self.conn.execute, self.conn.executemany
+        deletes: dict[str, list[tuple[str, str, str]]] = {"company": [], "user": []}
+        inserts: dict[str, list[tuple[str, str, str, str, int]]] = {"company": [], "user": []}
+        seen: dict[str, list[tuple[int, int, str, int]]] = {"company": [], "user": []}
+        for entity in changes.entities:
+            table = _TABLES[entity.kind][0]
+            if entity.new:
+                extra = ", billing_anchor" if entity.kind == "company" else ""
+                execute(
+                    f"INSERT INTO {table} (id, environment_id, name, traits, last_seen_at, "
+                    f"created_at, updated_at{extra}) VALUES (?,?,?,?,?,?,?{',NULL' if extra else ''})",
+                    (
+                        entity.id,
+                        entity.environment_id,
+                        entity.name,
+                        msgspec.json.encode(entity.traits or {}).decode(),
+                        entity.last_seen,
+                        now,
+                        now,
+                    ),
+                )
+            else:
+                if entity.dirty:
+                    execute(
+                        f"UPDATE {table} SET name = ?, traits = ?, updated_at = ? WHERE id = ?",
+                        (
+                            entity.name,
+                            msgspec.json.encode(entity.traits or {}).decode(),
+                            now,
+                            entity.id,
+                        ),
+                    )
+                if entity.last_seen is not None:
+                    seen[entity.kind].append((entity.last_seen, now, entity.id, entity.last_seen))
+            for key, value in entity.added_keys.items():
+                if not entity.new:
+                    deletes[entity.kind].append((entity.id, key, value))
+                inserts[entity.kind].append((entity.environment_id, key, value, entity.id, now))
+        for kind in ("company", "user"):
+            table, key_table, _ = _TABLES[kind]
+            many(
+                f"UPDATE {table} SET last_seen_at = ?, updated_at = ? WHERE id = ? "
+                "AND (last_seen_at IS NULL OR last_seen_at < ?)",
+                seen[kind],
+            )
+            # a new value of a key name replaces the old one; deletes before inserts
+            many(
+                f"DELETE FROM {key_table} WHERE entity_id = ? AND key = ? AND value != ?",
+                deletes[kind],
+            )
+            many(
+                f"INSERT INTO {key_table} (environment_id, key, value, entity_id, created_at) "
+                "VALUES (?,?,?,?,?) ON CONFLICT (environment_id, key, value) "
+                "DO UPDATE SET entity_id = excluded.entity_id",
+                inserts[kind],
+            )
+        many(
+            "INSERT INTO memberships (id, environment_id, company_id, user_id, created_at) "
+            "VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING",
+            [(ids.new_id("cmem"), env, c, u, now) for env, c, u in changes.memberships],
+        )
+        many(
             "INSERT INTO usage_counters (environment_id, company_id, subtype, period, period_start, "
             "quantity, events) VALUES (?,?,?,?,?,?,?) ON CONFLICT (company_id, subtype, period, "
             "period_start) DO UPDATE SET quantity = quantity + excluded.quantity, "
             "events = events + excluded.events",
-            [(*key, qty, count) for key, (qty, count) in deltas.items()],
+            [(*key, qty, count) for key, (qty, count) in changes.counters.items()],
         )
-
-    def bump_last_seen(self, kind: str, seen: Mapping[str, int], now: int) -> None:
-        table = _TABLES[kind][0]
-        self.conn.executemany(
-            f"UPDATE {table} SET last_seen_at = ?, updated_at = ? WHERE id = ? "
-            "AND (last_seen_at IS NULL OR last_seen_at < ?)",
-            [(at, now, entity_id, at) for entity_id, at in seen.items()],
-        )
-
-    def finish(self, outcomes: Iterable[Outcome], now: int) -> None:
-        self.conn.executemany(
+        many(
             "UPDATE events SET status = ?, error_message = ?, company_id = ?, user_id = ?, "
             "feature_ids = ?, enriched_at = ?, updated_at = ? WHERE id = ? AND status = 'pending'",
             [
@@ -161,6 +169,6 @@ class SqliteUnitOfWork:
                     now,
                     o.event_id,
                 )
-                for o in outcomes
+                for o in changes.outcomes
             ],
         )

@@ -1,0 +1,294 @@
+"""Reading companies, users and memberships on an open SQLite connection
+(a reader's, or the writer's inside its transaction), in bulk: one query per
+kind of detail for a whole page of entities."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from tally.clock import from_micros, to_micros
+from tally.errors import Invalid
+from tally.metering import periods
+from tally.storage.base_entities import (
+    Company,
+    CompanyHead,
+    EntityKey,
+    Membership,
+    UsageCounter,
+    User,
+)
+
+TABLES = {"company": ("companies", "company_keys", "comp"), "user": ("users", "user_keys", "user")}
+COMPANY_COLUMNS = (
+    "id, environment_id, name, traits, last_seen_at, billing_anchor, created_at, updated_at"
+)
+USER_COLUMNS = "id, environment_id, name, traits, last_seen_at, created_at, updated_at"
+CHUNK = 400  # ids per IN (…) list, well under SQLite's variable limit
+
+_FIRST_KEY = (
+    "(SELECT value FROM company_keys WHERE entity_id = c.id ORDER BY created_at, key LIMIT 1)"
+)
+_MEMBERSHIP_SELECT = (
+    "SELECT m.id, m.environment_id, m.company_id, m.user_id, m.created_at, "
+    f"c.name, {_FIRST_KEY}, c.last_seen_at, c.created_at, c.updated_at "
+    "FROM memberships m LEFT JOIN companies c ON c.id = m.company_id"
+)
+# The counters of one company in the current periods: every subtype it has
+# (walked with index seeks, whatever the history), times the five periods.
+_CURRENT_COUNTERS = """
+WITH RECURSIVE s(subtype) AS (
+    SELECT (SELECT MIN(subtype) FROM usage_counters WHERE company_id = :company)
+    UNION ALL
+    SELECT (SELECT MIN(subtype) FROM usage_counters WHERE company_id = :company
+            AND subtype > s.subtype)
+    FROM s WHERE s.subtype IS NOT NULL
+),
+p(period, period_start) AS (
+    VALUES ('all_time', 0), ('day', :day), ('week', :week), ('month', :month),
+           ('billing', :billing)
+)
+SELECT u.subtype, u.period, u.period_start, u.quantity, u.events
+FROM s CROSS JOIN p JOIN usage_counters u
+  ON u.company_id = :company AND u.subtype = s.subtype
+ AND u.period = p.period AND u.period_start = p.period_start
+WHERE s.subtype IS NOT NULL
+ORDER BY u.subtype, u.period
+"""
+
+
+def chunks(values: Sequence[str]) -> list[Sequence[str]]:
+    return [values[i : i + CHUNK] for i in range(0, len(values), CHUNK)]
+
+
+def marks(values: Sequence[Any]) -> str:
+    return ",".join("?" * len(values))
+
+
+def decode_traits(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    value = json.loads(text)
+    return value if isinstance(value, dict) else {}
+
+
+def find_matches(
+    conn: sqlite3.Connection, kind: str, environment_id: str, keys: Mapping[str, str]
+) -> dict[tuple[str, str], str]:
+    """The entity each (key, value) points at, for those that point somewhere;
+    the key ``id`` also matches an entity's own tally id."""
+    table, key_table, prefix = TABLES[kind]
+    found: dict[tuple[str, str], str] = {}
+    for key, value in keys.items():
+        row = conn.execute(
+            f"SELECT entity_id FROM {key_table} WHERE environment_id = ? AND key = ? AND value = ?",
+            (environment_id, key, value),
+        ).fetchone()
+        if row is None and key == "id" and value.startswith(prefix + "_"):
+            row = conn.execute(
+                f"SELECT id FROM {table} WHERE id = ? AND environment_id = ?",
+                (value, environment_id),
+            ).fetchone()
+        if row is not None:
+            found[(key, value)] = row[0]
+    return found
+
+
+def ambiguous(kind: str, keys: Mapping[str, str], entity_ids: set[str]) -> Invalid:
+    shown = ", ".join(sorted(entity_ids)[:5])
+    return Invalid(
+        f"the {kind} keys {dict(keys)} match {len(entity_ids)} different {kind} records "
+        f"({shown}); send keys of one {kind} only"
+    )
+
+
+def find_one(
+    conn: sqlite3.Connection, kind: str, environment_id: str, keys: Mapping[str, str]
+) -> str | None:
+    """The one entity ``keys`` point at (``None``: none); two is ``Invalid``."""
+    found = set(find_matches(conn, kind, environment_id, keys).values())
+    if len(found) > 1:
+        raise ambiguous(kind, keys, found)
+    return found.pop() if found else None
+
+
+def exists(conn: sqlite3.Connection, kind: str, environment_id: str, entity_id: str) -> bool:
+    table = TABLES[kind][0]
+    row = conn.execute(
+        f"SELECT 1 FROM {table} WHERE id = ? AND environment_id = ?", (entity_id, environment_id)
+    ).fetchone()
+    return row is not None
+
+
+def _keys_of(conn: sqlite3.Connection, kind: str, ids: Sequence[str]) -> dict[str, list[EntityKey]]:
+    key_table = TABLES[kind][1]
+    out: dict[str, list[EntityKey]] = {}
+    for part in chunks(ids):
+        rows = conn.execute(
+            f"SELECT entity_id, key, value, created_at FROM {key_table} "
+            f"WHERE entity_id IN ({marks(part)}) ORDER BY created_at, key",
+            tuple(part),
+        ).fetchall()
+        for entity_id, key, value, created_at in rows:
+            out.setdefault(entity_id, []).append(EntityKey(key, value, created_at))
+    return out
+
+
+def current_starts(now: datetime, anchor: int | None) -> dict[str, int]:
+    """Start (µs) of the period of each counter kind that contains ``now``;
+    -1 for the billing kind of a company without an anchor (no such counter)."""
+    return {
+        "day": to_micros(periods.day_start(now)),
+        "week": to_micros(periods.week_start(now)),
+        "month": to_micros(periods.month_start(now)),
+        "billing": (
+            to_micros(periods.billing_start(now, from_micros(anchor))) if anchor is not None else -1
+        ),
+    }
+
+
+def current_counters(
+    conn: sqlite3.Connection, company_id: str, anchor: int | None, now: datetime
+) -> tuple[UsageCounter, ...]:
+    starts = current_starts(now, anchor)
+    anchor_at = from_micros(anchor) if anchor is not None else None
+    rows = conn.execute(_CURRENT_COUNTERS, {"company": company_id, **starts}).fetchall()
+    out = []
+    for subtype, kind, start, quantity, events in rows:
+        end = periods.period_end(kind, from_micros(start), anchor_at)
+        out.append(
+            UsageCounter(
+                subtype=subtype,
+                kind=kind,
+                period_start=start,
+                period_end=to_micros(end) if end is not None else None,
+                quantity=quantity,
+                events=events,
+            )
+        )
+    return tuple(out)
+
+
+def load_companies(
+    conn: sqlite3.Connection, rows: Sequence[Sequence[Any]], now: datetime
+) -> list[Company]:
+    """Companies with their keys, user counts and current counters, from
+    rows of ``COMPANY_COLUMNS``."""
+    ids = [row[0] for row in rows]
+    keys = _keys_of(conn, "company", ids)
+    users: dict[str, int] = {}
+    for part in chunks(ids):
+        users.update(
+            conn.execute(
+                f"SELECT company_id, COUNT(*) FROM memberships WHERE company_id IN ({marks(part)}) "
+                "GROUP BY company_id",
+                tuple(part),
+            ).fetchall()
+        )
+    return [
+        Company(
+            id=row[0],
+            environment_id=row[1],
+            name=row[2],
+            traits=decode_traits(row[3]),
+            last_seen_at=row[4],
+            billing_anchor=row[5],
+            created_at=row[6],
+            updated_at=row[7],
+            keys=tuple(keys.get(row[0], ())),
+            user_count=users.get(row[0], 0),
+            counters=current_counters(conn, row[0], row[5], now),
+        )
+        for row in rows
+    ]
+
+
+def _membership(row: Sequence[Any]) -> Membership:
+    company = None
+    if row[8] is not None:  # the company row exists
+        company = CompanyHead(
+            id=row[2],
+            environment_id=row[1],
+            name=row[5] or row[6] or row[2],
+            last_seen_at=row[7],
+            created_at=row[8],
+            updated_at=row[9],
+        )
+    return Membership(row[0], row[1], row[2], row[3], row[4], company)
+
+
+def load_users(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> list[User]:
+    """Users with their keys and memberships, from rows of ``USER_COLUMNS``."""
+    ids = [row[0] for row in rows]
+    keys = _keys_of(conn, "user", ids)
+    members: dict[str, list[Membership]] = {}
+    for part in chunks(ids):
+        for row in conn.execute(
+            f"{_MEMBERSHIP_SELECT} WHERE m.user_id IN ({marks(part)}) ORDER BY m.created_at, m.id",
+            tuple(part),
+        ).fetchall():
+            members.setdefault(row[3], []).append(_membership(row))
+    return [
+        User(
+            id=row[0],
+            environment_id=row[1],
+            name=row[2],
+            traits=decode_traits(row[3]),
+            last_seen_at=row[4],
+            created_at=row[5],
+            updated_at=row[6],
+            keys=tuple(keys.get(row[0], ())),
+            memberships=tuple(members.get(row[0], ())),
+        )
+        for row in rows
+    ]
+
+
+def company_by_id(
+    conn: sqlite3.Connection, environment_id: str, company_id: str, now: datetime
+) -> Company | None:
+    row = conn.execute(
+        f"SELECT {COMPANY_COLUMNS} FROM companies WHERE id = ? AND environment_id = ?",
+        (company_id, environment_id),
+    ).fetchone()
+    return load_companies(conn, [row], now)[0] if row else None
+
+
+def user_by_id(conn: sqlite3.Connection, environment_id: str, user_id: str) -> User | None:
+    row = conn.execute(
+        f"SELECT {USER_COLUMNS} FROM users WHERE id = ? AND environment_id = ?",
+        (user_id, environment_id),
+    ).fetchone()
+    return load_users(conn, [row])[0] if row else None
+
+
+def membership_by_id(conn: sqlite3.Connection, membership_id: str) -> Membership | None:
+    row = conn.execute(f"{_MEMBERSHIP_SELECT} WHERE m.id = ?", (membership_id,)).fetchone()
+    return _membership(row) if row else None
+
+
+def list_memberships(
+    conn: sqlite3.Connection,
+    environment_id: str,
+    company_id: str | None,
+    user_id: str | None,
+    limit: int,
+    offset: int,
+) -> list[Membership]:
+    clauses = ["m.environment_id = ?"]
+    args: list[Any] = [environment_id]
+    if company_id is not None:
+        clauses.append("m.company_id = ?")
+        args.append(company_id)
+    if user_id is not None:
+        clauses.append("m.user_id = ?")
+        args.append(user_id)
+    sql = (
+        f"{_MEMBERSHIP_SELECT} WHERE {' AND '.join(clauses)} "
+        "ORDER BY m.created_at DESC, m.id DESC LIMIT ? OFFSET ?"
+    )
+    rows = conn.execute(sql, (*args, limit, offset)).fetchall()
+    return [_membership(row) for row in rows]

@@ -1,0 +1,62 @@
+"""The storage contract runs against every backend listed in ``BACKENDS``.
+
+A backend is a factory of ``Storage`` objects that all see the same data (so
+that a test can close one and open the next on what it wrote) plus the frozen
+clock they share. To add PostgreSQL later: add ``"postgres"`` to ``BACKENDS``
+and a branch to ``_factory`` that builds a ``PostgresStorage`` on a fresh
+database or schema (and drops it in the fixture's teardown).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from tally.clock import FrozenClock
+from tally.storage.base import Storage
+
+T = TypeVar("T")
+
+BACKENDS = ["sqlite"]
+START = datetime(2026, 3, 15, 12, 0, 0, tzinfo=UTC)
+
+
+@dataclass
+class Backend:
+    name: str
+    clock: FrozenClock
+    make: Callable[[], Storage]
+
+    def run(self, scenario: Callable[[Storage], Awaitable[T]]) -> T:
+        """Start a storage, run ``scenario`` on it in a fresh event loop, close it."""
+
+        async def main() -> T:
+            storage = self.make()
+            await storage.start()
+            try:
+                return await scenario(storage)
+            finally:
+                await storage.close()
+
+        return asyncio.run(main())
+
+
+def _factory(name: str, tmp_path: Path, clock: FrozenClock) -> Callable[[], Storage]:
+    if name == "sqlite":
+        from tally.storage.sqlite import SqliteStorage
+
+        path = str(tmp_path / "c.db")
+        return lambda: SqliteStorage(path, clock=clock)
+    raise AssertionError(f"no factory for storage backend {name!r}")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    clock = FrozenClock(START)
+    yield Backend(request.param, clock, _factory(request.param, tmp_path, clock))
