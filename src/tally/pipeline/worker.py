@@ -1,4 +1,10 @@
-"""The worker loop: drain pending events in batches, then poll."""
+"""The worker loop: drain pending events in batches, then poll.
+
+A batch that raises an unexpected error (a bug, or a value no counter can
+hold) is retried one event at a time; the one event that still raises is set
+aside as ``failed`` so that it never blocks the events behind it. Storage
+errors (a locked or unreachable database) are retried, never blamed on an event.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,18 @@ from tally.storage.base import Storage
 
 log = logging.getLogger(__name__)
 
+# Errors that come from an event's content or from processing code, not from
+# the database being unavailable.
+EVENT_ERRORS: tuple[type[BaseException], ...] = (
+    ArithmeticError,
+    AssertionError,
+    AttributeError,
+    IndexError,
+    KeyError,
+    TypeError,
+    ValueError,
+)
+
 
 class Worker:
     def __init__(
@@ -20,11 +38,28 @@ class Worker:
         self._idle = idle_seconds
         self.processed = 0
 
+    async def step(self) -> int:
+        """Process one batch; returns how many events it claimed."""
+        try:
+            return await self._storage.process_pending(self._batch_size)
+        except EVENT_ERRORS:
+            log.exception("a batch failed; processing one event at a time to find the cause")
+        try:
+            return await self._storage.process_pending(1)
+        except EVENT_ERRORS as err:
+            message = (
+                f"internal error while processing this event ({type(err).__name__}: {err}); "
+                "it was set aside so that the events behind it go on"
+            )
+            event_id = await self._storage.fail_next_pending(message[:1000])
+            log.error("set event %s aside: %s", event_id, message)
+            return 1 if event_id else 0
+
     async def run_until_idle(self) -> int:
         """Process until no event is pending; returns how many were processed."""
         total = 0
         while True:
-            claimed = await self._storage.process_pending(self._batch_size)
+            claimed = await self.step()
             total += claimed
             if claimed == 0:
                 self.processed += total
@@ -33,9 +68,9 @@ class Worker:
     async def run_forever(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                claimed = await self._storage.process_pending(self._batch_size)
+                claimed = await self.step()
             except Exception:
-                log.exception("processing a batch failed; retrying shortly")
+                log.exception("processing failed (storage unavailable?); retrying in 1 s")
                 claimed = 0
                 await asyncio.sleep(1.0)
             self.processed += claimed

@@ -369,6 +369,19 @@ class SqliteStorage(SqliteEntities, SqliteCatalog):
         result: int = await self._writer.call(run)
         return result
 
+    async def fail_next_pending(self, message: str) -> str | None:
+        def run(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "UPDATE events SET status = 'failed', error_message = ?, updated_at = ? "
+                "WHERE id = (SELECT id FROM events WHERE status = 'pending' ORDER BY id LIMIT 1) "
+                "RETURNING id",
+                (message, self._now()),
+            ).fetchone()
+            return row[0] if row else None
+
+        result: str | None = await self._writer.call(run)
+        return result
+
     async def get_event(self, environment_id: str, event_id: str) -> StoredEvent | None:
         def run(conn: sqlite3.Connection) -> StoredEvent | None:
             row = conn.execute(

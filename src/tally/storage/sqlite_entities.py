@@ -118,7 +118,9 @@ def _resolve_for_write(
             raise NotFound(f"no {kind} has the keys {keys}, and update_only forbids creating one")
         return None
     current = dict(
-        conn.execute(f"SELECT key, value FROM {key_table} WHERE entity_id = ?", (target,)).fetchall()
+        conn.execute(
+            f"SELECT key, value FROM {key_table} WHERE entity_id = ?", (target,)
+        ).fetchall()
     )
     if change.prevent_key_remap:
         remapped = sorted(k for k, v in keys.items() if k in current and current[k] != v)
@@ -141,9 +143,7 @@ def _resolve_for_write(
     return target
 
 
-def _upsert(
-    conn: sqlite3.Connection, kind: str, env: str, change: EntityUpsert, now: int
-) -> str:
+def _upsert(conn: sqlite3.Connection, kind: str, env: str, change: EntityUpsert, now: int) -> str:
     table, key_table, _ = rows.TABLES[kind]
     if not change.keys and change.id is None:
         raise Invalid(f"keys must hold at least one key of the {kind}, or send its id")
@@ -355,7 +355,8 @@ class SqliteEntities:
         )
         return await self._read(
             lambda conn: rows.load_companies(
-                conn, conn.execute(sql, (*args, where.limit, where.offset)).fetchall(),
+                conn,
+                conn.execute(sql, (*args, where.limit, where.offset)).fetchall(),
                 self._clock.now(),
             )
         )
