@@ -6,9 +6,10 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
-from tally.clock import format_micros
+from tally.clock import format_micros, format_time
 from tally.errors import TallyError
 from tally.keys import create_key
 from tally.settings import Settings
@@ -64,7 +65,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     revoke.add_argument("key", help="the key's id or prefix, as `tally keys list` shows it")
     _add_database(revoke)
+    _add_companies(sub)
     return parser
+
+
+def _add_companies(sub: Any) -> None:
+    companies = sub.add_parser("companies", help="manage companies")
+    companies_sub = companies.add_subparsers(dest="companies_command", required=True)
+    anchor = companies_sub.add_parser(
+        "set-billing-anchor",
+        help="set or clear the company's billing anchor and recount its billing-cycle usage",
+    )
+    anchor.add_argument(
+        "--company",
+        required=True,
+        metavar="ID_OR_KEY=VALUE",
+        help="the company: its id (comp_…) or one of its keys as KEY=VALUE (e.g. id=acme)",
+    )
+    anchor.add_argument(
+        "--anchor",
+        required=True,
+        metavar="ISO8601",
+        help="when its billing cycle starts (it restarts on that day and time each month; "
+        "a time without zone is UTC), or 'none' to clear it",
+    )
+    anchor.add_argument(
+        "--environment", help="environment name (needed when the key exists in several)"
+    )
+    _add_database(anchor)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -78,6 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_keys(args))
         if command == "worker":
             return asyncio.run(_worker(args))
+        if command == "companies":
+            return asyncio.run(_companies(args))
     except TallyError as err:
         print(f"tally: {err.message}", file=sys.stderr)
         return 2
@@ -146,6 +176,47 @@ async def _keys(args: argparse.Namespace) -> int:
         return 0
 
     result = await _with_storage(settings, run_revoke)
+    return result
+
+
+async def _companies(args: argparse.Namespace) -> int:
+    from tally.clock import to_micros
+    from tally.ingest.timeparse import parse_timestamp
+    from tally.metering.periods import billing_end, billing_start
+
+    settings = _settings(args)
+    ref = args.company.strip()
+    key, sep, value = ref.partition("=")
+    keys = {key.strip(): value.strip()} if sep else {"id": ref}
+    if not all(keys) or not all(keys.values()):
+        print(f"tally: --company must be an id or KEY=VALUE, not {ref!r}", file=sys.stderr)
+        return 2
+    clear = args.anchor.strip().lower() in ("none", "null", "")
+    anchor_at = None if clear else parse_timestamp(args.anchor, "--anchor")
+
+    async def run(storage: Storage) -> int:
+        environment_id = None
+        if args.environment is not None:
+            named = [e for e in await storage.list_environments() if e.name == args.environment]
+            if not named:
+                print(f"tally: there is no environment named {args.environment!r}", file=sys.stderr)
+                return 1
+            environment_id = named[0].id
+        anchor = to_micros(anchor_at) if anchor_at is not None else None
+        company = await storage.set_billing_anchor(environment_id, keys, anchor)
+        who = f"company {company.id} ({company.display_name})"
+        if anchor_at is None:
+            print(f"cleared the billing anchor of {who}; its billing cycle is the calendar month")
+            return 0
+        start = billing_start(datetime.now(UTC), anchor_at)
+        print(
+            f"set the billing anchor of {who} to {format_micros(anchor)}; current billing "
+            f"period {format_time(start)} to {format_time(billing_end(start, anchor_at))}, "
+            "billing-cycle usage recounted"
+        )
+        return 0
+
+    result: int = await _with_storage(settings, run)
     return result
 
 

@@ -27,6 +27,7 @@ COMPANY_COLUMNS = (
     "id, environment_id, name, traits, last_seen_at, billing_anchor, created_at, updated_at"
 )
 USER_COLUMNS = "id, environment_id, name, traits, last_seen_at, created_at, updated_at"
+_KIND_ORDER = {kind: rank for rank, kind in enumerate(("all_time", "day", "week", "month", "billing"))}
 CHUNK = 400  # ids per IN (…) list, well under SQLite's variable limit
 
 _FIRST_KEY = (
@@ -56,7 +57,6 @@ FROM s CROSS JOIN p JOIN usage_counters u
   ON u.company_id = :company AND u.subtype = s.subtype
  AND u.period = p.period AND u.period_start = p.period_start
 WHERE s.subtype IS NOT NULL
-ORDER BY u.subtype, u.period
 """
 
 
@@ -156,6 +156,7 @@ def current_counters(
     starts = current_starts(now, anchor)
     anchor_at = from_micros(anchor) if anchor is not None else None
     rows = conn.execute(_CURRENT_COUNTERS, {"company": company_id, **starts}).fetchall()
+    rows.sort(key=lambda row: (row[0], _KIND_ORDER[row[1]]))
     out = []
     for subtype, kind, start, quantity, events in rows:
         end = periods.period_end(kind, from_micros(start), anchor_at)

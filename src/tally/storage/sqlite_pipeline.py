@@ -156,7 +156,8 @@ class SqliteUnitOfWork:
             [(*key, qty, count) for key, (qty, count) in changes.counters.items()],
         )
         many(
-            "UPDATE events SET status = ?, error_message = ?, company_id = ?, user_id = ?, "
+            "UPDATE events SET status = ?, error_message = ?, "
+            "company_id = COALESCE(?, company_id), user_id = COALESCE(?, user_id), "
             "feature_ids = ?, enriched_at = ?, updated_at = ? WHERE id = ? AND status = 'pending'",
             [
                 (
