@@ -1,4 +1,5 @@
-"""Command line: ``tally serve`` (default), ``tally keys create|list|revoke``."""
+"""Command line: ``tally serve`` (default), ``tally keys create|list|revoke``,
+``tally companies set-billing-anchor``."""
 
 from __future__ import annotations
 
@@ -6,10 +7,9 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
-from tally.clock import format_micros, format_time
+from tally.clock import SystemClock, format_micros, format_time
 from tally.errors import TallyError
 from tally.keys import create_key
 from tally.settings import Settings
@@ -208,9 +208,9 @@ async def _companies(args: argparse.Namespace) -> int:
         if anchor_at is None:
             print(f"cleared the billing anchor of {who}; its billing cycle is the calendar month")
             return 0
-        start = billing_start(datetime.now(UTC), anchor_at)
+        start = billing_start(SystemClock().now(), anchor_at)
         print(
-            f"set the billing anchor of {who} to {format_micros(anchor)}; current billing "
+            f"set the billing anchor of {who} to {format_time(anchor_at)}; current billing "
             f"period {format_time(start)} to {format_time(billing_end(start, anchor_at))}, "
             "billing-cycle usage recounted"
         )

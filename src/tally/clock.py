@@ -53,7 +53,10 @@ def from_micros(micros: int) -> datetime:
 def format_micros(micros: int) -> str:
     """RFC 3339 text with an explicit ``Z``, microsecond precision."""
     at = from_micros(micros)
-    return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return (
+        f"{at.year:04d}-{at.month:02d}-{at.day:02d}T{at.hour:02d}:{at.minute:02d}:"
+        f"{at.second:02d}.{at.microsecond:06d}Z"
+    )
 
 
 def format_time(at: datetime) -> str:

@@ -3,6 +3,7 @@ file, a FrozenClock, and keys of every kind made through ``tally.keys``."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
 from collections.abc import Iterator
@@ -24,7 +25,9 @@ from tally.settings import Settings
 # (it prefers httpx2); the warning is about the test tool, not about tally.
 with warnings.catch_warnings():
     warnings.filterwarnings(
-        "ignore", message="Using `httpx` with `starlette.testclient`", category=StarletteDeprecationWarning
+        "ignore",
+        message="Using `httpx` with `starlette.testclient`",
+        category=StarletteDeprecationWarning,
     )
     from starlette.testclient import TestClient
 
@@ -70,11 +73,13 @@ class Api:
         use = self.secret if key == "" else key
         if payload is not None:
             kwargs["json"] = payload
-        return self.client.post(path, headers=self.headers(use), **kwargs)
+        headers = {**self.headers(use), **kwargs.pop("headers", {})}
+        return self.client.post(path, headers=headers, **kwargs)
 
     def get(self, path: str, *, key: str | None = "", **kwargs: Any) -> Any:
         use = self.secret if key == "" else key
-        return self.client.get(path, headers=self.headers(use), **kwargs)
+        headers = {**self.headers(use), **kwargs.pop("headers", {})}
+        return self.client.get(path, headers=headers, **kwargs)
 
     def create(self, event_type: str, body: Any, *, key: str | None = "", **fields: Any) -> Any:
         return self.post("/events", {"event_type": event_type, "body": body, **fields}, key=key)
@@ -86,8 +91,12 @@ class Api:
         return data
 
 
-def make_app(tmp_path: Path, clock: FrozenClock) -> Starlette:
-    settings = Settings(database_url=f"sqlite:///{tmp_path}/t.db", key_cache_seconds=0)
+def make_app(tmp_path: Path, clock: FrozenClock, *, worker: bool = False) -> Starlette:
+    """The app under test. The processing worker is off by default, so that an
+    accepted event stays exactly as ingestion stored it (``pending``)."""
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path}/t.db", key_cache_seconds=0, worker=worker
+    )
     return create_app(settings, storage=None, clock=clock)
 
 
@@ -96,10 +105,14 @@ def clock() -> FrozenClock:
     return FrozenClock(NOW)
 
 
-@pytest.fixture
-def api(tmp_path: Path, clock: FrozenClock) -> Iterator[Api]:
-    app = make_app(tmp_path, clock)
-    with TestClient(app) as client:
+@contextlib.contextmanager
+def open_api(
+    tmp_path: Path, clock: FrozenClock, *, worker: bool = False, wrap: Any = None
+) -> Iterator[Api]:
+    """Start the app (its lifespan opens storage) and make one key of each kind.
+    ``wrap`` turns the app into the ASGI callable the client drives."""
+    app = make_app(tmp_path, clock, worker=worker)
+    with TestClient(wrap(app) if wrap is not None else app) as client:
         storage = app.state.tally.storage
 
         def key(environment: str, **kwargs: bool) -> tuple[Any, str]:
@@ -129,3 +142,9 @@ def api(tmp_path: Path, clock: FrozenClock) -> Iterator[Api]:
             environment_id=secret_record.environment_id,
             other_environment_id=other_record.environment_id,
         )
+
+
+@pytest.fixture
+def api(tmp_path: Path, clock: FrozenClock) -> Iterator[Api]:
+    with open_api(tmp_path, clock) as running:
+        yield running

@@ -65,7 +65,9 @@ def track(event: str = "api-call", **changes: Any) -> dict[str, Any]:
     return body("track", event=event, **changes)
 
 
-def assert_error(response: Any, status: int, message: str | None = None, *, contains: str = "") -> str:
+def assert_error(
+    response: Any, status: int, message: str | None = None, *, contains: str = ""
+) -> str:
     """The response is ``status`` with exactly ``{"error": "<sentence>"}``."""
     assert response.status_code == status, (response.status_code, response.text)
     assert response.headers["content-type"].startswith("application/json"), response.headers

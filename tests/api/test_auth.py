@@ -70,12 +70,17 @@ def test_publishable_key_cannot_read_403(api: Api, path: str) -> None:
 def test_publishable_key_can_write(api: Api) -> None:
     event_id = assert_raw_event(assert_ok(api.create("track", track(), key=api.publishable), 201))
     data = assert_ok(
-        api.post("/event-batch", {"events": [{"event_type": "identify", "body": body("identify")}]},
-                 key=api.publishable),
+        api.post(
+            "/event-batch",
+            {"events": [{"event_type": "identify", "body": body("identify")}]},
+            key=api.publishable,
+        ),
         201,
     )
     assert len(data["events"]) == 1
-    assert_ok(api.post("/batch", {"events": [{"type": "track", "body": track()}]}, key=api.publishable))
+    assert_ok(
+        api.post("/batch", {"events": [{"type": "track", "body": track()}]}, key=api.publishable)
+    )
     assert api.list_events()[-1]["id"] == event_id
     assert [e["status"] for e in api.list_events()] == ["pending"] * 3
 
@@ -133,7 +138,9 @@ def test_other_environment_cannot_see_events(api: Api) -> None:
 
 def test_other_environment_sees_its_own_events(api: Api) -> None:
     mine = assert_raw_event(assert_ok(api.create("track", track("mine")), 201))
-    theirs = assert_raw_event(assert_ok(api.create("track", track("theirs"), key=api.other_env), 201))
+    theirs = assert_raw_event(
+        assert_ok(api.create("track", track("theirs"), key=api.other_env), 201)
+    )
     assert [e["id"] for e in api.list_events()] == [mine]
     assert [e["id"] for e in api.list_events(key=api.other_env)] == [theirs]
     detail = assert_ok(api.get(f"/events/{theirs}", key=api.other_env))

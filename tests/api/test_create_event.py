@@ -41,8 +41,13 @@ def test_sdk_explicit_nulls_are_absent(api: Api) -> None:
     """The SDK sends ``null`` for every unset optional field."""
     payload = {
         "event_type": "track",
-        "body": {"event": "api-call", "company": {"id": "acme"}, "quantity": None, "traits": None,
-                 "user": None},
+        "body": {
+            "event": "api-call",
+            "company": {"id": "acme"},
+            "quantity": None,
+            "traits": None,
+            "user": None,
+        },
         "sent_at": None,
         "idempotency_key": None,
         "trusted_client_clock": None,
@@ -75,8 +80,9 @@ def test_malformed_json_400(api: Api, raw: bytes) -> None:
     _stored_nothing(api)
 
 
-@pytest.mark.parametrize("raw", [b"[]", b'[{"event_type": "track"}]', b'"track"', b"42", b"null",
-                                 b"true"])
+@pytest.mark.parametrize(
+    "raw", [b"[]", b'[{"event_type": "track"}]', b'"track"', b"42", b"null", b"true"]
+)
 def test_json_that_is_not_an_object_400(api: Api, raw: bytes) -> None:
     assert_error(api.post("/events", content=raw, key=api.secret), 400)
     _stored_nothing(api)
@@ -96,8 +102,10 @@ def test_empty_body_400(api: Api) -> None:
         ({"event_type": ["track"], "body": {"event": "a"}}, "event_type"),
         ({"event_type": "track", "body": {"event": "a"}, "idempotency_key": 7}, "idempotency_key"),
         ({"event_type": "track", "body": {"event": "a"}, "sent_at": 1767225600}, "sent_at"),
-        ({"event_type": "track", "body": {"event": "a"}, "trusted_client_clock": "yes"},
-         "trusted_client_clock"),
+        (
+            {"event_type": "track", "body": {"event": "a"}, "trusted_client_clock": "yes"},
+            "trusted_client_clock",
+        ),
         ({"event_type": "track", "body": {"event": "a"}, "backfill": 1}, "backfill"),
         ({"event_type": "track", "body": "api-call"}, "body"),
         ({"event_type": "track", "body": ["api-call"]}, "body"),
@@ -108,11 +116,15 @@ def test_empty_body_400(api: Api) -> None:
         ({"event_type": "track", "body": {"event": "a", "user": "u1"}}, "user"),
         ({"event_type": "track", "body": {"event": "a", "traits": [1]}}, "traits"),
         ({"event_type": "identify", "body": {"keys": "u1"}}, "keys"),
-        ({"event_type": "identify", "body": {"keys": {"id": "u1"}, "company": {"name": "x"}}},
-         "keys"),
+        (
+            {"event_type": "identify", "body": {"keys": {"id": "u1"}, "company": {"name": "x"}}},
+            "keys",
+        ),
         ({"event_type": "flag_check", "body": {**body("flag_check"), "value": "yes"}}, "value"),
-        ({"event_type": "inference", "body": {**body("inference"), "input_tokens": "100"}},
-         "input_tokens"),
+        (
+            {"event_type": "inference", "body": {**body("inference"), "input_tokens": "100"}},
+            "input_tokens",
+        ),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
 )
@@ -130,16 +142,18 @@ def test_unknown_event_type_400(api: Api, event_type: str) -> None:
 
 def test_missing_event_type_400(api: Api) -> None:
     assert_error(api.post("/events", {"body": track()}), 400, contains="event_type")
-    assert_error(api.post("/events", {"event_type": None, "body": track()}), 400,
-                 contains="event_type")
+    assert_error(
+        api.post("/events", {"event_type": None, "body": track()}), 400, contains="event_type"
+    )
     _stored_nothing(api)
 
 
 @pytest.mark.parametrize("event_type", sorted(BODIES))
 def test_missing_body_400(api: Api, event_type: str) -> None:
     assert_error(api.post("/events", {"event_type": event_type}), 400, contains="body")
-    assert_error(api.post("/events", {"event_type": event_type, "body": None}), 400,
-                 contains="body")
+    assert_error(
+        api.post("/events", {"event_type": event_type, "body": None}), 400, contains="body"
+    )
     _stored_nothing(api)
 
 
@@ -276,6 +290,7 @@ def test_quantity_is_64_bit(api: Api) -> None:
 
 def test_idempotency_key_of_255_chars_ok_256_refused(api: Api) -> None:
     assert_ok(api.create("track", track(), idempotency_key="k" * 255), 201)
-    assert_error(api.create("track", track(), idempotency_key="k" * 256), 400,
-                 contains="idempotency_key")
+    assert_error(
+        api.create("track", track(), idempotency_key="k" * 256), 400, contains="idempotency_key"
+    )
     assert len(api.list_events()) == 1

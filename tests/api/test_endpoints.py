@@ -137,3 +137,13 @@ def test_wrong_method_405_error_envelope(api: Api) -> None:
     assert_error(api.post("/events/batch", {"events": []}), 405)
     assert_error(api.post("/event-types", {}), 405)
     assert_error(api.client.post("/health"), 405)
+
+
+def test_405_names_the_allowed_methods(api: Api) -> None:
+    """RFC 9110 §15.5.6: a 405 response MUST carry an ``Allow`` header."""
+    response = api.get("/batch")
+    assert_error(response, 405)
+    assert "POST" in response.headers.get("allow", ""), dict(response.headers)
+    response = api.post("/event-types", {})
+    assert_error(response, 405)
+    assert "GET" in response.headers.get("allow", ""), dict(response.headers)

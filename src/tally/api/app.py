@@ -48,7 +48,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         return plain_error(f"no such endpoint: {request.method} {request.url.path}", 404)
     if exc.status_code == 405:
-        return plain_error(f"{request.method} is not allowed on {request.url.path}", 405)
+        return plain_error(
+            f"{request.method} is not allowed on {request.url.path}", 405, headers=exc.headers
+        )
     return plain_error(str(exc.detail), exc.status_code)
 
 

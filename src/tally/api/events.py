@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from starlette.requests import Request
@@ -14,7 +15,7 @@ from tally.api.http import ok, query_int, query_list, query_str, read_body
 from tally.api.state import AppState
 from tally.errors import Invalid, NotFound
 from tally.ingest.parse import Context, parse_capture_batch, parse_create_event, parse_event_batch
-from tally.model import EVENT_TYPES, ApiKey, EventFilter
+from tally.model import EVENT_TYPES, ApiKey, EventFilter, StoredEvent
 
 MAX_LIMIT = 250
 
@@ -27,6 +28,18 @@ def _context(state: AppState, request: Request, key: ApiKey) -> Context:
         remote_ip=client.host if client else "",
         user_agent=request.headers.get("user-agent", ""),
         max_event_body_bytes=state.settings.max_event_body_bytes,
+    )
+
+
+async def _preview_names(
+    state: AppState, environment_id: str, events: Sequence[StoredEvent]
+) -> shapes.Names:
+    """Names of the features, companies and users of ``events``, in one query."""
+    return await state.storage.preview_names(
+        environment_id,
+        (f for e in events for f in e.feature_ids),
+        (e.company_id for e in events if e.company_id is not None),
+        (e.user_id for e in events if e.user_id is not None),
     )
 
 
@@ -109,7 +122,8 @@ async def list_events(request: Request) -> Response:
         params["event_types"] = event_types
     params["limit"] = where.limit
     params["offset"] = where.offset
-    return ok([shapes.event_detail(e) for e in events], params)
+    names = await _preview_names(state, key.environment_id, events)
+    return ok([shapes.event_detail(e, names) for e in events], params)
 
 
 async def get_event(request: Request) -> Response:
@@ -119,7 +133,8 @@ async def get_event(request: Request) -> Response:
     event = await state.storage.get_event(key.environment_id, event_id)
     if event is None:
         raise NotFound(f"event {event_id[:64]!r} was not found in this environment")
-    return ok(shapes.event_detail(event))
+    names = await _preview_names(state, key.environment_id, [event])
+    return ok(shapes.event_detail(event, names))
 
 
 async def event_summaries(request: Request) -> Response:

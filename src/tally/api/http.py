@@ -3,6 +3,7 @@ reads, query parameters, and the one mapping from error category to status."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -39,8 +40,8 @@ def error_response(err: TallyError) -> Response:
     return JSONBytes(_encoder.encode(body), status_code=status)
 
 
-def plain_error(message: str, status: int) -> Response:
-    return JSONBytes(_encoder.encode({"error": message}), status_code=status)
+def plain_error(message: str, status: int, headers: Mapping[str, str] | None = None) -> Response:
+    return JSONBytes(_encoder.encode({"error": message}), status_code=status, headers=headers)
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -6,6 +6,7 @@ models; optional fields left ``None`` are omitted from the JSON.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -107,7 +108,19 @@ def raw_event(result: IngestResult, remote_ip: str, user_agent: str) -> RawEvent
     )
 
 
-def event_detail(event: StoredEvent) -> EventDetailResponseData:
+Names = Mapping[tuple[str, str], str]  # (feature|company|user, id) → name
+
+
+def _preview(names: Names, kind: str, object_id: str | None) -> PreviewObject | None:
+    if object_id is None:
+        return None
+    return PreviewObject(id=object_id, name=names.get((kind, object_id), object_id))
+
+
+def event_detail(event: StoredEvent, names: Names | None = None) -> EventDetailResponseData:
+    """``names`` (from ``preview_names``) name the feature, company and user
+    previews; an object without a name (deleted, say) is named by its id."""
+    names = names or {}
     return EventDetailResponseData(
         id=event.id,
         type=event.type,
@@ -117,11 +130,15 @@ def event_detail(event: StoredEvent) -> EventDetailResponseData:
         captured_at=format_micros(event.captured_at),
         quantity=event.quantity,
         feature_ids=list(event.feature_ids),
-        features=[],
+        features=[
+            PreviewObject(id=f, name=names.get(("feature", f), f)) for f in event.feature_ids
+        ],
         environment_id=event.environment_id,
         subtype=event.subtype,
         company_id=event.company_id,
         user_id=event.user_id,
+        company=_preview(names, "company", event.company_id),
+        user=_preview(names, "user", event.user_id),
         idempotency_key=event.idempotency_key,
         sent_at=_opt_time(event.sent_at),
         loaded_at=format_micros(event.loaded_at),
