@@ -43,8 +43,7 @@ async def _admin(request: Request, *, write: bool) -> tuple[AppState, ApiKey]:
     key = await state.auth.key_for(request)
     if not key.is_secret:
         raise Forbidden(
-            "publishable API keys cannot use features, company overrides or usage; "
-            "use a secret key"
+            "publishable API keys cannot use features, company overrides or usage; use a secret key"
         )
     if write and not key.can_write:
         raise Forbidden("read-only API keys cannot change features or company overrides")
@@ -313,7 +312,9 @@ async def usage_by_company(request: Request) -> Response:
     state, key = await _admin(request, write=False)
     keys = query_map(request, "keys")
     if not keys:
-        raise Invalid('keys is required: send the company\'s keys as keys[id]=acme or keys={"id":"acme"}')
+        raise Invalid(
+            'keys is required: send the company\'s keys as keys[id]=acme or keys={"id":"acme"}'
+        )
     target = await state.storage.find_company_id(key.environment_id, None, keys)
     now_us = to_micros(state.clock.now())
     rows = await state.storage.feature_usage(

@@ -79,7 +79,9 @@ def _state(request: Request) -> AppState:
 async def _admin(request: Request, *, write: bool) -> ApiKey:
     key = await _state(request).auth.key_for(request)
     if not key.is_secret:
-        raise Forbidden("publishable API keys cannot use the companies and users API; use a secret key")
+        raise Forbidden(
+            "publishable API keys cannot use the companies and users API; use a secret key"
+        )
     if write and not key.can_write:
         raise Forbidden("read-only API keys cannot change companies, users or memberships")
     return key
@@ -129,10 +131,8 @@ def query_keys(request: Request, name: str = "keys") -> KeyMap:
                 raise Invalid(
                     f'{name} must be given as {name}[id]=acme or as JSON text {name}={{"id":"acme"}}'
                 ) from None
-            if not isinstance(parsed, dict) or not all(
-                isinstance(v, str) for v in parsed.values()
-            ):
-                raise Invalid(f"{name} must be a JSON object of strings, such as {{\"id\":\"acme\"}}")
+            if not isinstance(parsed, dict) or not all(isinstance(v, str) for v in parsed.values()):
+                raise Invalid(f'{name} must be a JSON object of strings, such as {{"id":"acme"}}')
             out.update(parsed)
     return _keys(out, name)
 
@@ -227,9 +227,20 @@ def _sort(request: Request, params: dict[str, Any]) -> tuple[str, bool]:
 
 # Filters on plans, subscriptions and credits: tally has none of them, so a
 # company passes only when the filter asks for their absence.
-_PLAN_LISTS = ("credit_type_ids", "plan_ids", "plan_version_ids", "subscription_statuses", "subscription_types")
+_PLAN_LISTS = (
+    "credit_type_ids",
+    "plan_ids",
+    "plan_version_ids",
+    "subscription_statuses",
+    "subscription_types",
+)
 _PLAN_TEXTS = ("plan_id", "plan_version_id")
-_PLAN_WANTS = ("has_scheduled_downgrade", "monetized_subscriptions", "plan_version_unpublished", "with_subscription")
+_PLAN_WANTS = (
+    "has_scheduled_downgrade",
+    "monetized_subscriptions",
+    "plan_version_unpublished",
+    "with_subscription",
+)
 _PLAN_WANTS_NOT = ("without_plan", "without_subscription")
 
 

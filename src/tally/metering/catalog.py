@@ -103,7 +103,8 @@ def resolve_feature(current: FeatureValues | None, changes: FeatureChanges) -> F
     )
     subtype = current.event_subtype
     if changes.event_subtype is not None:
-        subtype = _text("event_subtype", changes.event_subtype, MAX_NAME, blank_ok=True) or None
+        text = _text("event_subtype", changes.event_subtype, MAX_NAME, blank_ok=True)
+        subtype = text if text.strip() else None
     if feature_type == "event" and subtype is None:
         raise Invalid(
             "event_subtype is required for an event feature: it names the track events "

@@ -1,6 +1,8 @@
-"""Processing rules of SPEC §4, applied to one claimed batch in one
-transaction: entity changes, counters, last_seen_at and event status are
-written together, so an event is never counted twice.
+"""Processing rules of SPEC §4 (pure).
+
+A backend claims a batch, reads what ``needs_of`` lists into a ``Snapshot``,
+calls ``process_events`` and writes the returned ``Changes`` in the same
+transaction as the events' new status, so an event is never counted twice.
 
 - identify: upsert the user and (when given) the company by any of their
   keys, set names, merge traits, link them.
@@ -13,15 +15,16 @@ written together, so an event is never counted twice.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 import msgspec
 
+from tally.ids import new_id
 from tally.ingest import wire
 from tally.metering.periods import period_starts_us
 from tally.pipeline.identities import ProcessingFailed
-from tally.pipeline.unit import Outcome, PendingEvent, UnitOfWork
+from tally.pipeline.unit import Changes, Needs, Outcome, PendingEvent, Snapshot
 from tally.pipeline.working_set import WorkingSet
 
 _DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
@@ -30,15 +33,49 @@ _DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
 }
 
 
-def process_batch(uow: UnitOfWork, limit: int, now: int) -> int:
-    """Claim up to ``limit`` pending events (oldest first), process them and
-    write the result. Returns how many were claimed; the caller commits."""
-    events = uow.claim_pending(limit)
-    if not events:
-        return 0
-    ws = WorkingSet(uow)
-    bodies = [_decode(event) for event in events]
-    _prefetch(ws, events, bodies)
+def decode_bodies(events: Sequence[PendingEvent]) -> list[Any]:
+    """Each event's typed body; ``None`` for types stored as received
+    (flag_check, inference); a ``ProcessingFailed`` for an unreadable body."""
+    return [_decode(event) for event in events]
+
+
+def _decode(event: PendingEvent) -> Any:
+    decoder = _DECODERS.get(event.type)
+    if decoder is None:
+        return None
+    try:
+        return decoder.decode(event.body.encode())
+    except (msgspec.DecodeError, RecursionError) as err:
+        return ProcessingFailed(f"the stored {event.type} body cannot be read: {err}")
+
+
+def needs_of(events: Sequence[PendingEvent], bodies: Sequence[Any]) -> Needs:
+    needs = Needs()
+    companies, users = needs.refs["company"], needs.refs["user"]
+    for event, body in zip(events, bodies, strict=True):
+        env = event.environment_id
+        if isinstance(body, wire.IdentifyBody):
+            users.update((env, k, v) for k, v in body.keys.items())
+            if body.company is not None:
+                companies.update((env, k, v) for k, v in body.company.keys.items())
+        elif isinstance(body, wire.TrackBody):
+            if body.company:
+                companies.update((env, k, v) for k, v in body.company.items())
+            if body.user:
+                users.update((env, k, v) for k, v in body.user.items())
+            needs.subtypes.add((env, body.event))
+    return needs
+
+
+def process_events(
+    events: Sequence[PendingEvent],
+    bodies: Sequence[Any],
+    snapshot: Snapshot,
+    new_id: Callable[[str], str],
+) -> Changes:
+    """Apply the rules to a batch, oldest first; a failing event becomes
+    ``failed`` and leaves nothing else behind."""
+    ws = WorkingSet(snapshot, new_id)
     outcomes = ws.changes.outcomes
     for event, body in zip(events, bodies, strict=True):
         if isinstance(body, ProcessingFailed):
@@ -48,53 +85,23 @@ def process_batch(uow: UnitOfWork, limit: int, now: int) -> int:
             outcomes.append(_process(ws, event, body))
         except ProcessingFailed as err:
             outcomes.append(Outcome(event.id, "failed", error_message=str(err)))
-    uow.apply(ws.changes, now)
-    return len(events)
+    return ws.changes
 
 
-def upsert_entity(
-    uow: UnitOfWork,
+def upsert_changes(
+    snapshot: Snapshot,
+    new_id: Callable[[str], str],
     kind: str,
     environment_id: str,
     keys: Mapping[str, str],
     name: str | None,
     traits: Mapping[str, Any] | None,
-    now: int,
-) -> str:
-    """The identify upsert for one entity outside an event (admin API): find by
-    any key or create, add keys, set name, merge traits; written at once."""
-    ws = WorkingSet(uow)
+) -> tuple[str, Changes]:
+    """The identify upsert of one entity outside an event (admin API):
+    returns its id and the changes to write."""
+    ws = WorkingSet(snapshot, new_id)
     entity = ws.upsert(ws.resolve(kind, environment_id, keys), environment_id, name, traits)
-    uow.apply(ws.changes, now)
-    return entity.id
-
-
-def _decode(event: PendingEvent) -> Any:
-    decoder = _DECODERS.get(event.type)
-    if decoder is None:
-        return None  # flag_check, inference: stored as received
-    try:
-        return decoder.decode(event.body.encode())
-    except (msgspec.DecodeError, RecursionError) as err:
-        return ProcessingFailed(f"the stored {event.type} body cannot be read: {err}")
-
-
-def _prefetch(ws: WorkingSet, events: list[PendingEvent], bodies: list[Any]) -> None:
-    companies: list[tuple[str, str, str]] = []
-    users: list[tuple[str, str, str]] = []
-    for event, body in zip(events, bodies, strict=True):
-        env = event.environment_id
-        if isinstance(body, wire.IdentifyBody):
-            users.extend((env, k, v) for k, v in body.keys.items())
-            if body.company is not None:
-                companies.extend((env, k, v) for k, v in body.company.keys.items())
-        elif isinstance(body, wire.TrackBody):
-            if body.company:
-                companies.extend((env, k, v) for k, v in body.company.items())
-            if body.user:
-                users.extend((env, k, v) for k, v in body.user.items())
-    ws.prefetch("company", companies)
-    ws.prefetch("user", users)
+    return entity.id, ws.changes
 
 
 def _process(ws: WorkingSet, event: PendingEvent, body: Any) -> Outcome:
@@ -129,19 +136,17 @@ def _track(ws: WorkingSet, event: PendingEvent, body: wire.TrackBody) -> Outcome
     env = event.environment_id
     company_res = ws.resolve("company", env, body.company) if body.company else None
     user_res = ws.resolve("user", env, body.user) if body.user else None
+    if company_res is not None and company_res.entity is not None:
+        _check_counters(
+            ws, event, company_res.entity.id, company_res.entity.billing_anchor, body.event
+        )
     company = ws.upsert(company_res, env) if company_res is not None else None
     user = ws.upsert(user_res, env) if user_res is not None else None
     if company is not None and user is not None:
         ws.link(env, company, user)
     subtype = body.event
-    feature_ids = ws.uow.event_features(env, subtype)
     if company is not None:
-        anchor_us = None if company.new else ws.uow.billing_anchor(company.id)
-        counters = ws.changes.counters
-        for kind, start in period_starts_us(event.captured_at, anchor_us):
-            key = (env, company.id, subtype, kind, start)
-            qty, count = counters.get(key, (0, 0))
-            counters[key] = (qty + event.quantity, count + 1)
+        _count(ws, event, company.id, company.billing_anchor, subtype)
     if not event.backfill:
         for entity in (company, user):
             if entity is not None:
@@ -151,5 +156,61 @@ def _track(ws: WorkingSet, event: PendingEvent, body: wire.TrackBody) -> Outcome
         "processed",
         company_id=company.id if company else None,
         user_id=user.id if user else None,
-        feature_ids=feature_ids,
+        feature_ids=ws.features(env, subtype),
     )
+
+
+class SyncUnitOfWork(Protocol):
+    """A backend's synchronous access to one open transaction."""
+
+    def load_snapshot(self, needs: Needs) -> Snapshot: ...
+
+    def apply(self, changes: Changes, now: int) -> None: ...
+
+
+def upsert_entity(
+    uow: SyncUnitOfWork,
+    kind: str,
+    environment_id: str,
+    keys: Mapping[str, str],
+    name: str | None,
+    traits: Mapping[str, Any] | None,
+    now: int,
+) -> str:
+    """Read, upsert and write one entity in the caller's transaction."""
+    needs = Needs()
+    needs.refs[kind] = {(environment_id, k, v) for k, v in keys.items()}
+    entity_id, changes = upsert_changes(
+        uow.load_snapshot(needs), new_id, kind, environment_id, keys, name, traits
+    )
+    uow.apply(changes, now)
+    return entity_id
+
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _check_counters(
+    ws: WorkingSet, event: PendingEvent, company_id: str, anchor: int | None, subtype: str
+) -> None:
+    """Fail an event that would take a usage counter past 64 bits (stored
+    totals are known when a first attempt at the batch overflowed)."""
+    counters, stored = ws.changes.counters, ws.snapshot.counters
+    for kind, start in period_starts_us(event.captured_at, anchor):
+        key = (event.environment_id, company_id, subtype, kind, start)
+        total = stored.get(key, 0) + counters.get(key, (0, 0))[0] + event.quantity
+        if not INT64_MIN <= total <= INT64_MAX:
+            raise ProcessingFailed(
+                f"quantity {event.quantity} would take the {kind} usage counter of "
+                f"{subtype!r} for {company_id} past the 64-bit limit; send a correction first"
+            )
+
+
+def _count(
+    ws: WorkingSet, event: PendingEvent, company_id: str, anchor: int | None, subtype: str
+) -> None:
+    counters = ws.changes.counters
+    for kind, start in period_starts_us(event.captured_at, anchor):
+        key = (event.environment_id, company_id, subtype, kind, start)
+        qty, count = counters.get(key, (0, 0))
+        counters[key] = (qty + event.quantity, count + 1)

@@ -1,16 +1,19 @@
-"""What processing needs from storage inside one transaction.
+"""The records the processing rules read and write.
 
-The processing rules (``tally.pipeline.process``) work on an in-memory
-working set and read through this protocol in bulk; at the end of a batch
-every change is handed back in one ``Changes`` record, which the backend
-writes in the same transaction as the events' new status.
+Processing is pure: a backend claims a batch of ``PendingEvent``, reads in
+bulk what the batch ``Needs`` into a ``Snapshot``, calls
+``tally.pipeline.process.process_events`` and writes the ``Changes`` in the
+same transaction as the events' new status.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
+
+CounterKey = tuple[str, str, str, str, int]  # env, company, subtype, period kind, period start µs
+KeyRef = tuple[str, str, str]  # environment, key name, value
+IndexKey = tuple[str, str, str, str]  # kind, environment, key name, value
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +26,35 @@ class PendingEvent:
     quantity: int
     captured_at: int
     backfill: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntity:
+    kind: str  # company | user
+    id: str
+    environment_id: str
+    name: str | None
+    traits: str  # JSON object text
+    billing_anchor: int | None = None
+
+
+@dataclass(slots=True)
+class Needs:
+    """What a batch must read before it can be processed."""
+
+    refs: dict[str, set[KeyRef]] = field(default_factory=lambda: {"company": set(), "user": set()})
+    subtypes: set[tuple[str, str]] = field(default_factory=set)  # env, subtype
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """What storage holds of the batch's keys, entities and features."""
+
+    keys: dict[IndexKey, str] = field(default_factory=dict)
+    entities: dict[str, StoredEntity] = field(default_factory=dict)
+    features: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    # stored quantity of counters, read only when a first attempt overflowed
+    counters: dict[CounterKey, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -41,21 +73,17 @@ class Outcome:
 class EntityState:
     """A company or user as the batch sees it."""
 
-    kind: str  # company | user
+    kind: str
     id: str
     environment_id: str
     new: bool
     name: str | None = None
-    traits: dict[str, Any] | None = None  # None: not loaded (unchanged)
-    loaded: bool = False
+    traits: dict[str, Any] | None = None
+    billing_anchor: int | None = None
     dirty: bool = False  # name or traits changed
     keys: dict[str, str] = field(default_factory=dict)  # known keys, name → value
     added_keys: dict[str, str] = field(default_factory=dict)  # to write
     last_seen: int | None = None
-
-
-CounterKey = tuple[str, str, str, str, int]  # env, company, subtype, period kind, period start µs
-KeyRef = tuple[str, str, str]  # environment, key name, value
 
 
 @dataclass(slots=True)
@@ -64,27 +92,3 @@ class Changes:
     memberships: set[tuple[str, str, str]] = field(default_factory=set)  # env, company, user
     counters: dict[CounterKey, tuple[int, int]] = field(default_factory=dict)
     outcomes: list[Outcome] = field(default_factory=list)
-
-
-class UnitOfWork(Protocol):
-    def claim_pending(self, limit: int) -> list[PendingEvent]: ...
-
-    def lookup_keys(self, kind: str, refs: Iterable[KeyRef]) -> dict[KeyRef, str]:
-        """The entity each (environment, key, value) points at, for those that
-        point somewhere; the key ``id`` also matches an entity's own tally id."""
-        ...
-
-    def load_entity(self, kind: str, entity_id: str) -> tuple[str | None, str]:
-        """(name, traits JSON text) of a stored entity."""
-        ...
-
-    def new_id(self, kind: str) -> str: ...
-
-    def event_features(self, environment_id: str, subtype: str) -> list[str]: ...
-
-    def billing_anchor(self, company_id: str) -> int | None: ...
-
-    def apply(self, changes: Changes, now: int) -> None:
-        """Write every change of the batch (entities, keys, memberships,
-        counters, last_seen_at, event outcomes)."""
-        ...

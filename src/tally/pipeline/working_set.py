@@ -1,21 +1,23 @@
-"""The batch's in-memory view of companies and users.
+"""The batch's in-memory view of companies and users (pure).
 
-Every event of a batch resolves its keys here; reads go to storage in bulk at
-the start of the batch and lazily for traits; writes are collected and
-handed back once (``Changes``). An event first resolves everything it needs
-(raising ``ProcessingFailed`` before changing anything), then changes the
-working set, so a failed event leaves no trace.
+Every event of a batch resolves its keys against the snapshot read at the
+start of the batch plus what earlier events of the batch changed. An event
+first resolves everything it needs (raising ``ProcessingFailed`` before it
+changes anything), then changes the working set, so a failed event leaves
+no trace. All changes are collected in ``changes``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
 
 from tally.pipeline.identities import ProcessingFailed
-from tally.pipeline.unit import Changes, EntityState, KeyRef, UnitOfWork
+from tally.pipeline.unit import Changes, EntityState, IndexKey, Snapshot
+
+_PREFIXES = {"company": "comp", "user": "user"}
 
 
 class Resolution:
@@ -30,47 +32,46 @@ class Resolution:
 
 
 class WorkingSet:
-    def __init__(self, uow: UnitOfWork) -> None:
-        self.uow = uow
-        self.index: dict[tuple[str, str, str, str], str] = {}  # kind, env, key, value → id
+    def __init__(self, snapshot: Snapshot, new_id: Callable[[str], str]) -> None:
+        self.snapshot = snapshot
+        self.index: dict[IndexKey, str] = dict(snapshot.keys)
         self.entities: dict[str, EntityState] = {}
         self.changes = Changes()
+        self._new_id = new_id
         self._touched: set[str] = set()
+        for (_kind, _env, key, value), entity_id in snapshot.keys.items():
+            if value != entity_id:  # an entity found by its own id has no such key
+                self.entity(entity_id).keys.setdefault(key, value)
 
-    def prefetch(self, kind: str, refs: Iterable[KeyRef]) -> None:
-        """Look up many key references in one go."""
-        wanted = {ref for ref in refs if (kind, *ref) not in self.index}
-        if not wanted:
-            return
-        for (env, key, value), entity_id in self.uow.lookup_keys(kind, wanted).items():
-            self.index[(kind, env, key, value)] = entity_id
-            entity = self._entity(kind, entity_id, env)
-            entity.keys.setdefault(key, value)
-
-    def _entity(self, kind: str, entity_id: str, env: str) -> EntityState:
-        entity = self.entities.get(entity_id)
-        if entity is None:
-            entity = self.entities[entity_id] = EntityState(kind, entity_id, env, new=False)
-        return entity
+    def entity(self, entity_id: str) -> EntityState:
+        state = self.entities.get(entity_id)
+        if state is None:
+            stored = self.snapshot.entities[entity_id]
+            traits = msgspec.json.decode(stored.traits) if stored.traits else {}
+            state = self.entities[entity_id] = EntityState(
+                stored.kind,
+                stored.id,
+                stored.environment_id,
+                new=False,
+                name=stored.name,
+                traits=traits if isinstance(traits, dict) else {},
+                billing_anchor=stored.billing_anchor,
+            )
+        return state
 
     def resolve(self, kind: str, env: str, keys: Mapping[str, str]) -> Resolution:
         """Find the one entity the keys point at; keys of two entities fail."""
         if not keys:
             raise ProcessingFailed(f"{kind} keys are empty; send at least one key")
-        self.prefetch(kind, [(env, k, v) for k, v in keys.items()])
-        found = {
-            self.index[(kind, env, k, v)]
-            for k, v in keys.items()
-            if (kind, env, k, v) in self.index
-        }
+        index = self.index
+        found = {index[(kind, env, k, v)] for k, v in keys.items() if (kind, env, k, v) in index}
         if len(found) > 1:
             shown = ", ".join(sorted(found)[:3])
             raise ProcessingFailed(
                 f"the {kind} keys {dict(keys)} match {len(found)} different {kind} records "
                 f"({shown}); send keys of one {kind} only"
             )
-        entity = self.entities[found.pop()] if found else None
-        return Resolution(kind, keys, entity)
+        return Resolution(kind, keys, self.entity(found.pop()) if found else None)
 
     def upsert(
         self,
@@ -84,48 +85,36 @@ class WorkingSet:
         kind = resolution.kind
         entity = resolution.entity
         if entity is None:
-            entity = EntityState(kind, self.uow.new_id(kind), env, new=True, traits={}, loaded=True)
+            entity = EntityState(kind, self._new_id(_PREFIXES[kind]), env, new=True, traits={})
             self.entities[entity.id] = entity
-            self._touched.add(entity.id)
-            self.changes.entities.append(entity)
+            self._touch(entity)
         for key, value in resolution.keys.items():
             if key == "id" and value == entity.id:
                 continue  # the entity's own id is not a key
-            if entity.keys.get(key) == value and (kind, env, key, value) in self.index:
+            if entity.keys.get(key) == value:
                 continue
             old = entity.keys.get(key)
-            if old is not None and old != value:
+            if old is not None:
                 self.index.pop((kind, env, key, old), None)
             entity.keys[key] = value
             entity.added_keys[key] = value
             self.index[(kind, env, key, value)] = entity.id
             self._touch(entity)
-        if name is not None or traits:
-            self._load(entity)
-            if name is not None and name != entity.name:
-                entity.name = name
-                entity.dirty = True
-            if traits:
-                assert entity.traits is not None
-                entity.traits.update(traits)
-                entity.dirty = True
+        if name is not None and name != entity.name:
+            entity.name = name
+            entity.dirty = True
+            self._touch(entity)
+        if traits:
+            assert entity.traits is not None
+            entity.traits.update(traits)
+            entity.dirty = True
             self._touch(entity)
         return entity
 
-    def _load(self, entity: EntityState) -> None:
-        if entity.loaded:
-            return
-        name, traits_json = self.uow.load_entity(entity.kind, entity.id)
-        traits = msgspec.json.decode(traits_json) if traits_json else {}
-        entity.name = name
-        entity.traits = traits if isinstance(traits, dict) else {}
-        entity.loaded = True
-
     def _touch(self, entity: EntityState) -> None:
-        if entity.id in self._touched:
-            return
-        self._touched.add(entity.id)
-        self.changes.entities.append(entity)
+        if entity.id not in self._touched:
+            self._touched.add(entity.id)
+            self.changes.entities.append(entity)
 
     def see(self, entity: EntityState, at: int) -> None:
         if entity.last_seen is None or at > entity.last_seen:
@@ -134,3 +123,6 @@ class WorkingSet:
 
     def link(self, env: str, company: EntityState, user: EntityState) -> None:
         self.changes.memberships.add((env, company.id, user.id))
+
+    def features(self, env: str, subtype: str) -> list[str]:
+        return list(self.snapshot.features.get((env, subtype), ()))

@@ -23,7 +23,6 @@ from tally.model import (
     NewEvent,
     StoredEvent,
 )
-from tally.pipeline.process import process_batch
 from tally.storage.sqlite_catalog import SqliteCatalog
 from tally.storage.sqlite_entities import SqliteEntities
 from tally.storage.sqlite_pipeline import SqliteUnitOfWork
@@ -364,7 +363,7 @@ class SqliteStorage(SqliteEntities, SqliteCatalog):
         writer thread; returns how many were claimed."""
 
         def run(conn: sqlite3.Connection) -> int:
-            return process_batch(SqliteUnitOfWork(conn), limit, self._now())
+            return SqliteUnitOfWork(conn).process_pending(limit, self._now())
 
         result: int = await self._writer.call(run)
         return result

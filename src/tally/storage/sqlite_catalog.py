@@ -150,7 +150,7 @@ class SqliteCatalog:
 
         def _now(self) -> int: ...
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _catalog_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         result: T = await self._writer.call(fn)
         return result
 
@@ -186,7 +186,7 @@ class SqliteCatalog:
             )
             return feature
 
-        return await self._write(run)
+        return await self._catalog_write(run)
 
     async def get_feature(self, environment_id: str, feature_id: str) -> Feature | None:
         return await self._read(lambda conn: _load_feature(conn, environment_id, feature_id))
@@ -256,7 +256,7 @@ class SqliteCatalog:
                 now,
             )
 
-        return await self._write(run)
+        return await self._catalog_write(run)
 
     async def delete_feature(self, environment_id: str, feature_id: str) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
@@ -268,7 +268,7 @@ class SqliteCatalog:
                 conn.execute("DELETE FROM allocations WHERE feature_id = ?", (feature_id,))
             return bool(deleted)
 
-        return await self._write(run)
+        return await self._catalog_write(run)
 
     # -- allocations --------------------------------------------------------
     def _save_allocation(
@@ -358,7 +358,7 @@ class SqliteCatalog:
             )
             return saved, current is None
 
-        return await self._write(run)
+        return await self._catalog_write(run)
 
     async def update_allocation(
         self,
@@ -383,7 +383,7 @@ class SqliteCatalog:
                 author_id,
             )
 
-        return await self._write(run)
+        return await self._catalog_write(run)
 
     async def get_allocation(self, environment_id: str, allocation_id: str) -> Allocation | None:
         return await self._read(lambda conn: _load_allocation(conn, environment_id, allocation_id))
@@ -425,7 +425,7 @@ class SqliteCatalog:
                 ).rowcount
             )
 
-        return await self._write(run)
+        return await self._catalog_write(run)
 
     # -- usage --------------------------------------------------------------
     async def find_company_id(

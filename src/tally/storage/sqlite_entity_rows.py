@@ -27,7 +27,9 @@ COMPANY_COLUMNS = (
     "id, environment_id, name, traits, last_seen_at, billing_anchor, created_at, updated_at"
 )
 USER_COLUMNS = "id, environment_id, name, traits, last_seen_at, created_at, updated_at"
-_KIND_ORDER = {kind: rank for rank, kind in enumerate(("all_time", "day", "week", "month", "billing"))}
+_KIND_ORDER = {
+    kind: rank for rank, kind in enumerate(("all_time", "day", "week", "month", "billing"))
+}
 CHUNK = 400  # ids per IN (…) list, well under SQLite's variable limit
 
 _FIRST_KEY = (

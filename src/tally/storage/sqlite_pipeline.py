@@ -1,4 +1,5 @@
-"""``UnitOfWork`` on an open SQLite transaction (the writer's connection)."""
+"""The processing pipeline on an open SQLite transaction (the writer's
+connection): claim, read the batch's snapshot in bulk, write its changes."""
 
 from __future__ import annotations
 
@@ -9,16 +10,64 @@ from collections.abc import Iterable
 import msgspec
 
 from tally import ids
-from tally.pipeline.unit import Changes, KeyRef, PendingEvent
+from tally.pipeline.process import decode_bodies, needs_of, process_events
+from tally.pipeline.unit import (
+    Changes,
+    CounterKey,
+    KeyRef,
+    Needs,
+    PendingEvent,
+    Snapshot,
+    StoredEntity,
+)
 
 _TABLES = {"company": ("companies", "company_keys", "comp"), "user": ("users", "user_keys", "user")}
+_CHUNK = 500
+
+
+def _chunks(values: list[str]) -> Iterable[list[str]]:
+    for start in range(0, len(values), _CHUNK):
+        yield values[start : start + _CHUNK]
 
 
 class SqliteUnitOfWork:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
-        self._features: dict[tuple[str, str], list[str]] = {}
-        self._anchors: dict[str, int | None] = {}
+
+    def process_pending(self, limit: int, now: int) -> int:
+        """Claim up to ``limit`` pending events (oldest first), process and
+        write them; the caller commits. Returns how many were claimed."""
+        events = self.claim_pending(limit)
+        if not events:
+            return 0
+        bodies = decode_bodies(events)
+        snapshot = self.load_snapshot(needs_of(events, bodies))
+        changes = process_events(events, bodies, snapshot, ids.new_id)
+        self.conn.execute("SAVEPOINT tally_batch")
+        try:
+            self.apply(changes, now)
+        except (OverflowError, sqlite3.IntegrityError) as err:
+            # a usage counter would pass 64 bits: read the stored totals and
+            # run the batch again, failing the events that overflow
+            if isinstance(err, sqlite3.IntegrityError) and "CHECK" not in str(err):
+                raise
+            self.conn.execute("ROLLBACK TO tally_batch")
+            snapshot.counters = self._read_counters(changes.counters)
+            self.apply(process_events(events, bodies, snapshot, ids.new_id), now)
+        self.conn.execute("RELEASE tally_batch")
+        return len(events)
+
+    def _read_counters(self, keys: Iterable[CounterKey]) -> dict[CounterKey, int]:
+        found: dict[CounterKey, int] = {}
+        for key in keys:
+            row = self.conn.execute(
+                "SELECT quantity FROM usage_counters WHERE company_id = ? AND subtype = ? "
+                "AND period = ? AND period_start = ?",
+                key[1:],
+            ).fetchone()
+            if row is not None:
+                found[key] = row[0]
+        return found
 
     def claim_pending(self, limit: int) -> list[PendingEvent]:
         rows = self.conn.execute(
@@ -28,15 +77,31 @@ class SqliteUnitOfWork:
         ).fetchall()
         return [PendingEvent(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7])) for r in rows]
 
-    def lookup_keys(self, kind: str, refs: Iterable[KeyRef]) -> dict[KeyRef, str]:
+    def load_snapshot(self, needs: Needs) -> Snapshot:
+        snapshot = Snapshot()
+        for kind, refs in needs.refs.items():
+            found = self._lookup_keys(kind, refs)
+            for (env, key, value), entity_id in found.items():
+                snapshot.keys[(kind, env, key, value)] = entity_id
+            self._load_entities(kind, sorted(set(found.values())), snapshot)
+        for env, subtype in needs.subtypes:
+            rows = self.conn.execute(
+                "SELECT id FROM features WHERE environment_id = ? AND event_subtype = ? "
+                "AND feature_type = 'event' ORDER BY id",
+                (env, subtype),
+            ).fetchall()
+            if rows:
+                snapshot.features[(env, subtype)] = [r[0] for r in rows]
+        return snapshot
+
+    def _lookup_keys(self, kind: str, refs: Iterable[KeyRef]) -> dict[KeyRef, str]:
         table, key_table, prefix = _TABLES[kind]
         groups: dict[tuple[str, str], list[str]] = {}
         for env, key, value in refs:
             groups.setdefault((env, key), []).append(value)
         found: dict[KeyRef, str] = {}
         for (env, key), values in groups.items():
-            for start in range(0, len(values), 500):
-                chunk = values[start : start + 500]
+            for chunk in _chunks(values):
                 rows = self.conn.execute(
                     f"SELECT value, entity_id FROM {key_table} WHERE environment_id = ? "
                     f"AND key = ? AND value IN ({','.join('?' * len(chunk))})",
@@ -44,95 +109,78 @@ class SqliteUnitOfWork:
                 ).fetchall()
                 for value, entity_id in rows:
                     found[(env, key, value)] = entity_id
-            if key == "id":  # the entity's own tally id also finds it
+            if key == "id":  # an entity's own tally id also finds it
                 own = [
                     v for v in values if v.startswith(prefix + "_") and (env, key, v) not in found
                 ]
-                for value in own:
-                    row = self.conn.execute(
-                        f"SELECT id FROM {table} WHERE id = ? AND environment_id = ?", (value, env)
-                    ).fetchone()
-                    if row is not None:
-                        found[(env, key, value)] = row[0]
+                for chunk in _chunks(own):
+                    rows = self.conn.execute(
+                        f"SELECT id FROM {table} WHERE environment_id = ? "
+                        f"AND id IN ({','.join('?' * len(chunk))})",
+                        (env, *chunk),
+                    ).fetchall()
+                    for (entity_id,) in rows:
+                        found[(env, key, entity_id)] = entity_id
         return found
 
     def load_entity(self, kind: str, entity_id: str) -> tuple[str | None, str]:
+        """(name, traits JSON text) of one stored entity."""
         table = _TABLES[kind][0]
         row = self.conn.execute(
             f"SELECT name, traits FROM {table} WHERE id = ?", (entity_id,)
         ).fetchone()
         return (row[0], row[1]) if row else (None, "{}")
 
-    def new_id(self, kind: str) -> str:
-        return ids.new_id(_TABLES[kind][2])
-
-    def event_features(self, environment_id: str, subtype: str) -> list[str]:
-        key = (environment_id, subtype)
-        cached = self._features.get(key)
-        if cached is None:
+    def _load_entities(self, kind: str, entity_ids: list[str], snapshot: Snapshot) -> None:
+        table = _TABLES[kind][0]
+        anchor = "billing_anchor" if kind == "company" else "NULL"
+        for chunk in _chunks(entity_ids):
             rows = self.conn.execute(
-                "SELECT id FROM features WHERE environment_id = ? AND event_subtype = ? "
-                "AND feature_type = 'event' ORDER BY id",
-                key,
+                f"SELECT id, environment_id, name, traits, {anchor} FROM {table} "
+                f"WHERE id IN ({','.join('?' * len(chunk))})",
+                chunk,
             ).fetchall()
-            cached = self._features[key] = [r[0] for r in rows]
-        return list(cached)
-
-    def billing_anchor(self, company_id: str) -> int | None:
-        if company_id not in self._anchors:
-            row = self.conn.execute(
-                "SELECT billing_anchor FROM companies WHERE id = ?", (company_id,)
-            ).fetchone()
-            self._anchors[company_id] = row[0] if row else None
-        return self._anchors[company_id]
+            for entity_id, env, name, traits, billing_anchor in rows:
+                snapshot.entities[entity_id] = StoredEntity(
+                    kind, entity_id, env, name, traits, billing_anchor
+                )
 
     def apply(self, changes: Changes, now: int) -> None:
-        execute, many = self.conn.execute, self.conn.executemany
+        many = self.conn.executemany
+        new: dict[str, list[tuple[object, ...]]] = {"company": [], "user": []}
+        dirty: dict[str, list[tuple[object, ...]]] = {"company": [], "user": []}
+        seen: dict[str, list[tuple[object, ...]]] = {"company": [], "user": []}
         deletes: dict[str, list[tuple[str, str, str]]] = {"company": [], "user": []}
         inserts: dict[str, list[tuple[str, str, str, str, int]]] = {"company": [], "user": []}
-        seen: dict[str, list[tuple[int, int, str, int]]] = {"company": [], "user": []}
-        for entity in changes.entities:
-            table = _TABLES[entity.kind][0]
-            if entity.new:
-                extra = ", billing_anchor" if entity.kind == "company" else ""
-                execute(
-                    f"INSERT INTO {table} (id, environment_id, name, traits, last_seen_at, "
-                    f"created_at, updated_at{extra}) VALUES (?,?,?,?,?,?,?{',NULL' if extra else ''})",
-                    (
-                        entity.id,
-                        entity.environment_id,
-                        entity.name,
-                        msgspec.json.encode(entity.traits or {}).decode(),
-                        entity.last_seen,
-                        now,
-                        now,
-                    ),
-                )
+        for e in changes.entities:
+            traits = msgspec.json.encode(e.traits or {}).decode()
+            if e.new:
+                new[e.kind].append((e.id, e.environment_id, e.name, traits, e.last_seen, now, now))
             else:
-                if entity.dirty:
-                    execute(
-                        f"UPDATE {table} SET name = ?, traits = ?, updated_at = ? WHERE id = ?",
-                        (
-                            entity.name,
-                            msgspec.json.encode(entity.traits or {}).decode(),
-                            now,
-                            entity.id,
-                        ),
-                    )
-                if entity.last_seen is not None:
-                    seen[entity.kind].append((entity.last_seen, now, entity.id, entity.last_seen))
-            for key, value in entity.added_keys.items():
-                if not entity.new:
-                    deletes[entity.kind].append((entity.id, key, value))
-                inserts[entity.kind].append((entity.environment_id, key, value, entity.id, now))
+                if e.dirty:
+                    dirty[e.kind].append((e.name, traits, now, e.id))
+                if e.last_seen is not None:
+                    seen[e.kind].append((e.last_seen, now, e.id, e.last_seen))
+            for key, value in e.added_keys.items():
+                if not e.new:
+                    deletes[e.kind].append((e.id, key, value))
+                inserts[e.kind].append((e.environment_id, key, value, e.id, now))
         for kind in ("company", "user"):
             table, key_table, _ = _TABLES[kind]
+            many(
+                f"INSERT INTO {table} (id, environment_id, name, traits, last_seen_at, "
+                "created_at, updated_at) VALUES (?,?,?,?,?,?,?)",
+                new[kind],
+            )
+            many(
+                f"UPDATE {table} SET name = ?, traits = ?, updated_at = ? WHERE id = ?", dirty[kind]
+            )
             many(
                 f"UPDATE {table} SET last_seen_at = ?, updated_at = ? WHERE id = ? "
                 "AND (last_seen_at IS NULL OR last_seen_at < ?)",
                 seen[kind],
             )
-            # a new value of a key name replaces the old one; deletes before inserts
+            # a new value of a key name replaces the old one: deletes before inserts
             many(
                 f"DELETE FROM {key_table} WHERE entity_id = ? AND key = ? AND value != ?",
                 deletes[kind],
@@ -146,14 +194,14 @@ class SqliteUnitOfWork:
         many(
             "INSERT INTO memberships (id, environment_id, company_id, user_id, created_at) "
             "VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING",
-            [(ids.new_id("cmem"), env, c, u, now) for env, c, u in changes.memberships],
+            [(ids.new_id("cmem"), env, c, u, now) for env, c, u in sorted(changes.memberships)],
         )
         many(
             "INSERT INTO usage_counters (environment_id, company_id, subtype, period, period_start, "
             "quantity, events) VALUES (?,?,?,?,?,?,?) ON CONFLICT (company_id, subtype, period, "
             "period_start) DO UPDATE SET quantity = quantity + excluded.quantity, "
             "events = events + excluded.events",
-            [(*key, qty, count) for key, (qty, count) in changes.counters.items()],
+            [(*key, qty, count) for key, (qty, count) in sorted(changes.counters.items())],
         )
         many(
             "UPDATE events SET status = ?, error_message = ?, "

@@ -158,7 +158,7 @@ MIGRATIONS: list[str] = [
         subtype TEXT NOT NULL,
         period TEXT NOT NULL,
         period_start INTEGER NOT NULL,
-        quantity INTEGER NOT NULL,
+        quantity INTEGER NOT NULL CHECK (typeof(quantity) = 'integer'),
         events INTEGER NOT NULL,
         PRIMARY KEY (company_id, subtype, period, period_start)
     ) WITHOUT ROWID;
