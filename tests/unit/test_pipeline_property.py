@@ -1,4 +1,4 @@
-"""The processing pipeline (SPEC §3–§4) on a real ``SqliteStorage``, driven by
+"""The processing pipeline (SPEC §3 and §4) on a real ``SqliteStorage``, driven by
 hypothesis.
 
 Random streams of identify and track events — a few companies and users whose
@@ -449,9 +449,7 @@ class Identities:
                 self.set_key(eid, k, v)
         return eid
 
-    def process(
-        self, env: str, type_: str, body: dict[str, Any]
-    ) -> tuple[int | None, int | None]:
+    def process(self, env: str, type_: str, body: dict[str, Any]) -> tuple[int | None, int | None]:
         """(company, user) of one event; raises ``Fail`` (changing nothing)."""
         company = user = None
         if type_ == "identify":
@@ -531,9 +529,7 @@ def _parse(chunk: Chunk, key: ApiKey, received: datetime) -> list[NewEvent]:
     ctx = Context(key=key, received_at=received, remote_ip="127.0.0.1", user_agent="hypothesis")
     valid = [spec.expected_valid(chunk.secret, received) for spec in chunk.events]
     capture = chunk.capture or not all(valid)
-    payload = {
-        "events": [spec.envelope(received, "sch_dev_x", capture) for spec in chunk.events]
-    }
+    payload = {"events": [spec.envelope(received, "sch_dev_x", capture) for spec in chunk.events]}
     data = json.dumps(payload).encode()
     if capture:
         parsed = parse_capture_batch(data, ctx)
@@ -570,7 +566,9 @@ class Idempotency:
         for event, result in zip(events, results, strict=True):
             key = event.idempotency_key
             ident = (event.environment_id, event.type, key) if key is not None else None
-            prior = self.kept.get(ident) if ident is not None and event.status == "pending" else None
+            prior = (
+                self.kept.get(ident) if ident is not None and event.status == "pending" else None
+            )
             if prior is not None and event.received_at - prior[1] < IDEMPOTENCY_WINDOW_US:
                 assert result.duplicate, f"{ident} within 24 h was not dropped"
                 assert result.event_id == prior[0]
@@ -922,9 +920,7 @@ def test_processing_keeps_the_ids_a_flag_check_event_was_stored_with() -> None:
         finally:
             await storage.close()
         with reading(path) as conn:
-            row = conn.execute(
-                "SELECT status, company_id, user_id, flag_id FROM events"
-            ).fetchone()
+            row = conn.execute("SELECT status, company_id, user_id, flag_id FROM events").fetchone()
         assert row == ("processed", "comp_1", "user_1", "flag_1")
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -144,6 +144,7 @@ async def list_features(request: Request) -> Response:
         ids=tuple(_ids(request, "ids")),
         feature_types=tuple(types),
         boolean_require_event=bool(_bool(request, "boolean_require_event")),
+        without_override_for=query_str(request, "without_company_override_for", 255),
         limit=limit,
         offset=offset,
     )
@@ -157,6 +158,8 @@ async def list_features(request: Request) -> Response:
         params["feature_type"] = types
     if where.boolean_require_event:
         params["boolean_require_event"] = True
+    if where.without_override_for is not None:
+        params["without_company_override_for"] = where.without_override_for
     return ok([shapes.feature_detail(f) for f in features], params)
 
 
@@ -195,6 +198,8 @@ async def delete_feature(request: Request) -> Response:
 def _override_changes(body: shapes.CompanyOverrideBody) -> AllocationChanges:
     if body.value_type is None:
         raise Invalid("value_type is required (numeric, unlimited or boolean)")
+    if body.expiration_date is not None:
+        raise Invalid("expiration_date is not supported: tally's company overrides do not expire")
     return AllocationChanges(
         value_type=body.value_type,
         value_numeric=body.value_numeric,

@@ -49,6 +49,7 @@ class CompanyOverrideBody(msgspec.Struct, forbid_unknown_fields=False):
     metric_period: str | None = None
     metric_period_month_reset: str | None = None
     note: str | None = None
+    expiration_date: str | None = None  # refused: tally's overrides do not expire
 
 
 # -- responses ------------------------------------------------------------------

@@ -60,6 +60,7 @@ class FeatureFilter:
     ids: tuple[str, ...] = ()
     feature_types: tuple[str, ...] = ()
     boolean_require_event: bool = False
+    without_override_for: str | None = None  # a company id: leave out features it has one for
     limit: int = 100
     offset: int = 0
 

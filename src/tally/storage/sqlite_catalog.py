@@ -1,4 +1,5 @@
-"""SQLite implementation of ``CatalogStore`` — a mixin of ``SqliteStorage``.
+"""SQLite implementation of ``CatalogStore`` — a mixin of ``SqliteStorage``:
+features and allocations here, usage reads in ``sqlite_usage``.
 
 Methods use the host's ``self._writer.call(fn)`` for writes (``fn(conn)`` runs
 in one transaction on the writer thread), ``await self._read(fn)`` for reads
@@ -12,12 +13,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tally import ids
-from tally.clock import from_micros, to_micros
-from tally.errors import Invalid, NotFound
+from tally.errors import NotFound
 from tally.metering.catalog import (
     Allocation,
     AllocationChanges,
@@ -26,123 +26,31 @@ from tally.metering.catalog import (
     Feature,
     FeatureChanges,
     FeatureFilter,
-    FeatureUsage,
     FeatureValues,
-    UsageFilter,
     check_note,
     resolve_allocation,
     resolve_feature,
 )
-from tally.metering.periods import counter_kind, period_end, period_start
+from tally.storage.sqlite_catalog_rows import (
+    ALLOCATION_JOIN,
+    FEATURE_COLUMNS,
+    allocation_from_row,
+    company_exists,
+    feature_from_row,
+    like,
+    load_allocation,
+    load_feature,
+    notes_text,
+)
+from tally.storage.sqlite_usage import SqliteUsage
 
 if TYPE_CHECKING:
     from tally.storage.sqlite_writer import WriterThread
 
 T = TypeVar("T")
 
-_FEATURE = (
-    "f.id, f.environment_id, f.name, f.description, f.feature_type, f.event_subtype, "
-    "f.created_at, f.updated_at"
-)
-_ALLOCATION = (
-    "a.id, a.environment_id, a.company_id, a.value_type, a.value_numeric, a.value_bool, "
-    "a.metric_period, a.month_reset, a.notes, a.created_at, a.updated_at"
-)
-_ALLOCATION_JOIN = (
-    f"SELECT {_ALLOCATION}, {_FEATURE} FROM allocations a JOIN features f ON f.id = a.feature_id"
-)
-_COUNTER = (
-    "SELECT quantity FROM usage_counters "
-    "WHERE company_id = ? AND subtype = ? AND period = ? AND period_start = ?"
-)
-_PREVIEWS = """
-SELECT 'feature', f.id, f.name FROM features f
- WHERE f.environment_id = ?1 AND f.id IN (SELECT value FROM json_each(?2))
-UNION ALL
-SELECT 'company', c.id, COALESCE(NULLIF(c.name, ''), (
-    SELECT k.value FROM company_keys k WHERE k.entity_id = c.id
-     ORDER BY k.created_at, k.key LIMIT 1))
-  FROM companies c
- WHERE c.environment_id = ?1 AND c.id IN (SELECT value FROM json_each(?3))
-UNION ALL
-SELECT 'user', u.id, COALESCE(NULLIF(u.name, ''), (
-    SELECT k.value FROM user_keys k WHERE k.entity_id = u.id
-     ORDER BY k.created_at, k.key LIMIT 1))
-  FROM users u
- WHERE u.environment_id = ?1 AND u.id IN (SELECT value FROM json_each(?4))
-"""
 
-
-def _like(q: str) -> str:
-    escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
-def _feature(row: Sequence[Any], at: int = 0) -> Feature:
-    return Feature(*row[at : at + 8])
-
-
-def _notes(text: str | None) -> tuple[AllocationNote, ...]:
-    if not text:
-        return ()
-    return tuple(
-        AllocationNote(n["id"], n["note"], n["author_id"], n["created_at"])
-        for n in json.loads(text)
-    )
-
-
-def _notes_text(notes: Iterable[AllocationNote]) -> str:
-    return json.dumps(
-        [
-            {"id": n.id, "note": n.note, "author_id": n.author_id, "created_at": n.created_at}
-            for n in notes
-        ]
-    )
-
-
-def _allocation(row: Sequence[Any]) -> Allocation:
-    return Allocation(
-        id=row[0],
-        environment_id=row[1],
-        company_id=row[2],
-        value_type=row[3],
-        value_numeric=row[4],
-        value_bool=None if row[5] is None else bool(row[5]),
-        metric_period=row[6],
-        month_reset=row[7],
-        notes=_notes(row[8]),
-        created_at=row[9],
-        updated_at=row[10],
-        feature=_feature(row, 11),
-    )
-
-
-def _load_feature(conn: sqlite3.Connection, environment_id: str, feature_id: str) -> Feature | None:
-    row = conn.execute(
-        f"SELECT {_FEATURE} FROM features f WHERE f.id = ? AND f.environment_id = ?",
-        (feature_id, environment_id),
-    ).fetchone()
-    return _feature(row) if row else None
-
-
-def _load_allocation(
-    conn: sqlite3.Connection, environment_id: str, allocation_id: str
-) -> Allocation | None:
-    row = conn.execute(
-        f"{_ALLOCATION_JOIN} WHERE a.id = ? AND a.environment_id = ?",
-        (allocation_id, environment_id),
-    ).fetchone()
-    return _allocation(row) if row else None
-
-
-def _company_exists(conn: sqlite3.Connection, environment_id: str, company_id: str) -> bool:
-    row = conn.execute(
-        "SELECT 1 FROM companies WHERE id = ? AND environment_id = ?", (company_id, environment_id)
-    ).fetchone()
-    return row is not None
-
-
-class SqliteCatalog:
+class SqliteCatalog(SqliteUsage):
     if TYPE_CHECKING:
         _writer: WriterThread
 
@@ -189,14 +97,14 @@ class SqliteCatalog:
         return await self._catalog_write(run)
 
     async def get_feature(self, environment_id: str, feature_id: str) -> Feature | None:
-        return await self._read(lambda conn: _load_feature(conn, environment_id, feature_id))
+        return await self._read(lambda conn: load_feature(conn, environment_id, feature_id))
 
     async def list_features(self, environment_id: str, where: FeatureFilter) -> list[Feature]:
         clauses = ["f.environment_id = ?"]
         args: list[Any] = [environment_id]
         if where.q:
             clauses.append("(f.name LIKE ? ESCAPE '\\' OR f.id = ?)")
-            args.extend((_like(where.q), where.q))
+            args.extend((like(where.q), where.q))
         if where.ids:
             clauses.append("f.id IN (SELECT value FROM json_each(?))")
             args.append(json.dumps(where.ids))
@@ -208,13 +116,19 @@ class SqliteCatalog:
         if types:
             clauses.append("f.feature_type IN (SELECT value FROM json_each(?))")
             args.append(json.dumps(types))
+        if where.without_override_for is not None:
+            clauses.append(
+                "NOT EXISTS (SELECT 1 FROM allocations a WHERE a.feature_id = f.id "
+                "AND a.company_id = ?)"
+            )
+            args.append(where.without_override_for)
         sql = (
-            f"SELECT {_FEATURE} FROM features f WHERE {' AND '.join(clauses)} "
+            f"SELECT {FEATURE_COLUMNS} FROM features f WHERE {' AND '.join(clauses)} "
             "ORDER BY f.name, f.id LIMIT ? OFFSET ?"
         )
         args.extend((where.limit, where.offset))
         return await self._read(
-            lambda conn: [_feature(r) for r in conn.execute(sql, args).fetchall()]
+            lambda conn: [feature_from_row(r) for r in conn.execute(sql, args).fetchall()]
         )
 
     async def update_feature(
@@ -225,7 +139,7 @@ class SqliteCatalog:
         the new subtype at once, since counters are kept per subtype."""
 
         def run(conn: sqlite3.Connection) -> Feature | None:
-            current = _load_feature(conn, environment_id, feature_id)
+            current = load_feature(conn, environment_id, feature_id)
             if current is None:
                 return None
             before = FeatureValues(
@@ -296,7 +210,7 @@ class SqliteCatalog:
             None if values.value_bool is None else int(values.value_bool),
             values.metric_period,
             values.month_reset,
-            _notes_text(notes),
+            notes_text(notes),
             now,
         )
         if current is None:
@@ -343,16 +257,16 @@ class SqliteCatalog:
         pair updates the first (same id, notes appended)."""
 
         def run(conn: sqlite3.Connection) -> tuple[Allocation, bool]:
-            feature = _load_feature(conn, environment_id, feature_id)
+            feature = load_feature(conn, environment_id, feature_id)
             if feature is None:
                 raise NotFound(f"feature {feature_id[:64]!r} was not found in this environment")
-            if not _company_exists(conn, environment_id, company_id):
+            if not company_exists(conn, environment_id, company_id):
                 raise NotFound(f"company {company_id[:64]!r} was not found in this environment")
             row = conn.execute(
-                f"{_ALLOCATION_JOIN} WHERE a.company_id = ? AND a.feature_id = ?",
+                f"{ALLOCATION_JOIN} WHERE a.company_id = ? AND a.feature_id = ?",
                 (company_id, feature_id),
             ).fetchone()
-            current = _allocation(row) if row else None
+            current = allocation_from_row(row) if row else None
             saved = self._save_allocation(
                 conn, environment_id, company_id, feature, current, changes, note, author_id
             )
@@ -369,7 +283,7 @@ class SqliteCatalog:
         author_id: str,
     ) -> Allocation | None:
         def run(conn: sqlite3.Connection) -> Allocation | None:
-            current = _load_allocation(conn, environment_id, allocation_id)
+            current = load_allocation(conn, environment_id, allocation_id)
             if current is None:
                 return None
             return self._save_allocation(
@@ -386,7 +300,7 @@ class SqliteCatalog:
         return await self._catalog_write(run)
 
     async def get_allocation(self, environment_id: str, allocation_id: str) -> Allocation | None:
-        return await self._read(lambda conn: _load_allocation(conn, environment_id, allocation_id))
+        return await self._read(lambda conn: load_allocation(conn, environment_id, allocation_id))
 
     async def list_allocations(
         self, environment_id: str, where: AllocationFilter
@@ -406,14 +320,14 @@ class SqliteCatalog:
                 "(f.name LIKE ? ESCAPE '\\' OR EXISTS (SELECT 1 FROM companies c "
                 "WHERE c.id = a.company_id AND c.name LIKE ? ESCAPE '\\'))"
             )
-            args.extend((_like(where.q), _like(where.q)))
+            args.extend((like(where.q), like(where.q)))
         sql = (
-            f"{_ALLOCATION_JOIN} WHERE {' AND '.join(clauses)} "
+            f"{ALLOCATION_JOIN} WHERE {' AND '.join(clauses)} "
             "ORDER BY a.created_at DESC, a.id DESC LIMIT ? OFFSET ?"
         )
         args.extend((where.limit, where.offset))
         return await self._read(
-            lambda conn: [_allocation(r) for r in conn.execute(sql, args).fetchall()]
+            lambda conn: [allocation_from_row(r) for r in conn.execute(sql, args).fetchall()]
         )
 
     async def delete_allocation(self, environment_id: str, allocation_id: str) -> bool:
@@ -426,123 +340,3 @@ class SqliteCatalog:
             )
 
         return await self._catalog_write(run)
-
-    # -- usage --------------------------------------------------------------
-    async def find_company_id(
-        self, environment_id: str, company_id: str | None, keys: Mapping[str, str]
-    ) -> str:
-        def run(conn: sqlite3.Connection) -> str:
-            if company_id is not None:
-                if not _company_exists(conn, environment_id, company_id):
-                    raise NotFound(f"company {company_id[:64]!r} was not found in this environment")
-                return company_id
-            found: set[str] = set()
-            for key, value in keys.items():
-                row = conn.execute(
-                    "SELECT entity_id FROM company_keys "
-                    "WHERE environment_id = ? AND key = ? AND value = ?",
-                    (environment_id, key, value),
-                ).fetchone()
-                if row is None and key == "id" and _company_exists(conn, environment_id, value):
-                    row = (value,)
-                if row is not None:
-                    found.add(row[0])
-            if not found:
-                shown = ", ".join(f"{k}={v}" for k, v in list(keys.items())[:5])[:200]
-                raise NotFound(f"no company in this environment has the keys {shown}")
-            if len(found) > 1:
-                raise Invalid(
-                    f"the keys name {len(found)} different companies; send keys of one company"
-                )
-            return found.pop()
-
-        return await self._read(run)
-
-    async def feature_usage(
-        self, environment_id: str, company_id: str, where: UsageFilter, now_us: int
-    ) -> list[FeatureUsage]:
-        clauses = [
-            "f.environment_id = ?",
-            "(a.id IS NOT NULL OR f.feature_type = 'event')",
-        ]
-        args: list[Any] = [company_id, environment_id]
-        if where.feature_ids:
-            clauses.append("f.id IN (SELECT value FROM json_each(?))")
-            args.append(json.dumps(where.feature_ids))
-        if where.q:
-            clauses.append("f.name LIKE ? ESCAPE '\\'")
-            args.append(_like(where.q))
-        sql = (
-            f"SELECT {_FEATURE}, {_ALLOCATION} FROM features f "
-            "LEFT JOIN allocations a ON a.feature_id = f.id AND a.company_id = ? "
-            f"WHERE {' AND '.join(clauses)} ORDER BY f.name, f.id"
-        )
-        if where.limit is not None:
-            sql += " LIMIT ? OFFSET ?"
-            args.extend((where.limit, where.offset))
-        now = from_micros(now_us)
-
-        def run(conn: sqlite3.Connection) -> list[FeatureUsage]:
-            anchor_row = conn.execute(
-                "SELECT billing_anchor FROM companies WHERE id = ?", (company_id,)
-            ).fetchone()
-            anchor = (
-                from_micros(anchor_row[0]) if anchor_row and anchor_row[0] is not None else None
-            )
-            out: list[FeatureUsage] = []
-            for row in conn.execute(sql, args).fetchall():
-                feature = _feature(row)
-                allocation = None
-                if row[8] is not None:
-                    allocation = _allocation((*row[8:], *row[:8]))
-                if allocation is not None:
-                    metric, reset = allocation.metric_period, allocation.month_reset
-                elif feature.feature_type == "event":
-                    metric, reset = "all_time", None
-                else:
-                    metric = reset = None
-                if metric is None or feature.event_subtype is None:
-                    out.append(FeatureUsage(company_id, feature, allocation, None, None))
-                    continue
-                kind = counter_kind(metric, reset or "first_of_month", anchor is not None)
-                start = period_start(kind, now, anchor)
-                end = period_end(kind, start, anchor)
-                counter = conn.execute(
-                    _COUNTER, (company_id, feature.event_subtype, kind, to_micros(start))
-                ).fetchone()
-                out.append(
-                    FeatureUsage(
-                        company_id=company_id,
-                        feature=feature,
-                        allocation=allocation,
-                        period=metric,
-                        usage=counter[0] if counter else 0,
-                        period_start=to_micros(start),
-                        period_end=None if end is None else to_micros(end),
-                    )
-                )
-            return out
-
-        return await self._read(run)
-
-    # -- previews -----------------------------------------------------------
-    async def preview_names(
-        self,
-        environment_id: str,
-        feature_ids: Iterable[str],
-        company_ids: Iterable[str],
-        user_ids: Iterable[str],
-    ) -> dict[tuple[str, str], str]:
-        lists = [sorted(set(feature_ids)), sorted(set(company_ids)), sorted(set(user_ids))]
-        if not any(lists):
-            return {}
-        args = (environment_id, *(json.dumps(ids_) for ids_ in lists))
-
-        def run(conn: sqlite3.Connection) -> dict[tuple[str, str], str]:
-            return {
-                (kind, entity_id): name
-                for kind, entity_id, name in conn.execute(_PREVIEWS, args).fetchall()
-                if name is not None
-            }
-
-        return await self._read(run)

@@ -16,6 +16,7 @@ from tally.metering import periods
 from tally.storage.base_entities import (
     Company,
     CompanyHead,
+    EntityFilter,
     EntityKey,
     Membership,
     UsageCounter,
@@ -295,3 +296,57 @@ def list_memberships(
     )
     rows = conn.execute(sql, (*args, limit, offset)).fetchall()
     return [_membership(row) for row in rows]
+
+
+_SORTS = {
+    "created_at": "e.created_at",
+    "updated_at": "e.updated_at",
+    "last_seen_at": "e.last_seen_at",
+    "name": "e.name",
+}
+
+
+def _like(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def entity_filter(kind: str, environment_id: str, where: EntityFilter) -> tuple[str, list[Any]]:
+    """The WHERE clause (on alias ``e``) of a list or count."""
+    key_table = TABLES[kind][1]
+    clauses = ["e.environment_id = ?"]
+    args: list[Any] = [environment_id]
+    if where.match_none:
+        clauses.append("0")
+    if where.ids:
+        clauses.append(f"e.id IN ({marks(where.ids)})")
+        args.extend(where.ids)
+    if where.q:
+        clauses.append(
+            "(e.name LIKE ? ESCAPE '\\' OR EXISTS (SELECT 1 FROM "
+            f"{key_table} k WHERE k.entity_id = e.id AND k.value LIKE ? ESCAPE '\\'))"
+        )
+        args.extend((_like(where.q), _like(where.q)))
+    if kind == "user" and where.company_id is not None:
+        clauses.append(
+            "EXISTS (SELECT 1 FROM memberships m WHERE m.company_id = ? AND m.user_id = e.id)"
+        )
+        args.append(where.company_id)
+    if kind == "company" and where.with_feature is not None:
+        clauses.append(
+            "EXISTS (SELECT 1 FROM allocations a WHERE a.company_id = e.id AND a.feature_id = ?)"
+        )
+        args.append(where.with_feature)
+    if kind == "company" and where.without_feature is not None:
+        clauses.append(
+            "NOT EXISTS (SELECT 1 FROM allocations a WHERE a.company_id = e.id "
+            "AND a.feature_id = ?)"
+        )
+        args.append(where.without_feature)
+    return " AND ".join(clauses), args
+
+
+def entity_order(where: EntityFilter) -> str:
+    column = _SORTS[where.sort]
+    direction = "DESC" if where.descending else "ASC"
+    return f"{column} IS NULL, {column} {direction}, e.id {direction}"

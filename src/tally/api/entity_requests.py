@@ -1,0 +1,280 @@
+"""Reading the requests of the companies/users API: bodies (msgspec structs;
+explicit null equals absent), map query parameters and list filters, turned
+into the storage layer's records. Every refusal is ``Invalid`` with one
+sentence."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import msgspec
+from starlette.requests import Request
+
+from tally.api.http import query_int, query_list, query_str
+from tally.clock import to_micros
+from tally.errors import Invalid
+from tally.ingest.timeparse import parse_timestamp
+from tally.storage.base_entities import EntityFilter, EntityUpsert, TraitChange
+
+MAX_LIMIT = 250
+MAX_KEYS = 50
+MAX_TEXT = 255
+MAX_IDS = 1000
+KeyMap = dict[str, str]
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+
+
+class UpsertBody(msgspec.Struct):
+    """``UpsertCompanyRequestBody`` / ``UpsertUserRequestBody`` (null = absent)."""
+
+    keys: KeyMap | None = None
+    id: str | None = None
+    name: str | None = None
+    traits: dict[str, Any] | None = None
+    last_seen_at: str | None = None
+    update_only: bool | None = None
+    prevent_key_remap: bool | None = None
+    remove_keys: list[str] | None = None
+    # users only
+    company: KeyMap | None = None
+    companies: list[KeyMap] | None = None
+    company_id: str | None = None
+    company_ids: list[str] | None = None
+
+
+class KeysBody(msgspec.Struct):
+    keys: KeyMap | None = None
+
+
+class MembershipBody(msgspec.Struct):
+    company_id: str | None = None
+    user_id: str | None = None
+
+
+class TraitBody(msgspec.Struct):
+    keys: KeyMap | None = None
+    trait: str | None = None
+    set_: Any = msgspec.field(default=None, name="set")
+    incr: Int64 | None = None
+    update_only: bool | None = None
+
+
+def text(value: str, field: str) -> str:
+    if not value or len(value) > MAX_TEXT:
+        raise Invalid(f"{field} must be 1 to {MAX_TEXT} characters, not {len(value)}")
+    return value
+
+
+def key_map(keys: KeyMap | None, field: str = "keys", *, required: bool = True) -> KeyMap:
+    if not keys:
+        if required:
+            raise Invalid(f'{field} must hold at least one key, for example {{"id": "acme"}}')
+        return {}
+    if len(keys) > MAX_KEYS:
+        raise Invalid(f"{field} holds {len(keys)} keys; at most {MAX_KEYS} are allowed")
+    for name, value in keys.items():
+        text(name, f"a key name in {field}")
+        text(value, f"the value of {field}[{name[:64]}]")
+    return keys
+
+
+def query_keys(request: Request, name: str = "keys") -> KeyMap:
+    """A map query parameter, as ``keys[id]=acme`` or as JSON text
+    ``keys={"id":"acme"}``."""
+    out: KeyMap = {}
+    prefix = name + "["
+    for param, value in request.query_params.multi_items():
+        if param.startswith(prefix) and param.endswith("]"):
+            out[param[len(prefix) : -1]] = value
+        elif param == name and value:
+            try:
+                parsed = json.loads(value)
+            except ValueError:
+                raise Invalid(
+                    f'{name} must be given as {name}[id]=acme or as JSON text {name}={{"id":"acme"}}'
+                ) from None
+            if not isinstance(parsed, dict) or not all(isinstance(v, str) for v in parsed.values()):
+                raise Invalid(f'{name} must be a JSON object of strings, such as {{"id":"acme"}}')
+            out.update(parsed)
+    return key_map(out, name)
+
+
+def query_bool(request: Request, name: str) -> bool | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    if raw.lower() in ("true", "1"):
+        return True
+    if raw.lower() in ("false", "0"):
+        return False
+    raise Invalid(f"{name} must be true or false, not {raw[:32]!r}")
+
+
+def id_list(request: Request, name: str) -> list[str]:
+    values = query_list(request, name)
+    if len(values) > MAX_IDS:
+        raise Invalid(f"{name} takes at most {MAX_IDS} values")
+    return values
+
+
+def page(request: Request, params: dict[str, Any]) -> tuple[int, int]:
+    limit = query_int(request, "limit", 100, 0, MAX_LIMIT)
+    offset = query_int(request, "offset", 0, 0, 2**31)
+    params["limit"] = limit
+    params["offset"] = offset
+    return limit, offset
+
+
+def upsert_change(body: UpsertBody, kind: str) -> EntityUpsert:
+    keys = key_map(body.keys, required=body.id is None)
+    if body.name is not None and len(body.name) > 1024:
+        raise Invalid("name must be at most 1024 characters")
+    last_seen = None
+    if body.last_seen_at is not None:
+        last_seen = to_micros(parse_timestamp(body.last_seen_at, "last_seen_at"))
+    companies: list[KeyMap] = []
+    exact = False
+    if kind == "user":
+        if body.companies is not None:
+            exact = True
+            companies.extend(key_map(c, "companies[]") for c in body.companies)
+        if body.company:
+            companies.append(key_map(body.company, "company"))
+        for company_id in ([body.company_id] if body.company_id else []) + (body.company_ids or []):
+            companies.append({"id": text(company_id, "company_id")})
+    return EntityUpsert(
+        keys=keys,
+        id=body.id or None,
+        name=body.name,
+        traits=body.traits,
+        last_seen_at=last_seen,
+        update_only=bool(body.update_only),
+        prevent_key_remap=bool(body.prevent_key_remap),
+        remove_keys=tuple(body.remove_keys or ()),
+        companies=tuple(companies),
+        exact_companies=exact,
+    )
+
+
+def trait_change(body: TraitBody) -> TraitChange:
+    keys = key_map(body.keys)
+    if body.trait is None:
+        raise Invalid("trait is required: the name of the trait to set or increment")
+    trait = text(body.trait, "trait")
+    if body.set_ is not None and body.incr is not None:
+        raise Invalid("send either set or incr, not both")
+    if body.set_ is None and body.incr is None:
+        raise Invalid("send set (the new value) or incr (an integer to add)")
+    return TraitChange(
+        keys=keys, trait=trait, set=body.set_, incr=body.incr, update_only=bool(body.update_only)
+    )
+
+
+def sort_order(request: Request, params: dict[str, Any]) -> tuple[str, bool]:
+    column = query_str(request, "sort_order_column", 64) or "created_at"
+    if column not in ("created_at", "updated_at", "last_seen_at", "name"):
+        raise Invalid(
+            "sort_order_column must be created_at, updated_at, last_seen_at or name, "
+            f"not {column!r}"
+        )
+    direction = query_str(request, "sort_order_direction", 8) or "desc"
+    if direction not in ("asc", "desc"):
+        raise Invalid(f"sort_order_direction must be asc or desc, not {direction!r}")
+    if "sort_order_column" in request.query_params:
+        params["sort_order_column"] = column
+    if "sort_order_direction" in request.query_params:
+        params["sort_order_direction"] = direction
+    return column, direction == "desc"
+
+
+# Filters on plans, subscriptions and credits: tally has none of them, so a
+# company passes only when the filter asks for their absence.
+_PLAN_LISTS = (
+    "credit_type_ids",
+    "plan_ids",
+    "plan_version_ids",
+    "subscription_statuses",
+    "subscription_types",
+)
+_PLAN_TEXTS = ("plan_id", "plan_version_id")
+_PLAN_WANTS = (
+    "has_scheduled_downgrade",
+    "monetized_subscriptions",
+    "plan_version_unpublished",
+    "with_subscription",
+)
+_PLAN_WANTS_NOT = ("without_plan", "without_subscription")
+
+
+def company_filter(request: Request, params: dict[str, Any]) -> EntityFilter:
+    match_none = False
+    for name in _PLAN_LISTS:
+        values = query_list(request, name)
+        if values:
+            params[name] = values
+            match_none = True
+    for name in _PLAN_TEXTS:
+        value = query_str(request, name, MAX_TEXT)
+        if value is not None:
+            params[name] = value
+            match_none = True
+    for name in _PLAN_WANTS:
+        flag = query_bool(request, name)
+        if flag is not None:
+            params[name] = flag
+            match_none = match_none or flag
+    for name in _PLAN_WANTS_NOT:
+        flag = query_bool(request, name)
+        if flag is not None:
+            params[name] = flag
+            match_none = match_none or not flag
+    ids = id_list(request, "ids")
+    if ids:
+        params["ids"] = ids
+    q = query_str(request, "q", 512)
+    if q is not None:
+        params["q"] = q
+    with_feature = query_str(request, "with_entitlement_for", MAX_TEXT)
+    if with_feature is not None:
+        params["with_entitlement_for"] = with_feature
+    without_feature = query_str(request, "without_feature_override_for", MAX_TEXT)
+    if without_feature is not None:
+        params["without_feature_override_for"] = without_feature
+    sort, descending = sort_order(request, params)
+    limit, offset = page(request, params)
+    return EntityFilter(
+        ids=tuple(ids),
+        q=q,
+        with_feature=with_feature,
+        without_feature=without_feature,
+        match_none=match_none,
+        sort=sort,
+        descending=descending,
+        limit=limit,
+        offset=offset,
+    )
+
+
+def user_filter(request: Request, params: dict[str, Any]) -> EntityFilter:
+    company_id = query_str(request, "company_id", MAX_TEXT)
+    if company_id is not None:
+        params["company_id"] = company_id
+    ids = id_list(request, "ids")
+    if ids:
+        params["ids"] = ids
+    q = query_str(request, "q", 512)
+    if q is not None:
+        params["q"] = q
+    plan_id = query_str(request, "plan_id", MAX_TEXT)
+    if plan_id is not None:
+        params["plan_id"] = plan_id
+    limit, offset = page(request, params)
+    return EntityFilter(
+        ids=tuple(ids),
+        q=q,
+        company_id=company_id,
+        match_none=plan_id is not None,
+        limit=limit,
+        offset=offset,
+    )

@@ -1,0 +1,238 @@
+"""Writes of companies, users, memberships and traits, each run inside the
+writer's transaction (``fn(conn, now)``). Upserts go through the pipeline's
+own identify upsert (``tally.pipeline.process.upsert_entity``), so the API
+and identify events follow one set of rules; an error raised here rolls the
+whole write back."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from tally import ids
+from tally.clock import from_micros, to_micros
+from tally.errors import Invalid, NotFound
+from tally.metering import periods
+from tally.pipeline.identities import ProcessingFailed
+from tally.pipeline.process import upsert_entity
+from tally.storage import sqlite_entity_rows as rows
+from tally.storage.base_entities import EntityUpsert, TraitChange
+from tally.storage.sqlite_pipeline import SqliteUnitOfWork
+
+
+def resolve_for_write(
+    conn: sqlite3.Connection, kind: str, env: str, change: EntityUpsert, now: int
+) -> str | None:
+    """The entity an upsert changes (``None``: it creates one), after the
+    checks that need no write; attaches the keys of an upsert by tally id."""
+    _, key_table, _ = rows.TABLES[kind]
+    keys = dict(change.keys)
+    matches = rows.find_matches(conn, kind, env, keys)
+    found = set(matches.values())
+    if change.id is not None:
+        if not rows.exists(conn, kind, env, change.id):
+            raise NotFound(f"{kind} {change.id[:64]!r} was not found in this environment")
+        others = found - {change.id}
+        if others:
+            raise Invalid(
+                f"the {kind} keys {keys} already belong to {', '.join(sorted(others))}, "
+                f"not to {change.id}"
+            )
+        target: str | None = change.id
+    else:
+        if len(found) > 1:
+            raise rows.ambiguous(kind, keys, found)
+        target = next(iter(found), None)
+    if target is None:
+        if change.update_only:
+            raise NotFound(f"no {kind} has the keys {keys}, and update_only forbids creating one")
+        return None
+    current = dict(
+        conn.execute(
+            f"SELECT key, value FROM {key_table} WHERE entity_id = ?", (target,)
+        ).fetchall()
+    )
+    if change.prevent_key_remap:
+        remapped = sorted(k for k, v in keys.items() if k in current and current[k] != v)
+        if remapped:
+            raise Invalid(
+                f"the {kind} already has other values for the keys {remapped}, "
+                "and prevent_key_remap forbids changing them"
+            )
+    if change.id is not None:
+        # keys that point nowhere yet join the entity named by id (one value per key name)
+        for key, value in keys.items():
+            if (key, value) in matches or (key == "id" and value == target):
+                continue
+            conn.execute(f"DELETE FROM {key_table} WHERE entity_id = ? AND key = ?", (target, key))
+            conn.execute(
+                f"INSERT INTO {key_table} (environment_id, key, value, entity_id, created_at) "
+                "VALUES (?,?,?,?,?)",
+                (env, key, value, target, now),
+            )
+    return target
+
+
+def upsert(conn: sqlite3.Connection, kind: str, env: str, change: EntityUpsert, now: int) -> str:
+    table, key_table, _ = rows.TABLES[kind]
+    if not change.keys and change.id is None:
+        raise Invalid(f"keys must hold at least one key of the {kind}, or send its id")
+    target = resolve_for_write(conn, kind, env, change, now)
+    keys = dict(change.keys) if change.keys else {"id": target or ""}
+    try:
+        entity_id = upsert_entity(
+            SqliteUnitOfWork(conn), kind, env, keys, change.name, change.traits, now
+        )
+    except ProcessingFailed as err:
+        raise Invalid(str(err)) from None
+    if change.last_seen_at is not None:
+        conn.execute(
+            f"UPDATE {table} SET last_seen_at = ?, updated_at = ? WHERE id = ?",
+            (change.last_seen_at, now, entity_id),
+        )
+    if change.remove_keys:
+        names = list(change.remove_keys)
+        conn.execute(
+            f"DELETE FROM {key_table} WHERE entity_id = ? AND key IN ({rows.marks(names)})",
+            (entity_id, *names),
+        )
+        left = conn.execute(
+            f"SELECT COUNT(*) FROM {key_table} WHERE entity_id = ?", (entity_id,)
+        ).fetchone()[0]
+        if left == 0:
+            raise Invalid(f"remove_keys would leave the {kind} without keys; it must keep one")
+    if kind == "user" and (change.companies or change.exact_companies):
+        link_companies(conn, env, entity_id, change, now)
+    return entity_id
+
+
+def link_companies(
+    conn: sqlite3.Connection, env: str, user_id: str, change: EntityUpsert, now: int
+) -> None:
+    company_ids: list[str] = []
+    for keys in change.companies:
+        company_id = rows.find_one(conn, "company", env, keys)
+        if company_id is None:
+            raise NotFound(f"no company has the keys {dict(keys)} in this environment")
+        company_ids.append(company_id)
+    if change.exact_companies:
+        conn.execute(
+            f"DELETE FROM memberships WHERE user_id = ? AND company_id NOT IN "
+            f"({rows.marks(company_ids)})",
+            (user_id, *company_ids),
+        )
+    for company_id in company_ids:
+        ensure_membership(conn, env, company_id, user_id, now)
+
+
+def ensure_membership(
+    conn: sqlite3.Connection, env: str, company_id: str, user_id: str, now: int
+) -> str:
+    conn.execute(
+        "INSERT INTO memberships (id, environment_id, company_id, user_id, created_at) "
+        "VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING",
+        (ids.new_id("cmem"), env, company_id, user_id, now),
+    )
+    row = conn.execute(
+        "SELECT id FROM memberships WHERE company_id = ? AND user_id = ?", (company_id, user_id)
+    ).fetchone()
+    membership_id: str = row[0]
+    return membership_id
+
+
+def _number(text: str) -> int | float | None:
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _incremented(trait: str, current: Any, incr: int) -> int | float:
+    if current is None:
+        return incr
+    if isinstance(current, bool):
+        number: int | float | None = None
+    elif isinstance(current, int | float):
+        number = current
+    elif isinstance(current, str):
+        number = _number(current.strip())
+    else:
+        number = None
+    if number is None:
+        raise Invalid(
+            f"the trait {trait!r} holds {json.dumps(current)[:64]}, which is not a number; "
+            "incr adds only to numeric traits"
+        )
+    return number + incr
+
+
+def trait(conn: sqlite3.Connection, kind: str, env: str, change: TraitChange, now: int) -> str:
+    target = rows.find_one(conn, kind, env, change.keys)
+    if target is None and change.update_only:
+        raise NotFound(
+            f"no {kind} has the keys {dict(change.keys)}, and update_only forbids creating one"
+        )
+    value = change.set
+    if change.incr is not None:
+        current = None
+        if target is not None:
+            _, traits_text = SqliteUnitOfWork(conn).load_entity(kind, target)
+            current = rows.decode_traits(traits_text).get(change.trait)
+        value = _incremented(change.trait, current, change.incr)
+    keys = dict(change.keys)
+    try:
+        return upsert_entity(
+            SqliteUnitOfWork(conn), kind, env, keys, None, {change.trait: value}, now
+        )
+    except ProcessingFailed as err:
+        raise Invalid(str(err)) from None
+
+
+def delete(conn: sqlite3.Connection, kind: str, entity_id: str) -> None:
+    table, key_table, _ = rows.TABLES[kind]
+    conn.execute(f"DELETE FROM {key_table} WHERE entity_id = ?", (entity_id,))
+    if kind == "company":
+        conn.execute("DELETE FROM memberships WHERE company_id = ?", (entity_id,))
+        conn.execute("DELETE FROM usage_counters WHERE company_id = ?", (entity_id,))
+        conn.execute("DELETE FROM allocations WHERE company_id = ?", (entity_id,))
+    else:
+        conn.execute("DELETE FROM memberships WHERE user_id = ?", (entity_id,))
+    conn.execute(f"DELETE FROM {table} WHERE id = ?", (entity_id,))
+
+
+def recount_billing(
+    conn: sqlite3.Connection, environment_id: str, company_id: str, anchor: int | None
+) -> None:
+    """Rebuild the company's ``billing`` counters from its processed track
+    events (none without an anchor)."""
+    conn.execute(
+        "DELETE FROM usage_counters WHERE company_id = ? AND period = ?",
+        (company_id, periods.BILLING),
+    )
+    if anchor is None:
+        return
+    anchor_at = from_micros(anchor)
+    totals: dict[tuple[str, int], list[int]] = {}
+    cursor = conn.execute(
+        "SELECT subtype, captured_at, quantity FROM events WHERE environment_id = ? "
+        "AND company_id = ? AND type = 'track' AND status = 'processed' AND subtype IS NOT NULL",
+        (environment_id, company_id),
+    )
+    for subtype, captured_at, quantity in cursor:
+        start = to_micros(periods.billing_start(from_micros(captured_at), anchor_at))
+        total = totals.setdefault((subtype, start), [0, 0])
+        total[0] += quantity
+        total[1] += 1
+    conn.executemany(
+        "INSERT INTO usage_counters (environment_id, company_id, subtype, period, period_start, "
+        "quantity, events) VALUES (?,?,?,?,?,?,?)",
+        [
+            (environment_id, company_id, subtype, periods.BILLING, start, qty, count)
+            for (subtype, start), (qty, count) in totals.items()
+        ],
+    )

@@ -1,0 +1,172 @@
+"""SQLite usage reads of ``CatalogStore``: a company's feature usage (one
+primary-key counter read per feature) and the names of event previews —
+a mixin of ``SqliteCatalog``."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from tally.clock import from_micros, to_micros
+from tally.errors import Invalid, NotFound
+from tally.metering.catalog import FeatureUsage, UsageFilter
+from tally.metering.periods import counter_kind, period_end, period_start
+from tally.storage.sqlite_catalog_rows import (
+    ALLOCATION_COLUMNS,
+    FEATURE_COLUMNS,
+    allocation_from_row,
+    company_exists,
+    feature_from_row,
+    like,
+)
+
+T = TypeVar("T")
+
+COUNTER_LOOKUP = (
+    "SELECT quantity FROM usage_counters "
+    "WHERE company_id = ? AND subtype = ? AND period = ? AND period_start = ?"
+)
+_PREVIEWS = """
+SELECT 'feature', f.id, f.name FROM features f
+ WHERE f.environment_id = ?1 AND f.id IN (SELECT value FROM json_each(?2))
+UNION ALL
+SELECT 'company', c.id, COALESCE(NULLIF(c.name, ''), (
+    SELECT k.value FROM company_keys k WHERE k.entity_id = c.id
+     ORDER BY k.created_at, k.key LIMIT 1))
+  FROM companies c
+ WHERE c.environment_id = ?1 AND c.id IN (SELECT value FROM json_each(?3))
+UNION ALL
+SELECT 'user', u.id, COALESCE(NULLIF(u.name, ''), (
+    SELECT k.value FROM user_keys k WHERE k.entity_id = u.id
+     ORDER BY k.created_at, k.key LIMIT 1))
+  FROM users u
+ WHERE u.environment_id = ?1 AND u.id IN (SELECT value FROM json_each(?4))
+"""
+
+
+class SqliteUsage:
+    if TYPE_CHECKING:
+
+        async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+
+    # -- usage --------------------------------------------------------------
+    async def find_company_id(
+        self, environment_id: str, company_id: str | None, keys: Mapping[str, str]
+    ) -> str:
+        def run(conn: sqlite3.Connection) -> str:
+            if company_id is not None:
+                if not company_exists(conn, environment_id, company_id):
+                    raise NotFound(f"company {company_id[:64]!r} was not found in this environment")
+                return company_id
+            found: set[str] = set()
+            for key, value in keys.items():
+                row = conn.execute(
+                    "SELECT entity_id FROM company_keys "
+                    "WHERE environment_id = ? AND key = ? AND value = ?",
+                    (environment_id, key, value),
+                ).fetchone()
+                if row is None and key == "id" and company_exists(conn, environment_id, value):
+                    row = (value,)
+                if row is not None:
+                    found.add(row[0])
+            if not found:
+                shown = ", ".join(f"{k}={v}" for k, v in list(keys.items())[:5])[:200]
+                raise NotFound(f"no company in this environment has the keys {shown}")
+            if len(found) > 1:
+                raise Invalid(
+                    f"the keys name {len(found)} different companies; send keys of one company"
+                )
+            return found.pop()
+
+        return await self._read(run)
+
+    async def feature_usage(
+        self, environment_id: str, company_id: str, where: UsageFilter, now_us: int
+    ) -> list[FeatureUsage]:
+        clauses = [
+            "f.environment_id = ?",
+            "(a.id IS NOT NULL OR f.feature_type = 'event')",
+        ]
+        args: list[Any] = [company_id, environment_id]
+        if where.feature_ids:
+            clauses.append("f.id IN (SELECT value FROM json_each(?))")
+            args.append(json.dumps(where.feature_ids))
+        if where.q:
+            clauses.append("f.name LIKE ? ESCAPE '\\'")
+            args.append(like(where.q))
+        sql = (
+            f"SELECT {FEATURE_COLUMNS}, {ALLOCATION_COLUMNS} FROM features f "
+            "LEFT JOIN allocations a ON a.feature_id = f.id AND a.company_id = ? "
+            f"WHERE {' AND '.join(clauses)} ORDER BY f.name, f.id"
+        )
+        if where.limit is not None:
+            sql += " LIMIT ? OFFSET ?"
+            args.extend((where.limit, where.offset))
+        now = from_micros(now_us)
+
+        def run(conn: sqlite3.Connection) -> list[FeatureUsage]:
+            anchor_row = conn.execute(
+                "SELECT billing_anchor FROM companies WHERE id = ?", (company_id,)
+            ).fetchone()
+            anchor = (
+                from_micros(anchor_row[0]) if anchor_row and anchor_row[0] is not None else None
+            )
+            out: list[FeatureUsage] = []
+            for row in conn.execute(sql, args).fetchall():
+                feature = feature_from_row(row)
+                allocation = None
+                if row[8] is not None:
+                    allocation = allocation_from_row((*row[8:], *row[:8]))
+                if allocation is not None:
+                    metric, reset = allocation.metric_period, allocation.month_reset
+                elif feature.feature_type == "event":
+                    metric, reset = "all_time", None
+                else:
+                    metric = reset = None
+                if metric is None or feature.event_subtype is None:
+                    out.append(FeatureUsage(company_id, feature, allocation, None, None))
+                    continue
+                kind = counter_kind(metric, reset or "first_of_month", anchor is not None)
+                start = period_start(kind, now, anchor)
+                end = period_end(kind, start, anchor)
+                counter = conn.execute(
+                    COUNTER_LOOKUP, (company_id, feature.event_subtype, kind, to_micros(start))
+                ).fetchone()
+                out.append(
+                    FeatureUsage(
+                        company_id=company_id,
+                        feature=feature,
+                        allocation=allocation,
+                        period=metric,
+                        usage=counter[0] if counter else 0,
+                        period_start=to_micros(start),
+                        period_end=None if end is None else to_micros(end),
+                    )
+                )
+            return out
+
+        return await self._read(run)
+
+    # -- previews -----------------------------------------------------------
+    async def preview_names(
+        self,
+        environment_id: str,
+        feature_ids: Iterable[str],
+        company_ids: Iterable[str],
+        user_ids: Iterable[str],
+    ) -> dict[tuple[str, str], str]:
+        lists = [sorted(set(feature_ids)), sorted(set(company_ids)), sorted(set(user_ids))]
+        if not any(lists):
+            return {}
+        args = (environment_id, *(json.dumps(ids_) for ids_ in lists))
+
+        def run(conn: sqlite3.Connection) -> dict[tuple[str, str], str]:
+            return {
+                (kind, entity_id): name
+                for kind, entity_id, name in conn.execute(_PREVIEWS, args).fetchall()
+                if name is not None
+            }
+
+        return await self._read(run)
