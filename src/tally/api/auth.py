@@ -49,6 +49,16 @@ class Authenticator:
             raise Forbidden("read-only API keys cannot write events")
         return key
 
+    async def admin(self, request: Request, *, area: str, write: bool) -> ApiKey:
+        """A secret key (and, to change things, a read-write one) for an admin
+        ``area`` such as "companies and users"."""
+        key = await self.key_for(request)
+        if not key.is_secret:
+            raise Forbidden(f"publishable API keys cannot use the {area} API; use a secret key")
+        if write and not key.can_write:
+            raise Forbidden(f"read-only API keys cannot change {area}")
+        return key
+
     async def event_reader(self, request: Request) -> ApiKey:
         key = await self.key_for(request)
         if not key.can_read_events:

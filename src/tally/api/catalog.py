@@ -19,7 +19,7 @@ from tally.api import catalog_shapes as shapes
 from tally.api.http import ok, query_int, query_list, query_str, read_body
 from tally.api.state import AppState
 from tally.clock import to_micros
-from tally.errors import Forbidden, Invalid, NotFound
+from tally.errors import Invalid, NotFound
 from tally.ingest.parse import decode_json
 from tally.metering.catalog import (
     FEATURE_TYPES,
@@ -40,13 +40,9 @@ _OVERRIDE_BODY = msgspec.json.Decoder(shapes.CompanyOverrideBody)
 # -- request helpers ------------------------------------------------------------
 async def _admin(request: Request, *, write: bool) -> tuple[AppState, ApiKey]:
     state: AppState = request.app.state.tally
-    key = await state.auth.key_for(request)
-    if not key.is_secret:
-        raise Forbidden(
-            "publishable API keys cannot use features, company overrides or usage; use a secret key"
-        )
-    if write and not key.can_write:
-        raise Forbidden("read-only API keys cannot change features or company overrides")
+    key = await state.auth.admin(
+        request, area="features, company overrides and usage", write=write
+    )
     return state, key
 
 

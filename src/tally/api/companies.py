@@ -21,7 +21,7 @@ from tally.api import entity_requests as requests
 from tally.api import entity_shapes as shapes
 from tally.api.http import ok, query_str, read_body
 from tally.api.state import AppState
-from tally.errors import Forbidden, Invalid, NotFound
+from tally.errors import Invalid, NotFound
 from tally.model import ApiKey
 
 B = TypeVar("B")
@@ -33,14 +33,9 @@ def _state(request: Request) -> AppState:
 
 
 async def _admin(request: Request, *, write: bool) -> ApiKey:
-    key = await _state(request).auth.key_for(request)
-    if not key.is_secret:
-        raise Forbidden(
-            "publishable API keys cannot use the companies and users API; use a secret key"
-        )
-    if write and not key.can_write:
-        raise Forbidden("read-only API keys cannot change companies, users or memberships")
-    return key
+    return await _state(request).auth.admin(
+        request, area="companies, users and memberships", write=write
+    )
 
 
 async def _body(request: Request, shape: type[B]) -> B:
