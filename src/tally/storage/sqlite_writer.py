@@ -59,8 +59,10 @@ class WriterThread:
         batch_fn: BatchFn,
         *,
         max_events: int = 5000,
-        name: str = "tally-sqlite-writer",
+        begin: str = "BEGIN IMMEDIATE",
+        name: str = "tally-writer",
     ) -> None:
+        self._begin = begin
         self._connect = connect
         self._batch_fn = batch_fn
         self._max_events = max_events
@@ -128,7 +130,7 @@ class WriterThread:
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(self._begin)
             try:
                 results = self._batch_fn(conn, [job.items for job in batch])
                 conn.execute("COMMIT")
@@ -144,7 +146,7 @@ class WriterThread:
 
     def _run_call(self, conn: sqlite3.Connection, job: _CallJob) -> None:
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(self._begin)
             try:
                 value = job.items(conn)
                 conn.execute("COMMIT")

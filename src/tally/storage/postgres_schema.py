@@ -1,0 +1,192 @@
+"""PostgreSQL schema: the same tables as SQLite's, as numbered migrations
+tracked in ``tally_schema``. Times are BIGINT microseconds since the epoch
+(UTC), as on SQLite, so that one set of SQL serves both."""
+
+from __future__ import annotations
+
+from tally.storage.pg_adapter import PgConnection
+
+MIGRATIONS: list[str] = [
+    # 1: environments, keys, events, idempotency keys
+    """
+    CREATE TABLE environments (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+    );
+    CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        environment_id TEXT NOT NULL REFERENCES environments(id),
+        key_hash TEXT NOT NULL UNIQUE,
+        prefix TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('secret', 'publishable')),
+        read_only INTEGER NOT NULL DEFAULT 0,
+        created_at BIGINT NOT NULL,
+        revoked_at BIGINT
+    );
+    CREATE TABLE events (
+        id TEXT PRIMARY KEY,
+        environment_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        subtype TEXT,
+        status TEXT NOT NULL,
+        body TEXT NOT NULL,
+        quantity BIGINT NOT NULL,
+        idempotency_key TEXT,
+        sent_at BIGINT,
+        captured_at BIGINT NOT NULL,
+        loaded_at BIGINT NOT NULL,
+        enriched_at BIGINT,
+        updated_at BIGINT NOT NULL,
+        trusted_client_clock INTEGER NOT NULL,
+        backfill INTEGER NOT NULL,
+        error_message TEXT,
+        api_key_id TEXT,
+        remote_ip TEXT,
+        user_agent TEXT,
+        company_id TEXT,
+        user_id TEXT,
+        flag_id TEXT,
+        feature_ids TEXT
+    );
+    CREATE INDEX events_env ON events (environment_id, id);
+    CREATE INDEX events_env_subtype ON events (environment_id, subtype, id)
+        WHERE subtype IS NOT NULL;
+    CREATE INDEX events_env_company ON events (environment_id, company_id, id)
+        WHERE company_id IS NOT NULL;
+    CREATE INDEX events_env_user ON events (environment_id, user_id, id)
+        WHERE user_id IS NOT NULL;
+    CREATE INDEX events_env_flag ON events (environment_id, flag_id, id)
+        WHERE flag_id IS NOT NULL;
+    CREATE TABLE idempotency_keys (
+        environment_id TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        key TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        captured_at BIGINT NOT NULL,
+        received_at BIGINT NOT NULL,
+        PRIMARY KEY (environment_id, event_type, key)
+    );
+    CREATE INDEX idempotency_keys_age ON idempotency_keys (received_at);
+    """,
+    # 2: the pipeline
+    """
+    CREATE INDEX events_pending ON events (id) WHERE status = 'pending';
+    CREATE TABLE companies (
+        id TEXT PRIMARY KEY,
+        environment_id TEXT NOT NULL,
+        name TEXT,
+        traits TEXT NOT NULL DEFAULT '{}',
+        last_seen_at BIGINT,
+        billing_anchor BIGINT,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+    );
+    CREATE INDEX companies_env ON companies (environment_id, id);
+    CREATE TABLE users (
+        id TEXT PRIMARY KEY,
+        environment_id TEXT NOT NULL,
+        name TEXT,
+        traits TEXT NOT NULL DEFAULT '{}',
+        last_seen_at BIGINT,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+    );
+    CREATE INDEX users_env ON users (environment_id, id);
+    CREATE TABLE company_keys (
+        environment_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        entity_id TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (environment_id, key, value)
+    );
+    CREATE INDEX company_keys_entity ON company_keys (entity_id);
+    CREATE TABLE user_keys (
+        environment_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        entity_id TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (environment_id, key, value)
+    );
+    CREATE INDEX user_keys_entity ON user_keys (entity_id);
+    CREATE TABLE memberships (
+        id TEXT NOT NULL UNIQUE,
+        environment_id TEXT NOT NULL,
+        company_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (company_id, user_id)
+    );
+    CREATE INDEX memberships_user ON memberships (user_id);
+    CREATE TABLE features (
+        id TEXT PRIMARY KEY,
+        environment_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        feature_type TEXT NOT NULL,
+        event_subtype TEXT,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+    );
+    CREATE INDEX features_subtype ON features (environment_id, event_subtype)
+        WHERE event_subtype IS NOT NULL;
+    CREATE TABLE allocations (
+        id TEXT PRIMARY KEY,
+        environment_id TEXT NOT NULL,
+        company_id TEXT NOT NULL,
+        feature_id TEXT NOT NULL,
+        value_type TEXT NOT NULL,
+        value_numeric BIGINT,
+        value_bool INTEGER,
+        metric_period TEXT,
+        month_reset TEXT,
+        notes TEXT NOT NULL DEFAULT '',
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        UNIQUE (company_id, feature_id)
+    );
+    CREATE TABLE usage_counters (
+        environment_id TEXT NOT NULL,
+        company_id TEXT NOT NULL,
+        subtype TEXT NOT NULL,
+        period TEXT NOT NULL,
+        period_start BIGINT NOT NULL,
+        quantity BIGINT NOT NULL,
+        events BIGINT NOT NULL,
+        PRIMARY KEY (company_id, subtype, period, period_start)
+    );
+    """,
+]
+
+_LOCK_ID = 7_411_873_101  # pg_advisory_xact_lock: one migrator at a time
+
+
+def migrate(conn: PgConnection) -> int:
+    """Apply every migration newer than the database; returns the new version.
+    Safe when several processes start at once (an advisory lock serializes them)."""
+    conn.execute("BEGIN")
+    try:
+        conn.execute("SELECT pg_advisory_xact_lock(?)", (_LOCK_ID,))
+        conn.execute("CREATE TABLE IF NOT EXISTS tally_schema (version INTEGER NOT NULL)")
+        row = conn.execute("SELECT version FROM tally_schema").fetchone()
+        if row is None:
+            conn.execute("INSERT INTO tally_schema (version) VALUES (0)")
+            version = 0
+        else:
+            version = int(row[0])
+        for number, script in enumerate(MIGRATIONS, start=1):
+            if number <= version:
+                continue
+            for statement in script.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute("UPDATE tally_schema SET version = ?", (number,))
+            version = number
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return version

@@ -1,0 +1,407 @@
+"""What both SQL backends share: one writer thread with group commit (the
+write path and every admin write), reader threads, and the events, keys and
+environments SQL, written to run unchanged on SQLite and PostgreSQL (``?``
+placeholders; ``tally.storage.pg_adapter`` translates them)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from tally import ids
+from tally.clock import Clock, SystemClock, to_micros
+from tally.ingest.rules import IDEMPOTENCY_WINDOW_US
+from tally.model import (
+    ApiKey,
+    Environment,
+    EventFilter,
+    EventSummary,
+    IngestResult,
+    NewEvent,
+    StoredEvent,
+)
+from tally.storage.sqlite_catalog import SqliteCatalog
+from tally.storage.sqlite_entities import SqliteEntities
+from tally.storage.sqlite_writer import WriterThread
+
+T = TypeVar("T")
+Conn = Any  # Conn or pg_adapter.PgConnection: the same calls
+
+_EVENT_COLUMNS = (
+    "id, environment_id, type, status, body, quantity, captured_at, loaded_at, updated_at, "
+    "subtype, idempotency_key, sent_at, trusted_client_clock, backfill, error_message, "
+    "enriched_at, company_id, user_id, flag_id, feature_ids"
+)
+_KEY_COLUMNS = (
+    "k.id, k.environment_id, k.kind, k.read_only, k.prefix, k.created_at, k.revoked_at, e.name"
+)
+PRUNE_EVERY_US = 10 * 1_000_000
+PRUNE_CHUNK = 20_000
+
+
+def _event_from_row(row: Sequence[Any]) -> StoredEvent:
+    feature_ids = tuple(json.loads(row[19])) if row[19] else ()
+    return StoredEvent(
+        id=row[0],
+        environment_id=row[1],
+        type=row[2],
+        status=row[3],
+        body=row[4],
+        quantity=row[5],
+        captured_at=row[6],
+        loaded_at=row[7],
+        updated_at=row[8],
+        subtype=row[9],
+        idempotency_key=row[10],
+        sent_at=row[11],
+        trusted_client_clock=bool(row[12]),
+        backfill=bool(row[13]),
+        error_message=row[14],
+        enriched_at=row[15],
+        company_id=row[16],
+        user_id=row[17],
+        flag_id=row[18],
+        feature_ids=feature_ids,
+    )
+
+
+def _key_from_row(row: Sequence[Any]) -> ApiKey:
+    return ApiKey(
+        id=row[0],
+        environment_id=row[1],
+        kind=row[2],
+        read_only=bool(row[3]),
+        prefix=row[4],
+        created_at=row[5],
+        revoked_at=row[6],
+        environment_name=row[7],
+    )
+
+
+class SqlStorage(SqliteEntities, SqliteCatalog):
+    """``Storage`` on a SQL database. A backend says how to connect, how to
+    store a batch of events (``_insert_events``), how to forget old
+    idempotency keys (``_prune``) and how to process a batch (``_process``)."""
+
+    begin = "BEGIN"
+    reader_name = "tally-read"
+
+    def __init__(
+        self,
+        *,
+        commit_max_events: int = 5000,
+        clock: Clock | None = None,
+        readers: int = 2,
+        separate_processor: bool = False,
+    ) -> None:
+        self._clock = clock or SystemClock()
+        self._writer = WriterThread(
+            self._open_writer,
+            self._ingest_batches,
+            max_events=commit_max_events,
+            begin=self.begin,
+        )
+        # PostgreSQL processes on a connection of its own, so that ingestion
+        # never waits for a processing batch; SQLite has one writer for both.
+        self._processor = (
+            WriterThread(self._connect, _no_batches, begin=self.begin, name="tally-processor")
+            if separate_processor
+            else self._writer
+        )
+        self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix=self.reader_name)
+        self._local = threading.local()
+        self._reader_conns: list[Conn] = []
+        self._conns_lock = threading.Lock()
+        self._last_prune = 0
+        self._started = False
+
+    # -- what a backend provides -----------------------------------------------
+    def _connect(self) -> Conn:
+        raise NotImplementedError
+
+    def _connect_reader(self) -> Conn:
+        raise NotImplementedError
+
+    def _migrate(self, conn: Conn) -> None:
+        raise NotImplementedError
+
+    def _insert_events(
+        self, conn: Conn, batches: list[Sequence[NewEvent]], loaded_at: int
+    ) -> list[list[IngestResult]]:
+        raise NotImplementedError
+
+    def _prune(self, conn: Conn, older_than_us: int) -> int:
+        raise NotImplementedError
+
+    def _process(self, conn: Conn, limit: int) -> int:
+        raise NotImplementedError
+
+    # -- lifecycle ----------------------------------------------------------
+    def _open_writer(self) -> Conn:
+        conn = self._connect()
+        self._migrate(conn)
+        return conn
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        await asyncio.to_thread(self._writer.start)
+        if self._processor is not self._writer:
+            await asyncio.to_thread(self._processor.start)
+        self._started = True
+
+    async def close(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        await asyncio.to_thread(self._writer.stop)
+        if self._processor is not self._writer:
+            await asyncio.to_thread(self._processor.stop)
+        self._readers.shutdown(wait=True)
+        with self._conns_lock:
+            for conn in self._reader_conns:
+                conn.close()
+            self._reader_conns.clear()
+
+    @property
+    def commits(self) -> int:
+        return self._writer.commits
+
+    # -- plumbing -----------------------------------------------------------
+    def _reader(self) -> Conn:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect_reader()
+            self._local.conn = conn
+            with self._conns_lock:
+                self._reader_conns.append(conn)
+        return conn
+
+    async def _read(self, fn: Callable[[Conn], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, lambda: fn(self._reader()))
+
+    def _now(self) -> int:
+        return to_micros(self._clock.now())
+
+    # -- environments and keys ---------------------------------------------
+    async def ensure_environment(self, name: str, kind: str) -> tuple[Environment, bool]:
+        def run(conn: Conn) -> tuple[Environment, bool]:
+            row = conn.execute(
+                "SELECT id, name, kind, created_at FROM environments WHERE name = ?", (name,)
+            ).fetchone()
+            if row is not None:
+                return Environment(*row), False
+            env = Environment(ids.new_id("env"), name, kind, self._now())
+            created = conn.execute(
+                "INSERT INTO environments (id, name, kind, created_at) VALUES (?,?,?,?) "
+                "ON CONFLICT (name) DO NOTHING",
+                (env.id, env.name, env.kind, env.created_at),
+            ).rowcount
+            if not created:  # another process created it meanwhile
+                row = conn.execute(
+                    "SELECT id, name, kind, created_at FROM environments WHERE name = ?", (name,)
+                ).fetchone()
+                return Environment(*row), False
+            return env, True
+
+        result: tuple[Environment, bool] = await self._writer.call(run)
+        return result
+
+    async def list_environments(self) -> list[Environment]:
+        def run(conn: Conn) -> list[Environment]:
+            rows = conn.execute(
+                "SELECT id, name, kind, created_at FROM environments ORDER BY created_at"
+            ).fetchall()
+            return [Environment(*row) for row in rows]
+
+        return await self._read(run)
+
+    async def create_api_key(
+        self, environment_id: str, kind: str, read_only: bool, key_hash: str, prefix: str
+    ) -> ApiKey:
+        def run(conn: Conn) -> ApiKey:
+            key_id = ids.new_id("key")
+            conn.execute(
+                "INSERT INTO api_keys (id, environment_id, key_hash, prefix, kind, read_only, "
+                "created_at) VALUES (?,?,?,?,?,?,?)",
+                (key_id, environment_id, key_hash, prefix, kind, int(read_only), self._now()),
+            )
+            row = conn.execute(
+                f"SELECT {_KEY_COLUMNS} FROM api_keys k JOIN environments e "
+                "ON e.id = k.environment_id WHERE k.id = ?",
+                (key_id,),
+            ).fetchone()
+            return _key_from_row(row)
+
+        result: ApiKey = await self._writer.call(run)
+        return result
+
+    async def find_api_key(self, key_hash: str) -> ApiKey | None:
+        def run(conn: Conn) -> ApiKey | None:
+            row = conn.execute(
+                f"SELECT {_KEY_COLUMNS} FROM api_keys k JOIN environments e "
+                "ON e.id = k.environment_id WHERE k.key_hash = ? AND k.revoked_at IS NULL",
+                (key_hash,),
+            ).fetchone()
+            return _key_from_row(row) if row else None
+
+        return await self._read(run)
+
+    async def list_api_keys(self, environment_name: str | None = None) -> list[ApiKey]:
+        def run(conn: Conn) -> list[ApiKey]:
+            sql = f"SELECT {_KEY_COLUMNS} FROM api_keys k JOIN environments e ON e.id = k.environment_id"
+            args: tuple[Any, ...] = ()
+            if environment_name is not None:
+                sql += " WHERE e.name = ?"
+                args = (environment_name,)
+            rows = conn.execute(sql + " ORDER BY k.created_at, k.id", args).fetchall()
+            return [_key_from_row(r) for r in rows]
+
+        return await self._read(run)
+
+    async def revoke_api_key(self, key_id_or_prefix: str) -> ApiKey | None:
+        def run(conn: Conn) -> ApiKey | None:
+            rows = conn.execute(
+                "SELECT id FROM api_keys WHERE (id = ? OR prefix = ?) AND revoked_at IS NULL",
+                (key_id_or_prefix, key_id_or_prefix),
+            ).fetchall()
+            if len(rows) != 1:
+                return None
+            conn.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE id = ?", (self._now(), rows[0][0])
+            )
+            row = conn.execute(
+                f"SELECT {_KEY_COLUMNS} FROM api_keys k JOIN environments e "
+                "ON e.id = k.environment_id WHERE k.id = ?",
+                (rows[0][0],),
+            ).fetchone()
+            return _key_from_row(row)
+
+        result: ApiKey | None = await self._writer.call(run)
+        return result
+
+    # -- events -------------------------------------------------------------
+    async def ingest(self, events: Sequence[NewEvent]) -> list[IngestResult]:
+        if not events:
+            return []
+        return await self._writer.submit_batch(events)
+
+    def _ingest_batches(
+        self, conn: Conn, batches: list[Sequence[NewEvent]]
+    ) -> list[list[IngestResult]]:
+        now = self._now()
+        results = self._insert_events(conn, batches, now)
+        if now - self._last_prune >= PRUNE_EVERY_US:
+            self._last_prune = now
+            self._prune(conn, now - IDEMPOTENCY_WINDOW_US)
+        return results
+
+    async def prune_idempotency_keys(self, older_than_us: int) -> int:
+        def run(conn: Conn) -> int:
+            total = 0
+            while True:
+                removed = self._prune(conn, older_than_us)
+                total += removed
+                if removed < PRUNE_CHUNK:
+                    return total
+
+        result: int = await self._writer.call(run)
+        return result
+
+    async def process_pending(self, limit: int) -> int:
+        """Process up to ``limit`` pending events in one transaction on the
+        writer thread; returns how many were claimed."""
+
+        result: int = await self._processor.call(lambda conn: self._process(conn, limit))
+        return result
+
+    async def fail_next_pending(self, message: str) -> str | None:
+        def run(conn: Conn) -> str | None:
+            row = conn.execute(
+                "UPDATE events SET status = 'failed', error_message = ?, updated_at = ? "
+                "WHERE id = (SELECT id FROM events WHERE status = 'pending' ORDER BY id LIMIT 1) "
+                "RETURNING id",
+                (message, self._now()),
+            ).fetchone()
+            return row[0] if row else None
+
+        result: str | None = await self._processor.call(run)
+        return result
+
+    async def get_event(self, environment_id: str, event_id: str) -> StoredEvent | None:
+        def run(conn: Conn) -> StoredEvent | None:
+            row = conn.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE id = ? AND environment_id = ?",
+                (event_id, environment_id),
+            ).fetchone()
+            return _event_from_row(row) if row else None
+
+        return await self._read(run)
+
+    async def list_events(self, environment_id: str, where: EventFilter) -> list[StoredEvent]:
+        clauses = ["environment_id = ?"]
+        args: list[Any] = [environment_id]
+        for column, value in (
+            ("company_id", where.company_id),
+            ("user_id", where.user_id),
+            ("flag_id", where.flag_id),
+            ("subtype", where.event_subtype),
+            ("idempotency_key", where.idempotency_key),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        if where.event_types:
+            clauses.append(f"type IN ({','.join('?' * len(where.event_types))})")
+            args.extend(where.event_types)
+        sql = (
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE {' AND '.join(clauses)} "
+            "ORDER BY id DESC LIMIT ? OFFSET ?"
+        )
+        args.extend((where.limit, where.offset))
+
+        def run(conn: Conn) -> list[StoredEvent]:
+            return [_event_from_row(r) for r in conn.execute(sql, args).fetchall()]
+
+        return await self._read(run)
+
+    async def event_summaries(
+        self,
+        environment_id: str,
+        q: str | None,
+        subtypes: Sequence[str],
+        limit: int,
+        offset: int,
+    ) -> list[EventSummary]:
+        clauses = ["environment_id = ?", "subtype IS NOT NULL", "status != 'failed'"]
+        args: list[Any] = [environment_id]
+        if q:
+            escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            clauses.append("lower(subtype) LIKE lower(?) ESCAPE '\\'")
+            args.append(f"%{escaped}%")
+        if subtypes:
+            clauses.append(f"subtype IN ({','.join('?' * len(subtypes))})")
+            args.extend(subtypes)
+        sql = (
+            "SELECT subtype, COUNT(*), COUNT(DISTINCT company_id), COUNT(DISTINCT user_id), "
+            f"MAX(captured_at) FROM events WHERE {' AND '.join(clauses)} "
+            "GROUP BY subtype ORDER BY subtype LIMIT ? OFFSET ?"
+        )
+        args.extend((limit, offset))
+
+        def run(conn: Conn) -> list[EventSummary]:
+            return [
+                EventSummary(row[0], int(row[1]), int(row[2]), int(row[3]), row[4])
+                for row in conn.execute(sql, args).fetchall()
+            ]
+
+        return await self._read(run)
+
+
+def _no_batches(conn: Conn, batches: list[Sequence[Any]]) -> list[Any]:
+    raise RuntimeError("the processor thread takes calls only")
