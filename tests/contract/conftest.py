@@ -2,9 +2,8 @@
 
 A backend is a factory of ``Storage`` objects that all see the same data (so
 that a test can close one and open the next on what it wrote) plus the frozen
-clock they share. To add PostgreSQL later: add ``"postgres"`` to ``BACKENDS``
-and a branch to ``_factory`` that builds a ``PostgresStorage`` on a fresh
-database or schema (and drops it in the fixture's teardown).
+clock they share. PostgreSQL runs in a fresh schema of the run's fresh
+database (``tests/support/postgres.py``).
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from tally.storage.base import Storage
 
 T = TypeVar("T")
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "postgres"]
 START = datetime(2026, 3, 15, 12, 0, 0, tzinfo=UTC)
 
 
@@ -47,7 +46,14 @@ class Backend:
         return asyncio.run(main())
 
 
-def _factory(name: str, tmp_path: Path, clock: FrozenClock) -> Callable[[], Storage]:
+def _factory(
+    name: str, tmp_path: Path, clock: FrozenClock, request: pytest.FixtureRequest
+) -> Callable[[], Storage]:
+    if name == "postgres":
+        from tally.storage.postgres import PostgresStorage
+
+        url: str = request.getfixturevalue("postgres_url")
+        return lambda: PostgresStorage(url, clock=clock)
     if name == "sqlite":
         from tally.storage.sqlite import SqliteStorage
 
@@ -59,4 +65,4 @@ def _factory(name: str, tmp_path: Path, clock: FrozenClock) -> Callable[[], Stor
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     clock = FrozenClock(START)
-    yield Backend(request.param, clock, _factory(request.param, tmp_path, clock))
+    yield Backend(request.param, clock, _factory(request.param, tmp_path, clock, request))

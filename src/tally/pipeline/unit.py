@@ -81,6 +81,8 @@ class EntityState:
     traits: dict[str, Any] | None = None
     billing_anchor: int | None = None
     dirty: bool = False  # name or traits changed
+    name_given: bool = False  # the batch set the name
+    trait_updates: dict[str, Any] = field(default_factory=dict)  # the batch's trait changes
     keys: dict[str, str] = field(default_factory=dict)  # known keys, name → value
     added_keys: dict[str, str] = field(default_factory=dict)  # to write
     last_seen: int | None = None

@@ -102,11 +102,13 @@ class WorkingSet:
             self._touch(entity)
         if name is not None and name != entity.name:
             entity.name = name
+            entity.name_given = True
             entity.dirty = True
             self._touch(entity)
         if traits:
             assert entity.traits is not None
             entity.traits.update(traits)
+            entity.trait_updates.update(traits)
             entity.dirty = True
             self._touch(entity)
         return entity

@@ -13,8 +13,8 @@ def sqlite_path(database_url: str) -> str:
     prefix = "sqlite:///"
     if not database_url.startswith(prefix):
         raise ConfigError(
-            f"database URL must start with {prefix!r} (for example sqlite:///./tally.db), "
-            f"not {database_url!r}"
+            "the database URL must be sqlite:///path (for example sqlite:///./tally.db) or "
+            f"postgresql://user@host:port/database, not {database_url!r}"
         )
     path = database_url[len(prefix) :]
     if not path:
@@ -22,8 +22,20 @@ def sqlite_path(database_url: str) -> str:
     return path
 
 
+def is_postgres(database_url: str) -> bool:
+    return database_url.startswith(("postgresql://", "postgres://"))
+
+
 def open_storage(settings: Settings, clock: Clock | None = None) -> Storage:
     """The storage backend the settings' database URL names (not yet started)."""
+    if is_postgres(settings.database_url):
+        from tally.storage.postgres import PostgresStorage
+
+        return PostgresStorage(
+            settings.database_url,
+            commit_max_events=settings.commit_max_events,
+            clock=clock or SystemClock(),
+        )
     from tally.storage.sqlite import SqliteStorage
 
     return SqliteStorage(

@@ -88,6 +88,7 @@ class SqlStorage(SqliteEntities, SqliteCatalog):
     idempotency keys (``_prune``) and how to process a batch (``_process``)."""
 
     begin = "BEGIN"
+    claim_suffix = ""  # PostgreSQL: " FOR UPDATE SKIP LOCKED"
     reader_name = "tally-read"
 
     def __init__(
@@ -324,7 +325,7 @@ class SqlStorage(SqliteEntities, SqliteCatalog):
         def run(conn: Conn) -> str | None:
             row = conn.execute(
                 "UPDATE events SET status = 'failed', error_message = ?, updated_at = ? "
-                "WHERE id = (SELECT id FROM events WHERE status = 'pending' ORDER BY id LIMIT 1) "
+                f"WHERE id = (SELECT id FROM events WHERE status = 'pending' ORDER BY id LIMIT 1{self.claim_suffix}) "
                 "RETURNING id",
                 (message, self._now()),
             ).fetchone()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable
+from typing import Any
 
 import msgspec
 
@@ -14,6 +15,7 @@ from tally.pipeline.process import decode_bodies, needs_of, process_events
 from tally.pipeline.unit import (
     Changes,
     CounterKey,
+    EntityState,
     KeyRef,
     Needs,
     PendingEvent,
@@ -30,9 +32,35 @@ def _chunks(values: list[str]) -> Iterable[list[str]]:
         yield values[start : start + _CHUNK]
 
 
+class ConcurrentChange(Exception):
+    """Another transaction changed what the batch read (a key it meant to add
+    now belongs to someone else): the batch must be read and processed again."""
+
+
 class SqliteUnitOfWork:
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    """The pipeline on one open transaction. The SQL is portable; PostgreSQL
+    subclasses it to claim with ``SKIP LOCKED`` and to retry on conflicts."""
+
+    claim_suffix = ""
+    max_attempts = 1
+    # SQLite has one writer: the batch's view is current, so write it whole
+    update_entity_sql = "UPDATE {table} SET name = ?, traits = ?, updated_at = ? WHERE id = ?"
+
+    def dirty_row(self, entity: EntityState, traits: str, now: int) -> tuple[Any, ...]:
+        return (entity.name, traits, now, entity.id)
+
+    def __init__(self, conn: Any) -> None:
         self.conn = conn
+
+    def is_overflow(self, err: BaseException) -> bool:
+        """Whether ``err`` says a usage counter would pass 64 bits."""
+        if isinstance(err, OverflowError):
+            return True
+        return isinstance(err, sqlite3.IntegrityError) and "CHECK" in str(err)
+
+    def is_conflict(self, err: BaseException) -> bool:
+        """Whether ``err`` says another transaction got in the way."""
+        return isinstance(err, ConcurrentChange)
 
     def process_pending(self, limit: int, now: int) -> int:
         """Claim up to ``limit`` pending events (oldest first), process and
@@ -41,21 +69,45 @@ class SqliteUnitOfWork:
         if not events:
             return 0
         bodies = decode_bodies(events)
-        snapshot = self.load_snapshot(needs_of(events, bodies))
+        needs = needs_of(events, bodies)
+        for attempt in range(1, self.max_attempts + 1):
+            self.conn.execute("SAVEPOINT tally_batch")
+            try:
+                self._attempt(events, bodies, needs, now)
+            except Exception as err:
+                self.conn.execute("ROLLBACK TO SAVEPOINT tally_batch")
+                if not self.is_conflict(err) or attempt == self.max_attempts:
+                    raise
+                continue
+            self.conn.execute("RELEASE SAVEPOINT tally_batch")
+            break
+        return len(events)
+
+    def _attempt(
+        self, events: list[PendingEvent], bodies: list[Any], needs: Needs, now: int
+    ) -> None:
+        snapshot = self.load_snapshot(needs)
         changes = process_events(events, bodies, snapshot, ids.new_id)
-        self.conn.execute("SAVEPOINT tally_batch")
+        self.conn.execute("SAVEPOINT tally_apply")
         try:
             self.apply(changes, now)
-        except (OverflowError, sqlite3.IntegrityError) as err:
+        except Exception as err:
+            if not self.is_overflow(err):
+                raise
             # a usage counter would pass 64 bits: read the stored totals and
             # run the batch again, failing the events that overflow
-            if isinstance(err, sqlite3.IntegrityError) and "CHECK" not in str(err):
-                raise
-            self.conn.execute("ROLLBACK TO tally_batch")
+            self.conn.execute("ROLLBACK TO SAVEPOINT tally_apply")
             snapshot.counters = self._read_counters(changes.counters)
             self.apply(process_events(events, bodies, snapshot, ids.new_id), now)
-        self.conn.execute("RELEASE tally_batch")
-        return len(events)
+        self.conn.execute("RELEASE SAVEPOINT tally_apply")
+
+    def claim_pending(self, limit: int) -> list[PendingEvent]:
+        rows = self.conn.execute(
+            "SELECT id, environment_id, type, subtype, body, quantity, captured_at, backfill "
+            f"FROM events WHERE status = 'pending' ORDER BY id LIMIT ?{self.claim_suffix}",
+            (limit,),
+        ).fetchall()
+        return [PendingEvent(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7])) for r in rows]
 
     def _read_counters(self, keys: Iterable[CounterKey]) -> dict[CounterKey, int]:
         found: dict[CounterKey, int] = {}
@@ -68,14 +120,6 @@ class SqliteUnitOfWork:
             if row is not None:
                 found[key] = row[0]
         return found
-
-    def claim_pending(self, limit: int) -> list[PendingEvent]:
-        rows = self.conn.execute(
-            "SELECT id, environment_id, type, subtype, body, quantity, captured_at, backfill "
-            "FROM events WHERE status = 'pending' ORDER BY id LIMIT ?",
-            (limit,),
-        ).fetchall()
-        return [PendingEvent(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7])) for r in rows]
 
     def load_snapshot(self, needs: Needs) -> Snapshot:
         snapshot = Snapshot()
@@ -158,7 +202,7 @@ class SqliteUnitOfWork:
                 new[e.kind].append((e.id, e.environment_id, e.name, traits, e.last_seen, now, now))
             else:
                 if e.dirty:
-                    dirty[e.kind].append((e.name, traits, now, e.id))
+                    dirty[e.kind].append(self.dirty_row(e, traits, now))
                 if e.last_seen is not None:
                     seen[e.kind].append((e.last_seen, now, e.id, e.last_seen))
             for key, value in e.added_keys.items():
@@ -170,27 +214,29 @@ class SqliteUnitOfWork:
             many(
                 f"INSERT INTO {table} (id, environment_id, name, traits, last_seen_at, "
                 "created_at, updated_at) VALUES (?,?,?,?,?,?,?)",
-                new[kind],
+                sorted(new[kind]),
             )
             many(
-                f"UPDATE {table} SET name = ?, traits = ?, updated_at = ? WHERE id = ?", dirty[kind]
+                self.update_entity_sql.format(table=table),
+                sorted(dirty[kind], key=lambda row: str(row[3])),
             )
             many(
                 f"UPDATE {table} SET last_seen_at = ?, updated_at = ? WHERE id = ? "
                 "AND (last_seen_at IS NULL OR last_seen_at < ?)",
-                seen[kind],
+                sorted(seen[kind], key=lambda row: str(row[2])),
             )
             # a new value of a key name replaces the old one: deletes before inserts
             many(
                 f"DELETE FROM {key_table} WHERE entity_id = ? AND key = ? AND value != ?",
-                deletes[kind],
+                sorted(deletes[kind]),
             )
-            many(
+            added = many(
                 f"INSERT INTO {key_table} (environment_id, key, value, entity_id, created_at) "
-                "VALUES (?,?,?,?,?) ON CONFLICT (environment_id, key, value) "
-                "DO UPDATE SET entity_id = excluded.entity_id",
-                inserts[kind],
-            )
+                "VALUES (?,?,?,?,?) ON CONFLICT (environment_id, key, value) DO NOTHING",
+                sorted(inserts[kind]),
+            ).rowcount
+            if inserts[kind] and added != len(inserts[kind]):
+                raise ConcurrentChange(f"a {kind} key was claimed by another transaction")
         many(
             "INSERT INTO memberships (id, environment_id, company_id, user_id, created_at) "
             "VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING",
