@@ -6,9 +6,9 @@ from pathlib import Path
 # tests.support is importable as a package from the repository root.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from collections.abc import Iterator  # noqa: E402
+from collections.abc import Iterator
 
-import pytest  # noqa: E402
+import pytest
 
 
 @pytest.fixture(scope="session")

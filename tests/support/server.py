@@ -52,9 +52,15 @@ def create_key(
 
 
 class Server:
-    def __init__(self, db_path: Path, port: int, extra_env: dict[str, str] | None = None) -> None:
-        self.db_path = db_path
-        self.database_url = f"sqlite:///{db_path}"
+    def __init__(
+        self,
+        db_path: Path,
+        port: int,
+        extra_env: dict[str, str] | None = None,
+        database_url: str | None = None,
+    ) -> None:
+        self.db_path = db_path  # the SQLite file (unused when database_url is PostgreSQL)
+        self.database_url = database_url or f"sqlite:///{db_path}"
         self.port = port
         self.base_url = f"http://127.0.0.1:{port}"
         self.env = {**os.environ, "TALLY_KEY_CACHE_SECONDS": "0", **(extra_env or {})}
@@ -109,8 +115,10 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(tmp_path: Path, extra_env: dict[str, str] | None = None) -> Iterator[Server]:
-    server = Server(tmp_path / "tally.db", free_port(), extra_env)
+def running_server(
+    tmp_path: Path, extra_env: dict[str, str] | None = None, database_url: str | None = None
+) -> Iterator[Server]:
+    server = Server(tmp_path / "tally.db", free_port(), extra_env, database_url)
     server.start()
     try:
         yield server

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from tally.clock import to_micros
 from tally.metering import periods
 from tally.metering.periods import (
     ALL_TIME,
@@ -26,6 +27,7 @@ from tally.metering.periods import (
     month_start,
     period_end,
     period_start,
+    period_starts_us,
     periods_containing,
     week_start,
 )
@@ -416,6 +418,22 @@ def test_period_starts_are_utc_aware() -> None:
         BILLING: utc(2026, 5, 31),
     }
     assert all(v.tzinfo is not None and v.utcoffset() == timedelta(0) for v in got.values())
+
+
+@pytest.mark.parametrize("anchor", [None, ANCHOR_31, ANCHOR_TIMED], ids=["none", "31st", "timed"])
+def test_period_starts_us_equals_periods_containing(anchor: datetime | None) -> None:
+    """The worker's µs fast path agrees with the datetime arithmetic at every
+    boundary instant of this file (and one µs either side)."""
+    instants = [case[0] for case in DAY_CASES + WEEK_CASES + BILLING_31_CASES + BILLING_TIMED_CASES]
+    instants += [case[0] for case in MONTH_CASES] + CYCLES_31
+    instants += [utc(1969, 12, 31, 23, 59, 59, 999999), utc(1970, 1, 1), utc(1968, 2, 29, 12)]
+    anchor_us = to_micros(anchor) if anchor is not None else None
+    for base in instants:
+        for at in (base - US, base, base + US):
+            expected = tuple(
+                (kind, to_micros(start)) for kind, start in periods_containing(at, anchor)
+            )
+            assert tuple(period_starts_us(to_micros(at), anchor_us)) == expected, at
 
 
 # -- counter_kind ------------------------------------------------------------------------

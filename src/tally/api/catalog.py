@@ -40,9 +40,7 @@ _OVERRIDE_BODY = msgspec.json.Decoder(shapes.CompanyOverrideBody)
 # -- request helpers ------------------------------------------------------------
 async def _admin(request: Request, *, write: bool) -> tuple[AppState, ApiKey]:
     state: AppState = request.app.state.tally
-    key = await state.auth.admin(
-        request, area="features, company overrides and usage", write=write
-    )
+    key = await state.auth.admin(request, area="features, company overrides and usage", write=write)
     return state, key
 
 

@@ -5,13 +5,12 @@ Methods use the host's ``self._writer.call(fn)`` for writes (``fn(conn)`` runs
 in one transaction on the writer thread), ``await self._read(fn)`` for reads
 and ``self._now()`` for the current time in µs.
 
-Id lists go to SQLite as one JSON text parameter (``json_each``), so every
-statement has a fixed shape whatever the number of ids.
+The SQL is portable between SQLite and PostgreSQL: id lists become
+``IN (?,…)`` lists built by ``tally.storage.sql``.
 """
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -31,13 +30,13 @@ from tally.metering.catalog import (
     resolve_allocation,
     resolve_feature,
 )
+from tally.storage.sql import contains, in_list, like_pattern
 from tally.storage.sqlite_catalog_rows import (
     ALLOCATION_JOIN,
     FEATURE_COLUMNS,
     allocation_from_row,
     company_exists,
     feature_from_row,
-    like,
     load_allocation,
     load_feature,
     notes_text,
@@ -103,19 +102,21 @@ class SqliteCatalog(SqliteUsage):
         clauses = ["f.environment_id = ?"]
         args: list[Any] = [environment_id]
         if where.q:
-            clauses.append("(f.name LIKE ? ESCAPE '\\' OR f.id = ?)")
-            args.extend((like(where.q), where.q))
+            clauses.append(f"({contains('f.name')} OR f.id = ?)")
+            args.extend((like_pattern(where.q), where.q))
         if where.ids:
-            clauses.append("f.id IN (SELECT value FROM json_each(?))")
-            args.append(json.dumps(where.ids))
+            clause, values = in_list("f.id", where.ids)
+            clauses.append(clause)
+            args.extend(values)
         types = list(where.feature_types)
         if where.boolean_require_event:
             if types and "boolean" not in types:
                 types.append("boolean")
             clauses.append("(f.feature_type != 'boolean' OR f.event_subtype IS NOT NULL)")
         if types:
-            clauses.append("f.feature_type IN (SELECT value FROM json_each(?))")
-            args.append(json.dumps(types))
+            clause, values = in_list("f.feature_type", types)
+            clauses.append(clause)
+            args.extend(values)
         if where.without_override_for is not None:
             clauses.append(
                 "NOT EXISTS (SELECT 1 FROM allocations a WHERE a.feature_id = f.id "
@@ -313,14 +314,15 @@ class SqliteCatalog(SqliteUsage):
             ("a.id", where.ids),
         ):
             if values:
-                clauses.append(f"{column} IN (SELECT value FROM json_each(?))")
-                args.append(json.dumps(values))
+                clause, in_args = in_list(column, values)
+                clauses.append(clause)
+                args.extend(in_args)
         if where.q:
             clauses.append(
-                "(f.name LIKE ? ESCAPE '\\' OR EXISTS (SELECT 1 FROM companies c "
-                "WHERE c.id = a.company_id AND c.name LIKE ? ESCAPE '\\'))"
+                f"({contains('f.name')} OR EXISTS (SELECT 1 FROM companies c "
+                f"WHERE c.id = a.company_id AND {contains('c.name')}))"
             )
-            args.extend((like(where.q), like(where.q)))
+            args.extend((like_pattern(where.q), like_pattern(where.q)))
         sql = (
             f"{ALLOCATION_JOIN} WHERE {' AND '.join(clauses)} "
             "ORDER BY a.created_at DESC, a.id DESC LIMIT ? OFFSET ?"

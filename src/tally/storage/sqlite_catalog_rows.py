@@ -1,5 +1,6 @@
 """Row mapping and shared look-ups of the SQLite catalog tables (features,
-allocations), used by ``sqlite_catalog`` and ``sqlite_usage``."""
+allocations), used by ``sqlite_catalog`` and ``sqlite_usage``; the SQL is
+portable between SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -19,11 +20,6 @@ ALLOCATION_COLUMNS = (
     "a.metric_period, a.month_reset, a.notes, a.created_at, a.updated_at"
 )
 ALLOCATION_JOIN = f"SELECT {ALLOCATION_COLUMNS}, {FEATURE_COLUMNS} FROM allocations a JOIN features f ON f.id = a.feature_id"
-
-
-def like(q: str) -> str:
-    escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
 
 
 def feature_from_row(row: Sequence[Any], at: int = 0) -> Feature:

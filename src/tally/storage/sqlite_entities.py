@@ -129,7 +129,9 @@ class SqliteEntities:
             if environment_id is not None:
                 envs = [environment_id]
             else:
-                envs = [r[0] for r in conn.execute("SELECT id FROM environments ORDER BY id")]
+                envs = [
+                    r[0] for r in conn.execute("SELECT id FROM environments ORDER BY id").fetchall()
+                ]
             found = [
                 (env, company_id)
                 for env in envs

@@ -1,6 +1,7 @@
 """Reading companies, users and memberships on an open SQLite connection
 (a reader's, or the writer's inside its transaction), in bulk: one query per
-kind of detail for a whole page of entities."""
+kind of detail for a whole page of entities. The SQL is portable between
+SQLite and PostgreSQL (see ``tally.storage.sql``)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from tally.storage.base_entities import (
     UsageCounter,
     User,
 )
+from tally.storage.sql import FALSE, chunks, contains, in_list, like_pattern
 
 TABLES = {"company": ("companies", "company_keys", "comp"), "user": ("users", "user_keys", "user")}
 COMPANY_COLUMNS = (
@@ -31,7 +33,6 @@ USER_COLUMNS = "id, environment_id, name, traits, last_seen_at, created_at, upda
 _KIND_ORDER = {
     kind: rank for rank, kind in enumerate(("all_time", "day", "week", "month", "billing"))
 }
-CHUNK = 400  # ids per IN (…) list, well under SQLite's variable limit
 
 _FIRST_KEY = (
     "(SELECT value FROM company_keys WHERE entity_id = c.id ORDER BY created_at, key LIMIT 1)"
@@ -43,32 +44,24 @@ _MEMBERSHIP_SELECT = (
 )
 # The counters of one company in the current periods: every subtype it has
 # (walked with index seeks, whatever the history), times the five periods.
+# Parameters: company, company, day, week, month, billing, company.
 _CURRENT_COUNTERS = """
 WITH RECURSIVE s(subtype) AS (
-    SELECT (SELECT MIN(subtype) FROM usage_counters WHERE company_id = :company)
+    SELECT (SELECT MIN(subtype) FROM usage_counters WHERE company_id = ?)
     UNION ALL
-    SELECT (SELECT MIN(subtype) FROM usage_counters WHERE company_id = :company
+    SELECT (SELECT MIN(subtype) FROM usage_counters WHERE company_id = ?
             AND subtype > s.subtype)
     FROM s WHERE s.subtype IS NOT NULL
 ),
 p(period, period_start) AS (
-    VALUES ('all_time', 0), ('day', :day), ('week', :week), ('month', :month),
-           ('billing', :billing)
+    VALUES ('all_time', 0), ('day', ?), ('week', ?), ('month', ?), ('billing', ?)
 )
 SELECT u.subtype, u.period, u.period_start, u.quantity, u.events
 FROM s CROSS JOIN p JOIN usage_counters u
-  ON u.company_id = :company AND u.subtype = s.subtype
+  ON u.company_id = ? AND u.subtype = s.subtype
  AND u.period = p.period AND u.period_start = p.period_start
 WHERE s.subtype IS NOT NULL
 """
-
-
-def chunks(values: Sequence[str]) -> list[Sequence[str]]:
-    return [values[i : i + CHUNK] for i in range(0, len(values), CHUNK)]
-
-
-def marks(values: Sequence[Any]) -> str:
-    return ",".join("?" * len(values))
 
 
 def decode_traits(text: str | None) -> dict[str, Any]:
@@ -130,10 +123,11 @@ def _keys_of(conn: sqlite3.Connection, kind: str, ids: Sequence[str]) -> dict[st
     key_table = TABLES[kind][1]
     out: dict[str, list[EntityKey]] = {}
     for part in chunks(ids):
+        clause, args = in_list("entity_id", part)
         rows = conn.execute(
             f"SELECT entity_id, key, value, created_at FROM {key_table} "
-            f"WHERE entity_id IN ({marks(part)}) ORDER BY created_at, key",
-            tuple(part),
+            f"WHERE {clause} ORDER BY created_at, key",
+            args,
         ).fetchall()
         for entity_id, key, value, created_at in rows:
             out.setdefault(entity_id, []).append(EntityKey(key, value, created_at))
@@ -158,7 +152,18 @@ def current_counters(
 ) -> tuple[UsageCounter, ...]:
     starts = current_starts(now, anchor)
     anchor_at = from_micros(anchor) if anchor is not None else None
-    rows = conn.execute(_CURRENT_COUNTERS, {"company": company_id, **starts}).fetchall()
+    rows = conn.execute(
+        _CURRENT_COUNTERS,
+        (
+            company_id,
+            company_id,
+            starts["day"],
+            starts["week"],
+            starts["month"],
+            starts["billing"],
+            company_id,
+        ),
+    ).fetchall()
     rows.sort(key=lambda row: (row[0], _KIND_ORDER[row[1]]))
     out = []
     for subtype, kind, start, quantity, events in rows:
@@ -185,13 +190,12 @@ def load_companies(
     keys = _keys_of(conn, "company", ids)
     users: dict[str, int] = {}
     for part in chunks(ids):
-        users.update(
-            conn.execute(
-                f"SELECT company_id, COUNT(*) FROM memberships WHERE company_id IN ({marks(part)}) "
-                "GROUP BY company_id",
-                tuple(part),
-            ).fetchall()
-        )
+        clause, args = in_list("company_id", part)
+        for company_id, count in conn.execute(
+            f"SELECT company_id, COUNT(*) FROM memberships WHERE {clause} GROUP BY company_id",
+            args,
+        ).fetchall():
+            users[company_id] = int(count)
     return [
         Company(
             id=row[0],
@@ -230,9 +234,9 @@ def load_users(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> list[
     keys = _keys_of(conn, "user", ids)
     members: dict[str, list[Membership]] = {}
     for part in chunks(ids):
+        clause, args = in_list("m.user_id", part)
         for row in conn.execute(
-            f"{_MEMBERSHIP_SELECT} WHERE m.user_id IN ({marks(part)}) ORDER BY m.created_at, m.id",
-            tuple(part),
+            f"{_MEMBERSHIP_SELECT} WHERE {clause} ORDER BY m.created_at, m.id", args
         ).fetchall():
             members.setdefault(row[3], []).append(_membership(row))
     return [
@@ -306,27 +310,23 @@ _SORTS = {
 }
 
 
-def _like(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
 def entity_filter(kind: str, environment_id: str, where: EntityFilter) -> tuple[str, list[Any]]:
     """The WHERE clause (on alias ``e``) of a list or count."""
     key_table = TABLES[kind][1]
     clauses = ["e.environment_id = ?"]
     args: list[Any] = [environment_id]
     if where.match_none:
-        clauses.append("0")
+        clauses.append(FALSE)
     if where.ids:
-        clauses.append(f"e.id IN ({marks(where.ids)})")
-        args.extend(where.ids)
+        clause, ids_args = in_list("e.id", where.ids)
+        clauses.append(clause)
+        args.extend(ids_args)
     if where.q:
         clauses.append(
-            "(e.name LIKE ? ESCAPE '\\' OR EXISTS (SELECT 1 FROM "
-            f"{key_table} k WHERE k.entity_id = e.id AND k.value LIKE ? ESCAPE '\\'))"
+            f"({contains('e.name')} OR EXISTS (SELECT 1 FROM "
+            f"{key_table} k WHERE k.entity_id = e.id AND {contains('k.value')}))"
         )
-        args.extend((_like(where.q), _like(where.q)))
+        args.extend((like_pattern(where.q), like_pattern(where.q)))
     if kind == "user" and where.company_id is not None:
         clauses.append(
             "EXISTS (SELECT 1 FROM memberships m WHERE m.company_id = ? AND m.user_id = e.id)"

@@ -18,6 +18,7 @@ from tally.pipeline.identities import ProcessingFailed
 from tally.pipeline.process import upsert_entity
 from tally.storage import sqlite_entity_rows as rows
 from tally.storage.base_entities import EntityUpsert, TraitChange
+from tally.storage.sql import in_list
 from tally.storage.sqlite_pipeline import SqliteUnitOfWork
 
 
@@ -92,14 +93,15 @@ def upsert(conn: sqlite3.Connection, kind: str, env: str, change: EntityUpsert, 
             (change.last_seen_at, now, entity_id),
         )
     if change.remove_keys:
-        names = list(change.remove_keys)
+        clause, names = in_list("key", list(change.remove_keys))
         conn.execute(
-            f"DELETE FROM {key_table} WHERE entity_id = ? AND key IN ({rows.marks(names)})",
-            (entity_id, *names),
+            f"DELETE FROM {key_table} WHERE entity_id = ? AND {clause}", (entity_id, *names)
         )
-        left = conn.execute(
-            f"SELECT COUNT(*) FROM {key_table} WHERE entity_id = ?", (entity_id,)
-        ).fetchone()[0]
+        left = int(
+            conn.execute(
+                f"SELECT COUNT(*) FROM {key_table} WHERE entity_id = ?", (entity_id,)
+            ).fetchone()[0]
+        )
         if left == 0:
             raise Invalid(f"remove_keys would leave the {kind} without keys; it must keep one")
     if kind == "user" and (change.companies or change.exact_companies):
@@ -117,11 +119,8 @@ def link_companies(
             raise NotFound(f"no company has the keys {dict(keys)} in this environment")
         company_ids.append(company_id)
     if change.exact_companies:
-        conn.execute(
-            f"DELETE FROM memberships WHERE user_id = ? AND company_id NOT IN "
-            f"({rows.marks(company_ids)})",
-            (user_id, *company_ids),
-        )
+        clause, kept = in_list("company_id", company_ids, negate=True)
+        conn.execute(f"DELETE FROM memberships WHERE user_id = ? AND {clause}", (user_id, *kept))
     for company_id in company_ids:
         ensure_membership(conn, env, company_id, user_id, now)
 
@@ -131,7 +130,7 @@ def ensure_membership(
 ) -> str:
     conn.execute(
         "INSERT INTO memberships (id, environment_id, company_id, user_id, created_at) "
-        "VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING",
+        "VALUES (?,?,?,?,?) ON CONFLICT (company_id, user_id) DO NOTHING",
         (ids.new_id("cmem"), env, company_id, user_id, now),
     )
     row = conn.execute(

@@ -232,9 +232,11 @@ class SqliteUnitOfWork:
             )
             added = many(
                 f"INSERT INTO {key_table} (environment_id, key, value, entity_id, created_at) "
-                "VALUES (?,?,?,?,?) ON CONFLICT (environment_id, key, value) DO NOTHING",
+                "VALUES (?,?,?,?,?) ON CONFLICT (environment_id, key, value) DO UPDATE "
+                f"SET entity_id = excluded.entity_id WHERE {key_table}.entity_id = excluded.entity_id",
                 sorted(inserts[kind]),
             ).rowcount
+            # a key already this entity's counts; one of another entity does not
             if inserts[kind] and added != len(inserts[kind]):
                 raise ConcurrentChange(f"a {kind} key was claimed by another transaction")
         many(
@@ -245,8 +247,8 @@ class SqliteUnitOfWork:
         many(
             "INSERT INTO usage_counters (environment_id, company_id, subtype, period, period_start, "
             "quantity, events) VALUES (?,?,?,?,?,?,?) ON CONFLICT (company_id, subtype, period, "
-            "period_start) DO UPDATE SET quantity = quantity + excluded.quantity, "
-            "events = events + excluded.events",
+            "period_start) DO UPDATE SET quantity = usage_counters.quantity + excluded.quantity, "
+            "events = usage_counters.events + excluded.events",
             [(*key, qty, count) for key, (qty, count) in sorted(changes.counters.items())],
         )
         many(

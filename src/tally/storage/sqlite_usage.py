@@ -1,25 +1,25 @@
 """SQLite usage reads of ``CatalogStore``: a company's feature usage (one
 primary-key counter read per feature) and the names of event previews —
-a mixin of ``SqliteCatalog``."""
+a mixin of ``SqliteCatalog``. The SQL is portable between SQLite and
+PostgreSQL (see ``tally.storage.sql``)."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tally.clock import from_micros, to_micros
 from tally.errors import Invalid, NotFound
 from tally.metering.catalog import FeatureUsage, UsageFilter
 from tally.metering.periods import counter_kind, period_end, period_start
+from tally.storage.sql import contains, in_list, like_pattern
 from tally.storage.sqlite_catalog_rows import (
     ALLOCATION_COLUMNS,
     FEATURE_COLUMNS,
     allocation_from_row,
     company_exists,
     feature_from_row,
-    like,
 )
 
 T = TypeVar("T")
@@ -28,22 +28,34 @@ COUNTER_LOOKUP = (
     "SELECT quantity FROM usage_counters "
     "WHERE company_id = ? AND subtype = ? AND period = ? AND period_start = ?"
 )
-_PREVIEWS = """
-SELECT 'feature', f.id, f.name FROM features f
- WHERE f.environment_id = ?1 AND f.id IN (SELECT value FROM json_each(?2))
-UNION ALL
-SELECT 'company', c.id, COALESCE(NULLIF(c.name, ''), (
-    SELECT k.value FROM company_keys k WHERE k.entity_id = c.id
-     ORDER BY k.created_at, k.key LIMIT 1))
-  FROM companies c
- WHERE c.environment_id = ?1 AND c.id IN (SELECT value FROM json_each(?3))
-UNION ALL
-SELECT 'user', u.id, COALESCE(NULLIF(u.name, ''), (
-    SELECT k.value FROM user_keys k WHERE k.entity_id = u.id
-     ORDER BY k.created_at, k.key LIMIT 1))
-  FROM users u
- WHERE u.environment_id = ?1 AND u.id IN (SELECT value FROM json_each(?4))
-"""
+
+# The preview name of each kind (alias ``e``), followed by the ``e.id IN (…)``
+# condition: a feature's name; a company's or user's name, else its first key.
+_PREVIEW_SELECTS = (
+    "SELECT 'feature', e.id, e.name FROM features e WHERE e.environment_id = ? AND ",
+    "SELECT 'company', e.id, COALESCE(NULLIF(e.name, ''), ("
+    "SELECT k.value FROM company_keys k WHERE k.entity_id = e.id "
+    "ORDER BY k.created_at, k.key LIMIT 1)) "
+    "FROM companies e WHERE e.environment_id = ? AND ",
+    "SELECT 'user', e.id, COALESCE(NULLIF(e.name, ''), ("
+    "SELECT k.value FROM user_keys k WHERE k.entity_id = e.id "
+    "ORDER BY k.created_at, k.key LIMIT 1)) "
+    "FROM users e WHERE e.environment_id = ? AND ",
+)
+
+
+def previews_query(environment_id: str, lists: Sequence[Sequence[str]]) -> tuple[str, list[Any]]:
+    """One ``UNION ALL`` query naming the feature, company and user ids of
+    ``lists`` (in that order; kinds without ids are left out)."""
+    parts: list[str] = []
+    args: list[Any] = []
+    for select, ids_ in zip(_PREVIEW_SELECTS, lists, strict=True):
+        if not ids_:
+            continue
+        clause, values = in_list("e.id", ids_)
+        parts.append(select + clause)
+        args.extend((environment_id, *values))
+    return " UNION ALL ".join(parts), args
 
 
 class SqliteUsage:
@@ -91,11 +103,12 @@ class SqliteUsage:
         ]
         args: list[Any] = [company_id, environment_id]
         if where.feature_ids:
-            clauses.append("f.id IN (SELECT value FROM json_each(?))")
-            args.append(json.dumps(where.feature_ids))
+            clause, values = in_list("f.id", where.feature_ids)
+            clauses.append(clause)
+            args.extend(values)
         if where.q:
-            clauses.append("f.name LIKE ? ESCAPE '\\'")
-            args.append(like(where.q))
+            clauses.append(contains("f.name"))
+            args.append(like_pattern(where.q))
         sql = (
             f"SELECT {FEATURE_COLUMNS}, {ALLOCATION_COLUMNS} FROM features f "
             "LEFT JOIN allocations a ON a.feature_id = f.id AND a.company_id = ? "
@@ -160,12 +173,12 @@ class SqliteUsage:
         lists = [sorted(set(feature_ids)), sorted(set(company_ids)), sorted(set(user_ids))]
         if not any(lists):
             return {}
-        args = (environment_id, *(json.dumps(ids_) for ids_ in lists))
+        sql, args = previews_query(environment_id, lists)
 
         def run(conn: sqlite3.Connection) -> dict[tuple[str, str], str]:
             return {
                 (kind, entity_id): name
-                for kind, entity_id, name in conn.execute(_PREVIEWS, args).fetchall()
+                for kind, entity_id, name in conn.execute(sql, args).fetchall()
                 if name is not None
             }
 
