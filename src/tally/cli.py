@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -34,7 +35,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the HTTP server (the default command)")
     serve.add_argument("--host", help="address to bind (default 127.0.0.1, or TALLY_HOST)")
     serve.add_argument("--port", type=int, help="port to bind (default 8000, or TALLY_PORT)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="HTTP server processes sharing the port (default 1, or TALLY_HTTP_WORKERS)",
+    )
     _add_database(serve)
+
+    migrate = sub.add_parser("migrate", help="bring the database schema up to date, then exit")
+    _add_database(migrate)
 
     worker = sub.add_parser("worker", help="process pending events (without serving HTTP)")
     worker.add_argument(
@@ -104,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return serve(args)
         if command == "keys":
             return asyncio.run(_keys(args))
+        if command == "migrate":
+            return asyncio.run(_migrate(args))
         if command == "worker":
             return asyncio.run(_worker(args))
         if command == "companies":
@@ -246,6 +257,17 @@ async def _worker(args: argparse.Namespace) -> int:
     return result
 
 
+async def _migrate(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+
+    async def run(storage: Storage) -> int:  # starting storage applies the migrations
+        print(f"the schema of {settings.database_url} is up to date")
+        return 0
+
+    result: int = await _with_storage(settings, run)
+    return result
+
+
 async def _bootstrap(storage: Storage) -> tuple[str, str] | None:
     """On a first start (no environment yet): a development environment with a
     secret and a publishable key. Returns the two keys, shown once."""
@@ -261,7 +283,7 @@ def serve(args: argparse.Namespace) -> int:
 
     from tally.api.app import create_app
 
-    settings = _settings(args, host=args.host, port=args.port)
+    settings = _settings(args, host=args.host, port=args.port, http_workers=args.workers)
     first = asyncio.run(_with_storage(settings, _bootstrap))
     shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
     base = f"http://{shown_host}:{settings.port}"
@@ -278,16 +300,26 @@ def serve(args: argparse.Namespace) -> int:
             '  client.track(event="api-call", company={"id": "acme"}, user={"id": "u1"})\n',
             flush=True,
         )
-    app = create_app(settings)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=False,
-        loop="auto",
-        http="auto",
-        lifespan="on",
-        timeout_graceful_shutdown=10,
-    )
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "access_log": False,
+        "loop": "auto",
+        "http": "auto",
+        "lifespan": "on",
+        "timeout_graceful_shutdown": 10,
+    }
+    if settings.http_workers > 1:
+        # each process builds its own app from the environment: hand the
+        # settings down through it
+        os.environ.update(settings.as_environ())
+        uvicorn.run(
+            "tally.api.app:app_from_environment",
+            factory=True,
+            workers=settings.http_workers,
+            **options,
+        )
+    else:
+        uvicorn.run(create_app(settings), **options)
     return 0

@@ -35,6 +35,7 @@ ENV_VARS: tuple[tuple[str, str, str], ...] = (
     ),
     ("commit_max_events", "TALLY_COMMIT_MAX_EVENTS", "most events one group commit holds"),
     ("log_level", "TALLY_LOG_LEVEL", "log level of the server (info, warning, …)"),
+    ("http_workers", "TALLY_HTTP_WORKERS", "HTTP server processes of tally serve"),
     ("worker", "TALLY_WORKER", "run the processing worker inside tally serve (on/off)"),
     (
         "worker_batch_size",
@@ -53,6 +54,7 @@ class Settings:
     sqlite_synchronous: str = "FULL"
     commit_max_events: int = 5000
     log_level: str = "warning"
+    http_workers: int = 1
     worker: bool = True
     worker_batch_size: int = 500
     max_request_bytes: int = 4 * 1024 * 1024
@@ -89,10 +91,20 @@ class Settings:
             raise ConfigError(
                 "TALLY_KEY_CACHE_SECONDS must be a finite number of seconds, 0 or more"
             )
+        if self.http_workers < 1:
+            raise ConfigError("TALLY_HTTP_WORKERS must be at least 1")
         if self.worker_batch_size < 1:
             raise ConfigError("TALLY_WORKER_BATCH_SIZE must be at least 1")
         if self.commit_max_events < 1:
             raise ConfigError("TALLY_COMMIT_MAX_EVENTS must be at least 1")
+
+    def as_environ(self) -> dict[str, str]:
+        """The ``TALLY_…`` variables that rebuild these settings in another process."""
+        out = {}
+        for name, var, _ in ENV_VARS:
+            value = getattr(self, name)
+            out[var] = ("on" if value else "off") if isinstance(value, bool) else str(value)
+        return out
 
 
 def _coerce(var: str, raw: str, kind: Any) -> Any:

@@ -105,3 +105,8 @@ def create_app(
     )
     app.state.tally = state
     return app
+
+
+def app_from_environment() -> Starlette:
+    """The app of one ``tally serve --workers N`` process, from ``TALLY_…`` variables."""
+    return create_app(Settings.from_env())
