@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import os
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -241,8 +242,10 @@ async def _worker(args: argparse.Namespace) -> int:
     async def run(storage: Storage) -> int:
         worker = Worker(storage, batch_size=settings.worker_batch_size)
         if args.burst:
+            started = time.perf_counter()
             done = await worker.run_until_idle()
-            print(f"processed {done} events")
+            seconds = time.perf_counter() - started
+            print(f"processed {done} events in {seconds:.2f} s ({done / max(seconds, 1e-9):.0f}/s)")
             return 0
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
