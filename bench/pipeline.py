@@ -1,0 +1,577 @@
+"""Pipeline benchmark of tally (issue 3; with a PostgreSQL URL, issue 4 too).
+
+In one run, on this machine, it prints:
+
+1. **worker throughput**: events/s that one ``tally worker --burst`` process
+   turns from ``pending`` into ``processed`` (identities, features, counters),
+   on ``--small`` and then ``--large`` stored events;
+2. **usage reads**: p50/p99 of ``GET /feature-usage`` for one company with an
+   allocation, with ``--small`` and with ``--large`` stored events, and their
+   ratio (a usage read is a primary-key look-up: the two should be within 2x);
+3. **event-to-processed latency** (``enriched_at - loaded_at`` of every event
+   of the run, read back from the database) while single-event ``POST
+   /events`` load runs at half the maximum rate measured just before, with
+   the worker running inside ``tally serve`` as it does by default;
+4. with ``--scale`` (meant for PostgreSQL): end-to-end throughput (events
+   stored and processed per second, from the first request until nothing is
+   pending) of 1 API process + 1 worker and of 2 API processes + 2 workers
+   under the same batched load, with the CPU use of the machine.
+
+    .venv/bin/python bench/pipeline.py                       # SQLite, 10k and 1M events
+    .venv/bin/python bench/pipeline.py --quick               # a smoke test
+    .venv/bin/python bench/pipeline.py --database-url postgresql://postgres@127.0.0.1/postgres --scale
+
+With a PostgreSQL URL the bench creates a fresh database on that server
+(``tally_bench_…``) and drops it at the end; the URL's own database is only
+used to create it. wrk comes from Debian's package (``apt-get install wrk``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import re
+import secrets
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from ingest import (
+    ensure_wrk,
+    free_port,
+    log,
+    machine_line,
+    parse_wrk,
+    start_process,
+    stop_process,
+    wait_http,
+)
+from tally.model import NewEvent
+from tally.settings import Settings
+from tally.storage import is_postgres, open_storage
+
+BENCH = Path(__file__).resolve().parent
+PACED_LUA = BENCH / "wrk" / "paced.lua"
+EVENTS_LUA = BENCH / "wrk" / "events.lua"
+HOST = "127.0.0.1"
+SUBTYPES = ("api-call", "page-view", "search", "export")
+
+
+# -- the database ---------------------------------------------------------------
+@contextmanager
+def fresh_database(url: str | None, workdir: Path) -> Iterator[str]:
+    if url is None or not is_postgres(url):
+        path = workdir / "pipeline.db"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        yield f"sqlite:///{path}"
+        return
+    import psycopg
+
+    name = f"tally_bench_{secrets.token_hex(4)}"
+    base = url.rsplit("/", 1)[0]
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def query(database_url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """One read on a fresh connection (sqlite3 or psycopg)."""
+    if is_postgres(database_url):
+        import psycopg
+
+        with psycopg.connect(database_url) as conn:
+            return list(conn.execute(sql.replace("?", "%s"), params).fetchall())
+    conn = sqlite3.connect(database_url.removeprefix("sqlite:///"), timeout=60)
+    try:
+        return list(conn.execute(sql, params).fetchall())
+    finally:
+        conn.close()
+
+
+def tally(database_url: str, *args: str, env: dict[str, str]) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "tally", *args, "--database-url", database_url],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=3600,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"tally {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
+def prefill(database_url: str, env_id: str, count: int, seed: int) -> float:
+    """Store ``count`` pending track events through the storage API; seconds."""
+    rng = random.Random(seed)
+
+    async def run() -> None:
+        storage = open_storage(Settings(database_url=database_url))
+        await storage.start()
+        try:
+            done = 0
+            while done < count:
+                size = min(5000, count - done)
+                now = time.time_ns() // 1000
+                events = []
+                for _ in range(size):
+                    subtype = rng.choice(SUBTYPES)
+                    qty = rng.randint(1, 5)
+                    body = msgspec.json.encode(
+                        {
+                            "event": subtype,
+                            "company": {"id": f"co-{rng.randint(1, 1000)}"},
+                            "user": {"id": f"user-{rng.randint(1, 20000)}"},
+                            "quantity": qty,
+                        }
+                    ).decode()
+                    key = f"pf-{rng.getrandbits(64):016x}" if rng.random() < 0.5 else None
+                    events.append(
+                        NewEvent(
+                            environment_id=env_id,
+                            type="track",
+                            status="pending",
+                            body=body,
+                            quantity=qty,
+                            captured_at=now,
+                            received_at=now,
+                            subtype=subtype,
+                            idempotency_key=key,
+                        )
+                    )
+                await storage.ingest(events)
+                done += size
+        finally:
+            await storage.close()
+
+    started = time.perf_counter()
+    asyncio.run(run())
+    return time.perf_counter() - started
+
+
+def burst(database_url: str, env: dict[str, str]) -> tuple[int, float]:
+    """Run ``tally worker --burst``; (events processed, seconds it reported)."""
+    out = tally(database_url, "worker", "--burst", env=env)
+    match = re.search(r"processed (\d+) events in ([\d.]+) s", out)
+    if not match:
+        raise RuntimeError(f"unexpected worker output: {out!r}")
+    return int(match.group(1)), float(match.group(2))
+
+
+def check_counters(database_url: str) -> None:
+    """The all-time counters equal a recount from the processed events."""
+    counted = dict(
+        (tuple(r[:2]), int(r[2]))
+        for r in query(
+            database_url,
+            "SELECT company_id, subtype, quantity FROM usage_counters WHERE period = 'all_time'",
+        )
+    )
+    recount = dict(
+        (tuple(r[:2]), int(r[2]))
+        for r in query(
+            database_url,
+            "SELECT company_id, subtype, SUM(quantity) FROM events WHERE status = 'processed' "
+            "AND type = 'track' AND company_id IS NOT NULL GROUP BY company_id, subtype",
+        )
+    )
+    if counted != recount:
+        raise RuntimeError("usage counters differ from a recount of the processed events")
+
+
+# -- servers and load -------------------------------------------------------------
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    base: str
+
+
+def serve(
+    database_url: str, workdir: Path, env: dict[str, str], *, worker: bool, http_workers: int = 1
+) -> Server:
+    port = free_port()
+    log_path = workdir / f"server-{port}.log"
+    proc = start_process(
+        [
+            sys.executable,
+            "-m",
+            "tally",
+            "serve",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--workers",
+            str(http_workers),
+            "--database-url",
+            database_url,
+        ],
+        log_path,
+        {**env, "TALLY_WORKER": "on" if worker else "off"},
+    )
+    base = f"http://{HOST}:{port}"
+    wait_http(f"{base}/health", proc, log_path, timeout=60)
+    return Server(proc, base)
+
+
+def wrk(url: str, connections: int, seconds: int, *extra: str) -> Any:
+    cmd = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--latency",
+        "--timeout",
+        "10s",
+        *extra,
+        url,
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120)
+    if "Requests/sec" not in done.stdout:
+        raise RuntimeError(f"wrk failed:\n{done.stdout}\n{done.stderr}")
+    return parse_wrk(done.stdout)
+
+
+def wrk_script(url: str, script: Path, connections: int, seconds: int, *args: str) -> Any:
+    cmd = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--latency",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+        url,
+        "--",
+        *args,
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120)
+    if "Requests/sec" not in done.stdout:
+        raise RuntimeError(f"wrk failed:\n{done.stdout}\n{done.stderr}")
+    return parse_wrk(done.stdout)
+
+
+def http_json(method: str, url: str, key: str, body: Any = None) -> Any:
+    data = None if body is None else msgspec.json.encode(body)
+    req = urllib.request.Request(url, data=data, method=method)
+    req.add_header("X-Schematic-Api-Key", key)
+    req.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return msgspec.json.decode(resp.read())["data"]
+
+
+def wait_drained(database_url: str, timeout: float) -> float | None:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if not query(database_url, "SELECT 1 FROM events WHERE status = 'pending' LIMIT 1"):
+            return time.monotonic() - started
+        time.sleep(0.2)
+    return None
+
+
+class Cpu:
+    """Share of the machine's CPU time used between start and stop."""
+
+    def __init__(self) -> None:
+        self._start = self._read()
+
+    @staticmethod
+    def _read() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+        idle = fields[3] + fields[4]
+        return sum(fields), idle
+
+    def used(self) -> float:
+        total, idle = self._read()
+        dt, di = total - self._start[0], idle - self._start[1]
+        return 1.0 - di / dt if dt else 0.0
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+# -- the run -------------------------------------------------------------------------
+def usage_reads(
+    database_url: str, workdir: Path, env: dict[str, str], key: str, seconds: int
+) -> tuple[float, float, float]:
+    """(req/s, p50 ms, p99 ms) of GET /feature-usage for co-1."""
+    server = serve(database_url, workdir, env, worker=False)
+    try:
+        company = http_json("GET", f"{server.base}/companies/lookup?keys[id]=co-1", key)["id"]
+        listed = http_json("GET", f"{server.base}/features", key)
+        if not [f for f in listed if f.get("event_subtype") == "api-call"]:
+            feature = http_json(
+                "POST",
+                f"{server.base}/features",
+                key,
+                {"name": "API calls", "feature_type": "event", "event_subtype": "api-call"},
+            )
+            http_json(
+                "POST",
+                f"{server.base}/company-overrides",
+                key,
+                {
+                    "company_id": company,
+                    "feature_id": feature["id"],
+                    "value_type": "numeric",
+                    "value_numeric": 1_000_000,
+                    "metric_period": "current_month",
+                },
+            )
+        url = f"{server.base}/feature-usage?company_id={company}"
+        usage = http_json("GET", url, key)
+        log(
+            f"  usage of co-1: {[(u.get('feature', {}).get('name'), u.get('usage')) for u in usage]}"
+        )
+        wrk(url, 8, 2, "-H", f"X-Schematic-Api-Key: {key}")
+        res = wrk(url, 8, seconds, "-H", f"X-Schematic-Api-Key: {key}")
+        return res.rps, res.latency_ms.get(50, float("nan")), res.latency_ms.get(99, float("nan"))
+    finally:
+        stop_process(server.proc)
+
+
+def latency_at_half(
+    database_url: str, workdir: Path, env: dict[str, str], key: str, seconds: int, conns: int
+) -> dict[str, float]:
+    server = serve(database_url, workdir, env, worker=False)
+    try:
+        peak = wrk_script(f"{server.base}/events", PACED_LUA, conns, seconds, key, "0", "peak")
+    finally:
+        stop_process(server.proc)
+    drained = wait_drained(database_url, 0)  # the worker was off: drain with a burst
+    if drained is None:
+        burst(database_url, env)
+    target = peak.rps / 2
+    server = serve(database_url, workdir, env, worker=True)
+    try:
+        # each connection waits ``delay`` ms, then its request takes about the
+        # latency L: rate = C / (delay + L). Calibrate L with short trials.
+        delay = max(0.0, conns * 1000.0 / target - peak.latency_ms.get(50, 0.0))
+        for _ in range(2):
+            trial = wrk_script(
+                f"{server.base}/events", PACED_LUA, conns, 3, key, f"{delay:.0f}", "trial"
+            )
+            took = max(0.0, conns * 1000.0 / max(trial.rps, 1.0) - delay)
+            delay = max(0.0, conns * 1000.0 / target - took)
+        wait_drained(database_url, 120)
+        t0 = time.time_ns() // 1000
+        paced = wrk_script(
+            f"{server.base}/events", PACED_LUA, conns, seconds, key, f"{delay:.0f}", "paced"
+        )
+        t1 = time.time_ns() // 1000
+        backlog = wait_drained(database_url, 300)
+    finally:
+        stop_process(server.proc)
+    lags = [
+        (row[0] - row[1]) / 1000.0
+        for row in query(
+            database_url,
+            "SELECT enriched_at, loaded_at FROM events WHERE status = 'processed' "
+            "AND loaded_at BETWEEN ? AND ?",
+            (t0, t1),
+        )
+    ]
+    return {
+        "peak": peak.rps,
+        "target": target,
+        "achieved": paced.rps,
+        "p50": percentile(lags, 50),
+        "p99": percentile(lags, 99),
+        "events": float(len(lags)),
+        "drain": backlog if backlog is not None else float("nan"),
+        "http_p99": paced.latency_ms.get(99, float("nan")),
+    }
+
+
+def scale(
+    database_url: str, workdir: Path, env: dict[str, str], key: str, seconds: int, apis: int
+) -> dict[str, float]:
+    """End-to-end throughput with ``apis`` API processes and as many workers."""
+    before = int(query(database_url, "SELECT COUNT(*) FROM events")[0][0])
+    server = serve(database_url, workdir, env, worker=False, http_workers=apis)
+    workers = [
+        start_process(
+            [sys.executable, "-m", "tally", "worker", "--database-url", database_url],
+            workdir / f"worker-{apis}-{i}.log",
+            env,
+        )
+        for i in range(apis)
+    ]
+    cpu = Cpu()
+    started = time.monotonic()
+    try:
+        load = wrk_script(
+            f"{server.base}/event-batch",
+            EVENTS_LUA,
+            16,
+            seconds,
+            "event-batch",
+            "100",
+            key,
+            f"scale{apis}-{secrets.token_hex(3)}",
+            "0.5",
+            "0.05",
+            str(apis),
+        )
+        drain = wait_drained(database_url, 600)
+        elapsed = time.monotonic() - started
+        used = cpu.used()
+    finally:
+        stop_process(server.proc)
+        for proc in workers:
+            stop_process(proc)
+    stored = int(query(database_url, "SELECT COUNT(*) FROM events")[0][0]) - before
+    return {
+        "ingest": load.rps * 100,
+        "stored": float(stored),
+        "seconds": elapsed,
+        "end_to_end": stored / elapsed,
+        "drain": drain if drain is not None else float("nan"),
+        "cpu": used,
+        "non2xx": float(load.non2xx),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--database-url", help="sqlite:///… (default: a temp file) or postgresql://…"
+    )
+    parser.add_argument("--small", type=int, default=10_000)
+    parser.add_argument("--large", type=int, default=1_000_000)
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--scale", action="store_true", help="compare 1+1 with 2+2 processes")
+    parser.add_argument("--quick", action="store_true", help="small sizes, short runs")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.small, args.large, args.duration = 2_000, 20_000, 3
+    ensure_wrk()
+    env = {**os.environ, "TALLY_LOG_LEVEL": "warning", "TALLY_KEY_CACHE_SECONDS": "5"}
+    workdir = Path(tempfile.mkdtemp(prefix="tally-pipeline-"))
+    results: dict[str, Any] = {}
+    try:
+        with fresh_database(args.database_url, workdir) as url:
+            backend = "PostgreSQL" if is_postgres(url) else "SQLite"
+            key = tally(url, "keys", "create", "--environment", "development", env=env)
+            key = key.strip().splitlines()[-1]
+            env_id = query(url, "SELECT id FROM environments WHERE name = 'development'")[0][0]
+
+            log(f"{backend}: prefilling {args.small:,} pending events")
+            prefill(url, env_id, args.small, seed=1)
+            n, secs = burst(url, env)
+            results["burst_small"] = (n, secs)
+            log(f"  one worker processed {n:,} in {secs:.1f} s = {n / secs:,.0f}/s")
+            check_counters(url)
+            results["usage_small"] = usage_reads(url, workdir, env, key, args.duration)
+            log(
+                "  usage read: {:,.0f} req/s, p50 {:.2f} ms, p99 {:.2f} ms".format(
+                    *results["usage_small"]
+                )
+            )
+
+            log(f"prefilling {args.large - args.small:,} more pending events")
+            prefill(url, env_id, args.large - args.small, seed=2)
+            n, secs = burst(url, env)
+            results["burst_large"] = (n, secs)
+            log(f"  one worker processed {n:,} in {secs:.1f} s = {n / secs:,.0f}/s")
+            check_counters(url)
+            results["usage_large"] = usage_reads(url, workdir, env, key, args.duration)
+            log(
+                "  usage read: {:,.0f} req/s, p50 {:.2f} ms, p99 {:.2f} ms".format(
+                    *results["usage_large"]
+                )
+            )
+
+            log("event-to-processed latency at half the peak single-event rate")
+            results["latency"] = latency_at_half(
+                url, workdir, env, key, args.duration, args.connections
+            )
+            if args.scale:
+                for apis in (1, 2):
+                    log(f"end to end with {apis} API process(es) and {apis} worker(s)")
+                    results[f"scale{apis}"] = scale(url, workdir, env, key, args.duration, apis)
+                    log(f"  {results[f'scale{apis}']}")
+            check_counters(url)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    report(results, backend, args)
+    return 0
+
+
+def report(results: dict[str, Any], backend: str, args: argparse.Namespace) -> None:
+    line = "-" * 78
+    print(line)
+    print(f"tally pipeline benchmark on {backend} — {machine_line()}")
+    print(line)
+    for label, (n, secs) in (
+        (f"one worker, {args.small:,} events", results["burst_small"]),
+        (f"one worker, {args.large - args.small:,} more events", results["burst_large"]),
+    ):
+        print(f"  {label:<44}{n / secs:>10,.0f} events/s  ({n:,} in {secs:.1f} s)")
+    small, large = results["usage_small"], results["usage_large"]
+    print(
+        f"  usage read p99 with {args.small:>9,} events   {small[2]:>8.2f} ms  (p50 {small[1]:.2f} ms, {small[0]:,.0f} req/s)"
+    )
+    print(
+        f"  usage read p99 with {args.large:>9,} events   {large[2]:>8.2f} ms  (p50 {large[1]:.2f} ms, {large[0]:,.0f} req/s)"
+    )
+    ratio = large[2] / small[2] if small[2] else float("nan")
+    print(
+        f"  ratio large/small p99                       {ratio:>8.2f}x  target <= 2x  {'met' if ratio <= 2 else 'MISSED'}"
+    )
+    lat = results["latency"]
+    print(
+        f"  single-event peak {lat['peak']:,.0f}/s; paced at {lat['achieved']:,.0f}/s "
+        f"(target {lat['target']:,.0f}/s)"
+    )
+    print(
+        f"  event-to-processed latency p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms "
+        f"over {lat['events']:,.0f} events (HTTP p99 {lat['http_p99']:.1f} ms)"
+    )
+    for apis in (1, 2):
+        res = results.get(f"scale{apis}")
+        if res:
+            print(
+                f"  {apis} API + {apis} worker: end to end {res['end_to_end']:,.0f} events/s "
+                f"({res['stored']:,.0f} events in {res['seconds']:.1f} s; ingest "
+                f"{res['ingest']:,.0f}/s; CPU {res['cpu']:.0%} of the machine; non-2xx "
+                f"{res['non2xx']:.0f})"
+            )
+    if "scale1" in results and "scale2" in results:
+        r = results["scale2"]["end_to_end"] / results["scale1"]["end_to_end"]
+        print(
+            f"  2+2 / 1+1 end-to-end throughput              {r:>8.2f}x  target >= 1x  {'met' if r >= 1 else 'MISSED'}"
+        )
+    print(line)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
