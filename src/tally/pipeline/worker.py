@@ -11,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
+
+import psycopg
 
 from tally.storage.base import Storage
 
 log = logging.getLogger(__name__)
 
-# Errors that come from an event's content or from processing code, not from
-# the database being unavailable.
+# Errors that come from an event's content or from processing code (a row
+# the database refuses), not from the database being unavailable.
 EVENT_ERRORS: tuple[type[BaseException], ...] = (
     ArithmeticError,
     AssertionError,
@@ -26,6 +29,10 @@ EVENT_ERRORS: tuple[type[BaseException], ...] = (
     KeyError,
     TypeError,
     ValueError,
+    sqlite3.IntegrityError,
+    sqlite3.DataError,
+    psycopg.errors.IntegrityError,
+    psycopg.DataError,
 )
 
 
