@@ -38,10 +38,11 @@ function request()
     ring[(counter % 512) + 1] = k
     key = string.format(',"idempotency_key":"%s"', k)
   end
+  local company = math.random(1, 1000) -- 1,000 companies of 20 users each
   local body = string.format(
     '{"event_type":"track","body":{"event":"%s","company":{"id":"co-%d"},'
-      .. '"user":{"id":"user-%d"},"quantity":%d}%s}',
-    subtypes[math.random(#subtypes)], math.random(1, 1000), math.random(1, 20000),
+      .. '"user":{"id":"user-%d-%d"},"quantity":%d}%s}',
+    subtypes[math.random(#subtypes)], company, company, math.random(1, 20),
     math.random(1, 5), key)
   return wrk.format(nil, nil, nil, body)
 end

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -52,10 +53,11 @@ def from_micros(micros: int) -> datetime:
 
 def format_micros(micros: int) -> str:
     """RFC 3339 text with an explicit ``Z``, microsecond precision."""
-    at = from_micros(micros)
+    seconds, fraction = divmod(micros, 1_000_000)
+    t = time.gmtime(seconds)
     return (
-        f"{at.year:04d}-{at.month:02d}-{at.day:02d}T{at.hour:02d}:{at.minute:02d}:"
-        f"{at.second:02d}.{at.microsecond:06d}Z"
+        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:"
+        f"{t.tm_sec:02d}.{fraction:06d}Z"
     )
 
 

@@ -1,41 +1,32 @@
 """Object ids: a prefix plus a time-sortable random part.
 
-The random part is a ULID (48-bit millisecond timestamp + 80 random bits in
-Crockford base32). Within one process ids are strictly increasing, so the
-events index grows at its end.
+The part is 128 bits in 32 lower-case hex digits: a 48-bit millisecond
+timestamp, then 80 random bits. Within one process ids are strictly
+increasing (the random part counts up inside a millisecond), so the events
+index grows at its end; across processes they sort by millisecond.
 """
 
 from __future__ import annotations
 
-import base64
 import os
 import secrets
 import threading
 import time
 
-# RFC 4648 base32 (in C), re-lettered to Crockford's alphabet, whose ASCII
-# order follows the digits' values: text order is numeric order.
-_CROCKFORD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", "0123456789abcdefghjkmnpqrstvwxyz")
-
-
-ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+PART_LENGTH = 32
 
 
 def decode(part: str) -> int:
-    """The 128-bit value of a 26-character id part (inverse of ``_encode``)."""
-    value = 0
-    for ch in part:
-        value = value * 32 + ALPHABET.index(ch)
-    return value >> 2  # 26 characters carry 130 bits, the last two are padding
+    """The 128-bit value of an id's part."""
+    return int(part, 16)
 
 
 def _encode(value: int) -> str:
-    """128 bits → 26 base32 characters, most significant first."""
-    return base64.b32encode(value.to_bytes(16, "big")).decode("ascii")[:26].translate(_CROCKFORD)
+    return f"{value:032x}"
 
 
 class IdGenerator:
-    """Monotonic ULID generator (thread-safe)."""
+    """Monotonic generator of id parts (thread-safe)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

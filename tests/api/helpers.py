@@ -50,7 +50,7 @@ REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
     "inference": ("company", "input_tokens", "output_tokens", "provider", "response_model"),
 }
 
-EVENT_ID = re.compile(r"^evt_[0-9a-z]{26}$")
+EVENT_ID = re.compile(r"^evt_[0-9a-f]{32}$")
 TIMESTAMP_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
 

@@ -1,4 +1,4 @@
-"""``tally.ids``: a prefix plus a 26-character, time-sortable ULID part."""
+"""``tally.ids``: a prefix plus a 32-hex-digit, time-sortable part."""
 
 from __future__ import annotations
 
@@ -9,18 +9,18 @@ from itertools import pairwise
 
 from tally import ids
 
-ULID_PART = re.compile(r"^[0-9a-hjkmnp-tv-z]{26}$")  # Crockford base32, lower case
+ULID_PART = re.compile(r"^[0-9a-f]{32}$")  # 48-bit ms timestamp + 80 random bits, hex
 
 
 def decode(part: str) -> int:
     return ids.decode(part)
 
 
-def test_id_is_prefix_underscore_and_26_characters() -> None:
+def test_id_is_prefix_underscore_and_32_hex_digits() -> None:
     event_id = ids.new_id("evt")
     prefix, part = event_id.split("_", 1)
     assert prefix == "evt"
-    assert len(part) == 26
+    assert len(part) == 32
     assert ULID_PART.match(part)
 
 
@@ -28,7 +28,7 @@ def test_prefixes_are_kept_verbatim() -> None:
     for prefix in ("env", "comp", "user", "feat", "wh", "key"):
         made = ids.new_id(prefix)
         assert made.startswith(prefix + "_")
-        assert len(made) == len(prefix) + 1 + 26
+        assert len(made) == len(prefix) + 1 + 32
 
 
 def test_ids_are_strictly_increasing_within_a_process() -> None:

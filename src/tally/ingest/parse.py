@@ -8,7 +8,7 @@ the valid events beside it are stored and the SDK does not retry the batch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -42,10 +42,10 @@ class Context:
     remote_ip: str = ""
     user_agent: str = ""
     max_event_body_bytes: int = 32 * 1024
+    received_us: int = field(init=False)
 
-    @property
-    def received_us(self) -> int:
-        return to_micros(self.received_at)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "received_us", to_micros(self.received_at))
 
 
 def describe_validation(err: msgspec.ValidationError, root: str) -> str:
@@ -121,7 +121,7 @@ def build_event(
         status="pending",
         body=raw.decode("utf-8", "replace"),
         quantity=1,
-        captured_at=to_micros(captured),
+        captured_at=ctx.received_us if captured is ctx.received_at else to_micros(captured),
         received_at=ctx.received_us,
         idempotency_key=key,
         sent_at=to_micros(sent_at) if sent_at is not None else None,

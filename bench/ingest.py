@@ -1,0 +1,1082 @@
+"""Ingestion benchmark of tally (issue 2's last acceptance point).
+
+In one run, on this machine:
+
+1. fills a fresh SQLite database with ``--events`` events (default 1,000,000;
+   half with idempotency keys, all still inside the 24-hour key window) straight
+   through ``insert_events``, marks them processed (history the worker is done
+   with), creates a secret key with the CLI, and starts the real server on it
+   (``python -m tally serve``, its processing worker on unless ``--worker off``);
+2. drives it with ``wrk`` (a distinct body on every request, see
+   ``bench/wrk/events.lua``; half of the events carry an idempotency key and
+   5% reuse a recently-sent one) for single ``POST /events``,
+   ``POST /event-batch`` (100 events) and ``POST /batch`` (100 events), after a
+   warm-up each, checking that the rows stored match the events sent minus
+   the duplicates;
+3. measures two ceilings: the storage ceiling (one Python loop, ``executemany``
+   in batches of 1000 into a fresh table with the same columns and only a
+   primary key, same pragmas, a commit per batch) and the HTTP ceiling (a
+   trivial JSON endpoint on Starlette + uvicorn with tally's server options,
+   ``bench/ceiling_app.py``, driven by wrk with the same connections);
+4. prints events/s, p50/p99 latency and non-2xx counts per mode, the ceilings,
+   and the ratios against their targets. It reports; it does not assert (exit 0).
+
+The machine may be shared: before each measurement the bench waits a little
+for other processes to leave the CPUs alone, and reports how many cores they
+used during each measurement anyway ("others").
+
+    .venv/bin/python bench/ingest.py                # the full run (3-5 minutes when quiet)
+    .venv/bin/python bench/ingest.py --quick        # a smoke test (about 40 seconds)
+    .venv/bin/python bench/ingest.py --worker off   # ingestion alone, no processing
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import re
+import secrets
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from tally import ids
+from tally.model import NewEvent
+from tally.storage.sqlite import insert_events
+from tally.storage.sqlite_schema import connect
+
+BENCH_DIR = Path(__file__).resolve().parent
+LUA_SCRIPT = BENCH_DIR / "wrk" / "events.lua"
+CEILING_APP = BENCH_DIR / "ceiling_app.py"
+HOST = "127.0.0.1"
+T = TypeVar("T")
+
+SUBTYPES = ("api-call", "page-view", "search", "export", "login", "upload", "download", "message")
+KEY_RATE = 0.5  # share of events that carry an idempotency key
+DUP_RATE = 0.05  # share of events that reuse a recently-sent key (inside KEY_RATE)
+STORAGE_TARGET = 0.20  # batched ingest ≥ 20% of the storage ceiling
+HTTP_TARGET = 0.50  # single-event ingest ≥ 50% of the HTTP ceiling
+DISTURBED = 0.25  # cores used by other processes above which a measurement is redone
+
+# The columns insert_events writes, in its order (tally/storage/sqlite.py).
+CEILING_INSERT = (
+    "INSERT INTO events (id, environment_id, type, subtype, status, body, quantity, "
+    "idempotency_key, sent_at, captured_at, loaded_at, updated_at, trusted_client_clock, "
+    "backfill, error_message, api_key_id, remote_ip, user_agent, company_id, user_id, flag_id) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str  # the Lua script's mode
+    label: str
+    path: str
+    per_request: int
+
+
+MODES = (
+    Mode("single", "POST /events (1 event)", "/events", 1),
+    Mode("event-batch", "POST /event-batch (100)", "/event-batch", 100),
+    Mode("capture", "POST /batch (100)", "/batch", 100),
+)
+
+
+@dataclass
+class WrkResult:
+    requests: int = 0
+    seconds: float = 0.0
+    rps: float = 0.0
+    latency_ms: dict[int, float] = field(default_factory=dict)  # percentile -> ms
+    non2xx: int = 0
+    socket_errors: dict[str, int] = field(default_factory=dict)
+    counters: dict[str, int] = field(default_factory=dict)  # from the Lua done()
+    others: float | None = None  # cores other processes used meanwhile (see OtherLoad)
+    output: str = ""
+
+    @property
+    def socket_error_total(self) -> int:
+        return sum(self.socket_errors.values())
+
+
+@dataclass
+class ModeResult:
+    mode: Mode
+    connections: int
+    wrk: WrkResult
+    stored: int  # rows the run added to the events table
+    expected: int  # events sent minus the duplicates among them
+    pending: int  # events still pending (not yet processed) right after the run
+    drain_s: float | None  # seconds the worker then took to process them (None: not waited)
+
+    @property
+    def events_per_s(self) -> float:
+        return self.wrk.rps * self.mode.per_request
+
+
+# -- small helpers ------------------------------------------------------------
+def _cpu_ticks() -> dict[int, tuple[int, int]]:
+    """pid -> (parent pid, CPU ticks used so far) for every process (Linux /proc)."""
+    out: dict[int, tuple[int, int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            text = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = text.rsplit(")", 1)[1].split()
+        out[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    return out
+
+
+class OtherLoad:
+    """How many cores processes other than this bench and its children kept
+    busy during a measurement: the machine may be shared, and this says how
+    much to trust a figure. Processes that start and end in between are missed."""
+
+    def __init__(self) -> None:
+        self._start = _cpu_ticks() if Path("/proc/self/stat").exists() else {}
+        self._t0 = time.monotonic()
+
+    def cores(self) -> float | None:
+        if not self._start:
+            return None
+        end = _cpu_ticks()
+        elapsed = time.monotonic() - self._t0
+        mine = {os.getpid()}
+        grew = True
+        while grew:
+            grew = False
+            for pid, (ppid, _) in end.items():
+                if ppid in mine and pid not in mine:
+                    mine.add(pid)
+                    grew = True
+        used = 0
+        for pid, (_, ticks) in end.items():
+            if pid not in mine:
+                used += ticks - self._start.get(pid, (0, 0))[1]
+        return max(used, 0) / os.sysconf("SC_CLK_TCK") / max(elapsed, 1e-9)
+
+
+def wait_quiet(cfg: Config, threshold: float = 0.15) -> None:
+    """Wait, at most ``cfg.quiet_wait`` seconds and only while the run's waiting
+    budget lasts, until processes outside the bench use less than ``threshold``
+    cores over one second (the machine may be shared)."""
+    max_wait = min(cfg.quiet_wait, cfg.quiet_budget)
+    if max_wait <= 0:
+        return
+    start = time.monotonic()
+    waited = False
+    try:
+        while True:
+            probe = OtherLoad()
+            time.sleep(1.0)
+            cores = probe.cores()
+            if cores is None or cores < threshold:
+                if waited:
+                    log("  the machine is quiet again")
+                return
+            if time.monotonic() - start >= max_wait:
+                log(f"  other processes still use {cores:.2f} cores; measuring anyway")
+                return
+            if not waited:
+                log(f"  other processes use {cores:.2f} cores; waiting up to {max_wait:.0f} s")
+                waited = True
+    finally:
+        cfg.quiet_budget -= time.monotonic() - start
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.name != "posix" or os.geteuid() != 0:
+        sys.exit(
+            "bench/ingest.py needs wrk, which is not installed. Install it with "
+            "`sudo apt-get install -y wrk` (Debian/Ubuntu; `brew install wrk` on macOS), "
+            "then run the bench again."
+        )
+    log("wrk is missing; installing it with apt-get (running as root)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", "wrk"]
+    if subprocess.run(install, env=env, capture_output=True, timeout=600).returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
+        done = subprocess.run(install, env=env, capture_output=True, text=True, timeout=600)
+        if done.returncode != 0:
+            sys.exit(f"could not install wrk with apt-get:\n{done.stderr[-2000:]}")
+    found = shutil.which("wrk")
+    if not found:
+        sys.exit("apt-get reported success but wrk is still not on PATH")
+    return found
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], log_path: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: the server exited early:\n{log_path.read_text()[-4000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer 200 within {timeout:.0f}s")
+
+
+def start_process(cmd: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    with open(log_path, "ab") as out:
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
+    """Stop one process this bench started (by its own handle, nothing else)."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def track_body(rng: random.Random) -> tuple[str, str, int]:
+    """A track body like bench/wrk/events.lua's: 20,000 users, each always in
+    the same one of 1,000 companies."""
+    subtype = rng.choice(SUBTYPES)
+    quantity = rng.randint(1, 5)
+    user = rng.randint(1, 20000)
+    body = (
+        f'{{"event":"{subtype}","company":{{"id":"co-{user % 1000 + 1}"}},'
+        f'"user":{{"id":"user-{user}"}},'
+        f'"traits":{{"plan":"pro","region":"eu-west"}},"quantity":{quantity}}}'
+    )
+    return body, subtype, quantity
+
+
+def events_table_sql(db_path: Path) -> str:
+    """``CREATE TABLE events`` as tally's migrations left it in ``db_path``
+    (columns only: no secondary index comes with it)."""
+    conn = sqlite3.connect(db_path)
+    try:
+        row = conn.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'events'"
+        ).fetchone()
+    finally:
+        conn.close()
+    if row is None:
+        raise RuntimeError(f"no events table in {db_path}")
+    return str(row[0])
+
+
+def remove_db(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def count_events(db_path: Path, where: str = "") -> int:
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
+    try:
+        return int(conn.execute(f"SELECT count(*) FROM events {where}").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def count_pending(db_path: Path) -> int:
+    return count_events(db_path, "WHERE status = 'pending'")
+
+
+def wait_drained(db_path: Path, timeout: float) -> float | None:
+    """Seconds until no event is pending (the worker caught up); None on timeout."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if count_pending(db_path) == 0:
+            return time.monotonic() - start
+        time.sleep(0.25)
+    return None
+
+
+# -- 1. the database ----------------------------------------------------------
+def create_secret_key(database_url: str, env: dict[str, str]) -> str:
+    cmd = [
+        sys.executable,
+        "-m",
+        "tally",
+        "keys",
+        "create",
+        "--environment",
+        "development",
+        "--database-url",
+        database_url,
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    if done.returncode != 0:
+        raise RuntimeError(f"tally keys create failed:\n{done.stderr}")
+    return done.stdout.strip().splitlines()[-1]
+
+
+def key_record(db_path: Path, key: str) -> tuple[str, str]:
+    """(api key id, environment id) of ``key``, found by its stored prefix."""
+    conn = sqlite3.connect(db_path)
+    try:
+        rows = conn.execute("SELECT id, environment_id, prefix FROM api_keys").fetchall()
+    finally:
+        conn.close()
+    for key_id, env_id, prefix in rows:
+        if key.startswith(prefix):
+            return key_id, env_id
+    raise RuntimeError("the key the CLI printed is not in the database")
+
+
+def prefill(
+    db_path: Path, count: int, env_id: str, key_id: str, hours: float, processed: bool
+) -> float:
+    """Store ``count`` events through ``insert_events`` in chunks; returns seconds.
+
+    Their receipt times are spread over the last ``hours`` hours (all inside the
+    24-hour idempotency window by default, so every prefill key stays in the
+    key table while the server runs). With ``processed``, each chunk is then
+    marked ``processed`` as the pipeline would have left it long ago, so that
+    the server's worker does not spend the bench working off a backlog of a
+    million history events (the entities they name are not created)."""
+    rng = random.Random(20240501)
+    conn = connect(str(db_path), synchronous="OFF")
+    start = time.perf_counter()
+    now_us = time.time_ns() // 1000
+    first_us = now_us - int(hours * 3600 * 1_000_000)
+    step = (now_us - first_us) / max(count, 1)
+    chunk = 10_000
+    done = 0
+    next_report = time.monotonic() + 5
+    try:
+        while done < count:
+            size = min(chunk, count - done)
+            events = []
+            at = first_us
+            for i in range(done, done + size):
+                at = first_us + int(i * step)
+                body, subtype, quantity = track_body(rng)
+                key = f"prefill-{rng.getrandbits(64):016x}" if rng.random() < KEY_RATE else None
+                events.append(
+                    NewEvent(
+                        environment_id=env_id,
+                        type="track",
+                        status="pending",
+                        body=body,
+                        quantity=quantity,
+                        captured_at=at,
+                        received_at=at,
+                        subtype=subtype,
+                        idempotency_key=key,
+                        sent_at=at,
+                        api_key_id=key_id,
+                        remote_ip=HOST,
+                        user_agent="tally-bench/prefill",
+                    )
+                )
+            conn.execute("BEGIN IMMEDIATE")
+            insert_events(conn, [events], at)
+            if processed:
+                conn.execute(
+                    "UPDATE events SET status = 'processed', enriched_at = loaded_at "
+                    "WHERE status = 'pending'"
+                )
+            conn.execute("COMMIT")
+            done += size
+            if time.monotonic() >= next_report:
+                rate = done / (time.perf_counter() - start)
+                log(f"  prefill: {done:,}/{count:,} events ({rate:,.0f}/s)")
+                next_report = time.monotonic() + 5
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+    return time.perf_counter() - start
+
+
+# -- 3. the ceilings ----------------------------------------------------------
+@dataclass
+class StorageCeiling:
+    rate: float  # rows/s, timing only executemany + COMMIT
+    loop_rate: float  # rows/s of the whole loop, building the rows included
+    rows: int
+    others: float | None  # cores other processes used meanwhile
+
+
+def storage_ceiling(db_path: Path, table_sql: str, seconds: float, max_rows: int) -> StorageCeiling:
+    """Rows/s of one Python loop: executemany in batches of 1000, a commit per
+    batch, WAL and synchronous=FULL, into a fresh table with only a primary key."""
+    rng = random.Random(7)
+    others = OtherLoad()
+    conn = connect(str(db_path), synchronous="FULL")
+    try:
+        conn.execute(table_sql)
+        env_id = ids.new_id("env")
+        key_id = ids.new_id("key")
+        timed = 0.0
+        rows = 0
+        loop_start = time.perf_counter()
+        while (timed < seconds or rows == 0) and rows < max_rows:
+            now_us = time.time_ns() // 1000
+            batch = []
+            for _ in range(1000):
+                body, subtype, quantity = track_body(rng)
+                key = f"ceil-{rng.getrandbits(64):016x}" if rng.random() < KEY_RATE else None
+                batch.append(
+                    (
+                        ids.new_id("evt"),
+                        env_id,
+                        "track",
+                        subtype,
+                        "pending",
+                        body,
+                        quantity,
+                        key,
+                        now_us,
+                        now_us,
+                        now_us,
+                        now_us,
+                        0,
+                        0,
+                        None,
+                        key_id,
+                        HOST,
+                        "tally-bench/ceiling",
+                        None,
+                        None,
+                        None,
+                    )
+                )
+            t0 = time.perf_counter()
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(CEILING_INSERT, batch)
+            conn.execute("COMMIT")
+            timed += time.perf_counter() - t0
+            rows += len(batch)
+        loop = time.perf_counter() - loop_start
+    finally:
+        conn.close()
+    return StorageCeiling(rows / timed, rows / loop, rows, others.cores())
+
+
+# -- 2. wrk -------------------------------------------------------------------
+_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def parse_wrk(output: str) -> WrkResult:
+    res = WrkResult(output=output)
+    if m := re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)\b", output):
+        res.requests = int(m.group(1))
+        res.seconds = float(m.group(2)) * _UNITS_MS[m.group(3)] / 1000.0
+    if m := re.search(r"Requests/sec:\s+([\d.]+)", output):
+        res.rps = float(m.group(1))
+    block = output.split("Latency Distribution", 1)
+    if len(block) == 2:
+        for m in re.finditer(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s|m)\s*$", block[1], re.MULTILINE):
+            res.latency_ms[int(m.group(1))] = float(m.group(2)) * _UNITS_MS[m.group(3)]
+    if m := re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output):
+        res.non2xx = int(m.group(1))
+    if m := re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    ):
+        res.socket_errors = dict(
+            zip(("connect", "read", "write", "timeout"), map(int, m.groups()), strict=True)
+        )
+    if m := re.search(r"BENCH-COUNTERS (.*)", output):
+        res.counters = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(1))}
+    return res
+
+
+def run_wrk(
+    url: str,
+    *,
+    threads: int,
+    connections: int,
+    duration: int,
+    script_args: list[str] | None = None,
+) -> WrkResult:
+    cmd = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{duration}s",
+        "--latency",
+        "--timeout",
+        "10s",
+    ]
+    if script_args is not None:
+        cmd += ["-s", str(LUA_SCRIPT), url, "--", *script_args]
+    else:
+        cmd.append(url)
+    others = OtherLoad()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+    if done.returncode != 0 or "Requests/sec" not in done.stdout:
+        raise RuntimeError(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    result = parse_wrk(done.stdout)
+    result.others = others.cores()
+    return result
+
+
+# -- the run ------------------------------------------------------------------
+@dataclass
+class Config:
+    events: int
+    duration: int
+    warmup: int
+    connections: int
+    batch_connections: int
+    threads: int
+    storage_seconds: float
+    prefill_hours: float
+    prefill_processed: bool
+    worker: bool
+    drain_timeout: float
+    quiet_wait: float
+    quiet_budget: float  # seconds of waiting for quiet left in this run (spent as it goes)
+    retries: int
+    workdir: Path
+    keep: bool
+
+
+def parse_args(argv: list[str] | None) -> Config:
+    parser = argparse.ArgumentParser(
+        description="tally ingestion benchmark: events/s, latency and the two ceilings.",
+    )
+    parser.add_argument("--events", type=int, help="events to prefill (default 1,000,000)")
+    parser.add_argument("--duration", type=int, help="seconds per measured wrk run (default 10)")
+    parser.add_argument("--warmup", type=int, help="seconds of warm-up before each run (default 2)")
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=64,
+        help="wrk connections for POST /events and the HTTP ceiling (default 64)",
+    )
+    parser.add_argument(
+        "--batch-connections",
+        type=int,
+        default=16,
+        help="wrk connections for the 100-event batch calls (default 16: throughput is flat "
+        "from 8 to 64 connections here, only the latency grows with them)",
+    )
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
+    parser.add_argument(
+        "--storage-seconds",
+        type=float,
+        help="seconds of inserts for the storage ceiling (default 5)",
+    )
+    parser.add_argument(
+        "--prefill-hours",
+        type=float,
+        default=12.0,
+        help="spread prefill receipt times over this many past hours (default 12, "
+        "inside the 24 h idempotency window)",
+    )
+    parser.add_argument(
+        "--prefill-pending",
+        action="store_true",
+        help="leave the prefilled events pending (default: mark them processed, "
+        "so the worker has no backlog of history to work off)",
+    )
+    parser.add_argument(
+        "--worker",
+        choices=("on", "off"),
+        default="on",
+        help="TALLY_WORKER for the server: run the processing worker in the server "
+        "while it ingests (default on, as `tally serve` does)",
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=120.0,
+        help="with the worker on: most seconds to wait, after each mode, for the "
+        "worker to process what it ingested before the next mode (default 120)",
+    )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        help="before each measurement, wait up to this many seconds for other processes to "
+        "leave the CPUs alone (default 30; 0 with --quick)",
+    )
+    parser.add_argument(
+        "--quiet-budget",
+        type=float,
+        default=300.0,
+        help="most seconds the whole run spends waiting for quiet (default 300)",
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        help="measure again (at most this many times) when other processes kept more than "
+        f"{DISTURBED} cores busy during a measurement (default 1; 0 with --quick)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: 20,000 prefill events, 3 s runs, 1 s warm-ups",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help="directory for the databases and logs (default: a fresh temp dir)",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the work directory afterwards")
+    args = parser.parse_args(argv)
+
+    quick = args.quick
+    events = args.events if args.events is not None else (20_000 if quick else 1_000_000)
+    duration = args.duration if args.duration is not None else (3 if quick else 10)
+    warmup = args.warmup if args.warmup is not None else (1 if quick else 2)
+    storage_seconds = (
+        args.storage_seconds if args.storage_seconds is not None else (1.0 if quick else 5.0)
+    )
+    if (
+        events < 0
+        or duration < 1
+        or warmup < 0
+        or min(args.connections, args.batch_connections, args.threads) < 1
+    ):
+        parser.error("--events ≥ 0, --duration ≥ 1, --warmup ≥ 0, --connections and --threads ≥ 1")
+    threads = min(args.threads, args.connections)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="tally-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    return Config(
+        events=events,
+        duration=duration,
+        warmup=warmup,
+        connections=args.connections,
+        batch_connections=args.batch_connections,
+        threads=threads,
+        storage_seconds=storage_seconds,
+        prefill_hours=args.prefill_hours,
+        prefill_processed=not args.prefill_pending,
+        worker=args.worker == "on",
+        drain_timeout=args.drain_timeout,
+        quiet_wait=args.quiet_wait if args.quiet_wait is not None else (0.0 if quick else 30.0),
+        quiet_budget=args.quiet_budget,
+        retries=args.retries if args.retries is not None else (0 if quick else 1),
+        workdir=workdir,
+        keep=args.keep or args.workdir is not None,
+    )
+
+
+def machine_line() -> str:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    wrk_version = ""
+    try:
+        out = subprocess.run(["wrk", "-v"], capture_output=True, text=True, timeout=10)
+        wrk_version = (out.stdout + out.stderr).split()[1]
+    except (OSError, IndexError, subprocess.SubprocessError):
+        pass
+    nproc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (
+        f"nproc {nproc} ({model or platform.machine()}), {platform.system()} "
+        f"{platform.release()}, Python {platform.python_version()}, SQLite "
+        f"{sqlite3.sqlite_version}, wrk {wrk_version or '?'}"
+    )
+
+
+def fmt_ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f} ms" if value < 100 else f"{value:.0f} ms"
+
+
+def fmt_others(cores: float | None) -> str:
+    return "-" if cores is None else f"{cores:.2f}"
+
+
+def report(
+    cfg: Config,
+    machine: str,
+    prefill_s: float,
+    prefilled: int,
+    storage_runs: list[StorageCeiling],
+    http_runs: list[WrkResult],
+    health: WrkResult | None,
+    modes: list[ModeResult],
+) -> None:
+    # a ceiling is the best that was seen: the highest of its measurements
+    storage = max(storage_runs, key=lambda r: r.rate)
+    http = max(http_runs, key=lambda r: r.rps)
+    line = "-" * 118
+    print()
+    print("tally ingest benchmark")
+    print(line)
+    print(f"machine : {machine}")
+    print(
+        f"prefill : {prefilled:,} events in {prefill_s:.0f} s ({KEY_RATE:.0%} with idempotency "
+        f"keys, receipt times over the last {cfg.prefill_hours:g} h, stored "
+        f"{'processed' if cfg.prefill_processed else 'pending'})"
+    )
+    print(
+        f"server  : python -m tally serve, TALLY_LOG_LEVEL=warning, TALLY_WORKER="
+        f"{'on' if cfg.worker else 'off'}, synchronous=FULL (a 2xx only after the COMMIT); "
+        f"all on {HOST}"
+    )
+    print(
+        f"load    : wrk -t{cfg.threads}, {cfg.duration} s runs after {cfg.warmup} s warm-ups, "
+        f"--latency; a distinct body per request, {KEY_RATE:.0%} of events with an "
+        f"idempotency key, {DUP_RATE:.0%} of events a duplicate of a recent key"
+    )
+    print(line)
+    print(
+        f"{'mode':<25}{'conns':>6}{'req/s':>9}{'events/s':>10}{'p50':>10}{'p99':>10}"
+        f"{'non-2xx':>8}{'sockerr':>8}{'stored/expected':>20}{'pending after':>16}{'others':>8}"
+    )
+    for r in modes:
+        w = r.wrk
+        check = f"{r.stored:,}/{r.expected:,}" if r.expected else "-"
+        pending = f"{r.pending:,}" if cfg.worker else "(no worker)"
+        if r.drain_s is not None:
+            pending += f" ({r.drain_s:.0f} s)"
+        print(
+            f"{r.mode.label:<25}{r.connections:>6}{w.rps:>9,.0f}{r.events_per_s:>10,.0f}"
+            f"{fmt_ms(w.latency_ms.get(50)):>10}{fmt_ms(w.latency_ms.get(99)):>10}"
+            f"{w.non2xx:>8}{w.socket_error_total:>8}{check:>20}{pending:>16}"
+            f"{fmt_others(w.others):>8}"
+        )
+    if health is not None:
+        print(
+            f"{'(info) GET /health':<25}{cfg.connections:>6}{health.rps:>9,.0f}{'-':>10}"
+            f"{fmt_ms(health.latency_ms.get(50)):>10}{fmt_ms(health.latency_ms.get(99)):>10}"
+            f"{health.non2xx:>8}{health.socket_error_total:>8}{'-':>20}{'-':>16}"
+            f"{fmt_others(health.others):>8}"
+        )
+    print(
+        "  stored/expected: rows the run added / events sent minus the duplicates among them.\n"
+        "  pending after: events not yet processed by the worker when wrk stopped (and the "
+        "seconds it then took to catch up).\n"
+        "  others: cores that processes outside this bench kept busy during the run (the "
+        f"machine may be shared; above {DISTURBED} a measurement is redone, at most "
+        f"{cfg.retries} times)."
+    )
+    print(line)
+    print("ceilings (each measured before and after the tally runs; the higher one counts)")
+    print(
+        "  storage runs: "
+        + ", ".join(f"{r.rate:,.0f} rows/s (others {fmt_others(r.others)})" for r in storage_runs)
+    )
+    print(
+        "  HTTP runs   : "
+        + ", ".join(f"{r.rps:,.0f} req/s (others {fmt_others(r.others)})" for r in http_runs)
+    )
+    print(
+        f"  storage: {storage.rate:>9,.0f} rows/s  one Python loop, executemany x 1000 + COMMIT "
+        f"per batch, WAL, synchronous=FULL, fresh table with the events columns and only its "
+        f"primary key ({storage.rows:,} rows; {storage.loop_rate:,.0f} rows/s if building the "
+        f"rows in Python counts; others {fmt_others(storage.others)})"
+    )
+    print(
+        f"  HTTP   : {http.rps:>9,.0f} req/s   trivial JSON endpoint (GET), Starlette + uvicorn "
+        f"with tally's options (loop/http auto, no access log), {cfg.connections} conns; p50 "
+        f"{fmt_ms(http.latency_ms.get(50))}, p99 {fmt_ms(http.latency_ms.get(99))}, non-2xx "
+        f"{http.non2xx}, others {fmt_others(http.others)}"
+    )
+    print(line)
+    print("targets")
+    by_name = {r.mode.name: r for r in modes}
+    rows: list[tuple[str, float, float, float]] = []
+    for name in ("event-batch", "capture"):
+        if name in by_name and storage.rate > 0:
+            r = by_name[name]
+            rows.append(
+                (f"{r.mode.label} / storage ceiling", r.events_per_s, storage.rate, STORAGE_TARGET)
+            )
+    if "single" in by_name and http.rps > 0:
+        r = by_name["single"]
+        rows.append((f"{r.mode.label} / HTTP ceiling", r.events_per_s, http.rps, HTTP_TARGET))
+    for label, value, ceiling, target in rows:
+        ratio = value / ceiling
+        verdict = "met" if ratio >= target else "MISSED"
+        print(
+            f"  {label:<44}{value:>10,.0f} / {ceiling:>9,.0f} = {ratio:>6.1%}"
+            f"   target >= {target:.0%}   {verdict}"
+        )
+    problems = [r for r in modes if r.wrk.non2xx or r.wrk.socket_error_total]
+    if problems:
+        print(
+            "  WARNING: non-2xx responses or socket errors in: "
+            + ", ".join(r.mode.label for r in problems)
+        )
+    else:
+        print("  non-2xx responses: 0 in every mode")
+    busy = [
+        value
+        for value in (storage.others, http.others, *(r.wrk.others for r in modes))
+        if value is not None and value > DISTURBED
+    ]
+    if busy:
+        print(
+            f"  NOTE: other processes kept up to {max(busy):.2f} cores busy during some "
+            "measurements; rerun on a quiet machine for figures to rely on"
+        )
+    print(line)
+
+
+def settle(
+    cfg: Config, what: str, measure: Callable[[], T], others: Callable[[T], float | None]
+) -> T:
+    """``measure()``, done again (up to ``cfg.retries`` times, while the waiting
+    budget lasts) while other processes kept more than ``DISTURBED`` cores busy;
+    the least disturbed of the attempts counts."""
+    best = measure()
+    for _ in range(cfg.retries):
+        used = others(best)
+        if used is None or used <= DISTURBED:
+            break
+        if cfg.quiet_budget <= 0:
+            log(f"  other processes used {used:.2f} cores during {what}; no waiting budget left")
+            break
+        log(f"  other processes used {used:.2f} cores during {what}; measuring it again")
+        again = measure()
+        if (others(again) or 0.0) < used:
+            best = again
+    return best
+
+
+def run_mode(cfg: Config, mode: Mode, base: str, key: str, db_path: Path, tag: str) -> ModeResult:
+    """Warm-up, measured wrk run, then the stored-rows check and the worker backlog."""
+    conns = cfg.connections if mode.per_request == 1 else cfg.batch_connections
+    threads = min(cfg.threads, conns)
+
+    def script_args(phase: str) -> list[str]:
+        seed = str(int.from_bytes(os.urandom(3), "big"))
+        run_id = f"{tag}-{mode.name}-{phase}-{seed}"
+        return [mode.name, str(mode.per_request), key, run_id, str(KEY_RATE), str(DUP_RATE), seed]
+
+    wait_quiet(cfg)
+    if cfg.warmup:
+        warm = run_wrk(
+            base + mode.path,
+            threads=threads,
+            connections=conns,
+            duration=cfg.warmup,
+            script_args=script_args("warm"),
+        )
+        if warm.non2xx:
+            log(f"  the warm-up had {warm.non2xx} non-2xx responses")
+    time.sleep(0.5)
+    before = count_events(db_path)
+    res = run_wrk(
+        base + mode.path,
+        threads=threads,
+        connections=conns,
+        duration=cfg.duration,
+        script_args=script_args("run"),
+    )
+    time.sleep(1.0)  # let the requests still in flight when wrk stopped land
+    stored = count_events(db_path) - before
+    expected = res.counters.get("events", 0) - res.counters.get("dups", 0)
+    pending = count_pending(db_path)
+    log(
+        f"  {res.rps * mode.per_request:,.0f} events/s, p50 {fmt_ms(res.latency_ms.get(50))}, "
+        f"p99 {fmt_ms(res.latency_ms.get(99))}, non-2xx {res.non2xx}, {pending:,} pending, "
+        f"others {fmt_others(res.others)}"
+    )
+    drain_s = None
+    if cfg.worker and pending:
+        drain_s = wait_drained(db_path, cfg.drain_timeout)
+        log(
+            f"  the worker processed its backlog in {drain_s:.1f} s"
+            if drain_s is not None
+            else f"  the worker did not process its backlog within {cfg.drain_timeout:g} s"
+        )
+    return ModeResult(mode, conns, res, stored, expected, pending, drain_s)
+
+
+def measure_storage(cfg: Config, table_sql: str) -> StorageCeiling:
+    log(f"storage ceiling: {cfg.storage_seconds:g} s of executemany x 1000")
+    ceiling_db = cfg.workdir / "ceiling.db"
+
+    def once() -> StorageCeiling:
+        wait_quiet(cfg)
+        remove_db(ceiling_db)
+        return storage_ceiling(ceiling_db, table_sql, cfg.storage_seconds, 5_000_000)
+
+    try:
+        result = settle(cfg, "the storage ceiling", once, lambda r: r.others)
+    finally:
+        remove_db(ceiling_db)
+    log(f"  {result.rate:,.0f} rows/s, others {fmt_others(result.others)}")
+    return result
+
+
+def measure_http(
+    cfg: Config, env: dict[str, str], children: list[subprocess.Popen[bytes]]
+) -> WrkResult:
+    port = free_port()
+    log_path = cfg.workdir / "ceiling.log"
+    app = start_process(
+        [sys.executable, str(CEILING_APP), "--host", HOST, "--port", str(port)], log_path, env
+    )
+    children.append(app)
+    url = f"http://{HOST}:{port}/"
+    wait_http(url, app, log_path, timeout=30)
+    log(f"HTTP ceiling: GET {url} with {cfg.connections} connections")
+
+    def once() -> WrkResult:
+        wait_quiet(cfg)
+        if cfg.warmup:
+            run_wrk(url, threads=cfg.threads, connections=cfg.connections, duration=cfg.warmup)
+        return run_wrk(url, threads=cfg.threads, connections=cfg.connections, duration=cfg.duration)
+
+    try:
+        result = settle(cfg, "the HTTP ceiling", once, lambda r: r.others)
+    finally:
+        stop_process(app)
+    log(f"  {result.rps:,.0f} req/s, others {fmt_others(result.others)}")
+    return result
+
+
+def run(cfg: Config) -> None:
+    ensure_wrk()
+    machine = machine_line()
+    log(f"work directory {cfg.workdir}")
+    db_path = cfg.workdir / "tally.db"
+    remove_db(db_path)
+    database_url = f"sqlite:///{db_path}"
+    env = {
+        **os.environ,
+        "TALLY_LOG_LEVEL": "warning",
+        "TALLY_WORKER": "on" if cfg.worker else "off",
+    }
+    tag = secrets.token_hex(4)
+    children: list[subprocess.Popen[bytes]] = []  # stopped in the finally clause
+    keep = cfg.keep
+    try:
+        # 1. a fresh database, a key from the CLI, the prefill
+        key = create_secret_key(database_url, env)
+        key_id, env_id = key_record(db_path, key)
+        log(f"prefilling {cfg.events:,} events into {db_path.name}")
+        prefill_s = prefill(
+            db_path, cfg.events, env_id, key_id, cfg.prefill_hours, cfg.prefill_processed
+        )
+        prefilled = count_events(db_path)
+        log(
+            f"prefilled {prefilled:,} events in {prefill_s:.1f} s "
+            f"({prefilled / max(prefill_s, 1e-9):,.0f}/s)"
+        )
+
+        # 3. the ceilings, before the server runs (and again after it)
+        table_sql = events_table_sql(db_path)
+        storage_runs = [measure_storage(cfg, table_sql)]
+        http_runs = [measure_http(cfg, env, children)]
+
+        # 1 (cont.). the real server on the prefilled database
+        port = free_port()
+        base = f"http://{HOST}:{port}"
+        server_log = cfg.workdir / "server.log"
+        server = start_process(
+            [
+                sys.executable,
+                "-m",
+                "tally",
+                "serve",
+                "--host",
+                HOST,
+                "--port",
+                str(port),
+                "--database-url",
+                database_url,
+            ],
+            server_log,
+            env,
+        )
+        children.append(server)
+        wait_http(f"{base}/health", server, server_log, timeout=60)
+        log(f"tally serving {base} (worker {'on' if cfg.worker else 'off'})")
+        if cfg.worker and count_pending(db_path):
+            log("  waiting for the worker to process the prefilled events")
+            wait_drained(db_path, cfg.drain_timeout)
+
+        # 2. the three ingestion modes
+        results: list[ModeResult] = []
+        for mode in MODES:
+            conns = cfg.connections if mode.per_request == 1 else cfg.batch_connections
+            log(f"{mode.label}: {conns} connections")
+            results.append(
+                settle(
+                    cfg,
+                    mode.label,
+                    lambda mode=mode: run_mode(cfg, mode, base, key, db_path, tag),
+                    lambda r: r.wrk.others,
+                )
+            )
+
+        log("(info) tally GET /health")
+
+        def measure_health() -> WrkResult:
+            wait_quiet(cfg)
+            return run_wrk(
+                f"{base}/health",
+                threads=cfg.threads,
+                connections=cfg.connections,
+                duration=min(cfg.duration, 5),
+            )
+
+        health = settle(cfg, "GET /health", measure_health, lambda r: r.others)
+        stop_process(server)
+
+        log("the ceilings again, now that the server is gone")
+        storage_runs.append(measure_storage(cfg, table_sql))
+        http_runs.append(measure_http(cfg, env, children))
+        if any(r.wrk.non2xx or r.wrk.socket_error_total for r in results):
+            keep = True
+        report(cfg, machine, prefill_s, prefilled, storage_runs, http_runs, health, results)
+    except Exception:
+        keep = True
+        raise
+    finally:
+        for child in children:
+            stop_process(child)
+        if keep:
+            log(f"kept {cfg.workdir} (databases, server.log)")
+        else:
+            shutil.rmtree(cfg.workdir, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(argv)
+
+    def on_term(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+    run(cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
