@@ -16,10 +16,20 @@ In one run, on this machine, it prints:
    stored and processed per second, from the first request until nothing is
    pending) of 1 API process + 1 worker and of 2 API processes + 2 workers
    under the same batched load, with the CPU use of the machine.
+5. with ``--effects`` (instead of 1 to 4): what side effects cost the worker —
+   ``tally worker --burst`` throughput on ``--effects-events`` pending events
+   without side effects, then with 10 webhook endpoints (subscribed to every
+   notice tally sends) and a billing sink configured and a ``tally deliver``
+   process delivering to local receivers while the worker runs; the ratio
+   (target: at least 0.8) and how long delivery took to drain. The catalog
+   (features, 1,000 companies with allocations) is the same in both runs;
+   see ``bench/effects_setup.py``.
 
     .venv/bin/python bench/pipeline.py                       # SQLite, 10k and 1M events
     .venv/bin/python bench/pipeline.py --quick               # a smoke test
     .venv/bin/python bench/pipeline.py --database-url postgresql://postgres@127.0.0.1/postgres --scale
+    .venv/bin/python bench/pipeline.py --effects             # side effects, SQLite
+    .venv/bin/python bench/pipeline.py --effects --database-url postgresql://postgres@127.0.0.1/postgres
 
 With a PostgreSQL URL the bench creates a fresh database on that server
 (``tally_bench_…``) and drops it at the end; the URL's own database is only
@@ -51,6 +61,7 @@ import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from effects_setup import ENDPOINTS, configure, receiver_counts
 from ingest import (
     ensure_wrk,
     free_port,
@@ -137,11 +148,12 @@ def prefill(database_url: str, env_id: str, count: int, seed: int) -> float:
                 for _ in range(size):
                     subtype = rng.choice(SUBTYPES)
                     qty = rng.randint(1, 5)
+                    company = rng.randint(1, 1000)  # 1,000 companies of 20 users each
                     body = msgspec.json.encode(
                         {
                             "event": subtype,
-                            "company": {"id": f"co-{rng.randint(1, 1000)}"},
-                            "user": {"id": f"user-{rng.randint(1, 20000)}"},
+                            "company": {"id": f"co-{company}"},
+                            "user": {"id": f"user-{company}-{rng.randint(1, 20)}"},
                             "quantity": qty,
                         }
                     ).decode()
@@ -459,6 +471,118 @@ def scale(
     }
 
 
+# -- side effects ----------------------------------------------------------------------
+def delivery_backlog(database_url: str) -> int:
+    """Deliveries not yet settled plus notices not yet fanned out."""
+    pending = query(database_url, "SELECT COUNT(*) FROM deliveries WHERE status = 'pending'")
+    outbox = query(database_url, "SELECT COUNT(*) FROM outbox")
+    return int(pending[0][0]) + int(outbox[0][0])
+
+
+def effects_run(
+    url: str, workdir: Path, env: dict[str, str], events: int, *, effects: bool
+) -> dict[str, Any]:
+    """One ``tally worker --burst`` over ``events`` pending events, with or
+    without side effects configured."""
+    key = tally(url, "keys", "create", "--environment", "development", env=env)
+    env_id = query(url, "SELECT id FROM environments WHERE name = 'development'")[0][0]
+    port = free_port()
+    receiver = f"http://{HOST}:{port}"
+    receiver_proc = start_process(
+        [sys.executable, str(BENCH / "receiver_app.py"), "--port", str(port)],
+        workdir / "receiver.log",
+        env,
+    )
+    deliver = None
+    try:
+        wait_http(f"{receiver}/stats", receiver_proc, workdir / "receiver.log", timeout=30)
+        configure(url, env_id, receiver if effects else None, allocation=max(2, events // 2000))
+        prefill(url, env_id, events, seed=3)
+        run_env = dict(env)
+        if effects:
+            run_env["TALLY_BILLING_SINK_URL"] = f"{receiver}/billing"
+            deliver = start_process(
+                [sys.executable, "-m", "tally", "deliver", "--database-url", url],
+                workdir / "deliver.log",
+                run_env,
+            )
+        n, secs = burst(url, run_env)
+        backlog_at_end = delivery_backlog(url) if effects else 0
+        drain = 0.0
+        if effects:
+            started = time.monotonic()
+            while delivery_backlog(url) and time.monotonic() - started < 1800:
+                time.sleep(0.2)
+            drain = time.monotonic() - started
+        counts = dict(
+            ((r[0], r[1]), int(r[2]))
+            for r in query(
+                url, "SELECT kind, status, COUNT(*) FROM deliveries GROUP BY kind, status"
+            )
+        )
+        received = receiver_counts(receiver)
+    finally:
+        stop_process(deliver)
+        stop_process(receiver_proc)
+    check_counters(url)
+    del key
+    return {
+        "events": n,
+        "seconds": secs,
+        "rate": n / secs,
+        "backlog": backlog_at_end,
+        "drain": drain,
+        "webhooks": counts.get(("webhook", "success"), 0),
+        "records": counts.get(("billing", "success"), 0),
+        "failed": sum(v for (_, status), v in counts.items() if status == "failure"),
+        "received": sum(received.values()),
+    }
+
+
+def run_effects(args: argparse.Namespace, env: dict[str, str]) -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="tally-effects-"))
+    results: dict[str, dict[str, Any]] = {}
+    backend = "?"
+    try:
+        for label, effects in (("without", False), ("with", True)):
+            run_dir = workdir / label
+            run_dir.mkdir()
+            with fresh_database(args.database_url, run_dir) as url:
+                backend = "PostgreSQL" if is_postgres(url) else "SQLite"
+                log(f"{backend}: {args.effects_events:,} events {label} side effects")
+                results[label] = effects_run(
+                    url, run_dir, env, args.effects_events, effects=effects
+                )
+                log(f"  {results[label]}")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    off, on = results["without"], results["with"]
+    ratio = on["rate"] / off["rate"]
+    line = "-" * 78
+    print(line)
+    print(f"tally side-effect benchmark on {backend} — {machine_line()}")
+    print(line)
+    print(
+        f"  worker without side effects                 {off['rate']:>10,.0f} events/s  "
+        f"({off['events']:,} in {off['seconds']:.1f} s)"
+    )
+    print(
+        f"  worker with {ENDPOINTS} endpoints + billing sink     {on['rate']:>10,.0f} events/s  "
+        f"({on['events']:,} in {on['seconds']:.1f} s, tally deliver running)"
+    )
+    print(
+        f"  with / without                              {ratio:>10.2f}x     target >= 0.8  "
+        f"{'met' if ratio >= 0.8 else 'MISSED'}"
+    )
+    print(
+        f"  delivered: {on['webhooks']:,} webhooks and {on['records']:,} meter records "
+        f"({on['received']:,} requests received, {on['failed']} failed); "
+        f"{on['backlog']:,} still queued when the worker finished, drained in {on['drain']:.1f} s"
+    )
+    print(line)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -470,11 +594,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--scale", action="store_true", help="compare 1+1 with 2+2 processes")
     parser.add_argument("--quick", action="store_true", help="small sizes, short runs")
+    parser.add_argument(
+        "--effects",
+        action="store_true",
+        help="compare worker throughput without and with webhooks and a billing sink",
+    )
+    parser.add_argument("--effects-events", type=int, default=50_000)
     args = parser.parse_args(argv)
     if args.quick:
         args.small, args.large, args.duration = 2_000, 20_000, 3
-    ensure_wrk()
+        args.effects_events = min(args.effects_events, 10_000)
     env = {**os.environ, "TALLY_LOG_LEVEL": "warning", "TALLY_KEY_CACHE_SECONDS": "5"}
+    if args.effects:
+        return run_effects(args, env)
+    ensure_wrk()
     workdir = Path(tempfile.mkdtemp(prefix="tally-pipeline-"))
     results: dict[str, Any] = {}
     try:

@@ -1,4 +1,5 @@
-"""Command line: ``tally serve`` (default), ``tally keys create|list|revoke``,
+"""Command line: ``tally serve`` (default), ``tally migrate``, ``tally worker``,
+``tally deliver``, ``tally keys create|list|revoke``,
 ``tally companies set-billing-anchor``."""
 
 from __future__ import annotations
@@ -51,6 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--burst", action="store_true", help="process every pending event, then exit"
     )
     _add_database(worker)
+
+    deliver = sub.add_parser(
+        "deliver", help="deliver webhooks and billing meter records (without serving HTTP)"
+    )
+    deliver.add_argument(
+        "--burst",
+        action="store_true",
+        help="deliver everything due now, then exit (retries due later are left)",
+    )
+    _add_database(deliver)
 
     keys = sub.add_parser("keys", help="manage API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
@@ -118,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_migrate(args))
         if command == "worker":
             return asyncio.run(_worker(args))
+        if command == "deliver":
+            return asyncio.run(_deliver(args))
         if command == "companies":
             return asyncio.run(_companies(args))
     except TallyError as err:
@@ -254,6 +267,45 @@ async def _worker(args: argparse.Namespace) -> int:
         print(f"tally worker processing {settings.database_url}", flush=True)
         await worker.run_forever(stop)
         print(f"stopped after processing {worker.processed} events")
+        return 0
+
+    result: int = await _with_storage(settings, run)
+    return result
+
+
+async def _deliver(args: argparse.Namespace) -> int:
+    import signal
+    from dataclasses import replace
+
+    from tally.effects.delivery import Deliverer, DeliveryConfig
+
+    # Delivery is background work: it yields the CPU to event processing on
+    # a shared machine, and on SQLite its bookkeeping commits skip the fsync
+    # (a commit lost to a power cut only means a delivery is made again, which
+    # at-least-once delivery allows; processing commits stay FULL).
+    settings = replace(_settings(args), sqlite_synchronous="NORMAL")
+    if settings.delivery_nice and hasattr(os, "nice"):
+        os.nice(settings.delivery_nice)
+
+    async def run(storage: Storage) -> int:
+        deliverer = Deliverer(storage, DeliveryConfig.from_settings(settings))
+        if args.burst:
+            started = time.perf_counter()
+            made = await deliverer.run_until_idle()
+            seconds = time.perf_counter() - started
+            print(
+                f"made {made} delivery attempts ({deliverer.delivered} delivered) "
+                f"in {seconds:.2f} s"
+            )
+            return 0
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        sink = settings.billing_sink_url or "no billing sink"
+        print(f"tally deliver on {settings.database_url} ({sink})", flush=True)
+        await deliverer.run_forever(stop)
+        print(f"stopped after {deliverer.attempts} attempts ({deliverer.delivered} delivered)")
         return 0
 
     result: int = await _with_storage(settings, run)

@@ -11,7 +11,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
+from urllib.parse import urlsplit
 
+from tally.effects.schedule import RetrySchedule
+from tally.effects.triggers import DEFAULT_WARNING_PERCENT, EffectRules
 from tally.errors import ConfigError
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
@@ -42,6 +45,47 @@ ENV_VARS: tuple[tuple[str, str, str], ...] = (
         "TALLY_WORKER_BATCH_SIZE",
         "most events the worker processes in one transaction",
     ),
+    ("deliver", "TALLY_DELIVER", "run the delivery loop (webhooks, billing) inside tally serve"),
+    (
+        "limit_warning_percent",
+        "TALLY_LIMIT_WARNING_PERCENT",
+        "share of an allocation at which entitlement.limit.warning fires",
+    ),
+    (
+        "billing_sink_url",
+        "TALLY_BILLING_SINK_URL",
+        "where billing meter records are POSTed (unset: no records)",
+    ),
+    (
+        "delivery_timeout_seconds",
+        "TALLY_DELIVERY_TIMEOUT_SECONDS",
+        "how long one delivery attempt may take",
+    ),
+    (
+        "delivery_max_attempts",
+        "TALLY_DELIVERY_MAX_ATTEMPTS",
+        "attempts per delivery (the first and the retries)",
+    ),
+    (
+        "delivery_retry_base_seconds",
+        "TALLY_DELIVERY_RETRY_BASE_SECONDS",
+        "delay before the first retry; each next one is 3 times longer",
+    ),
+    (
+        "delivery_retry_max_seconds",
+        "TALLY_DELIVERY_RETRY_MAX_SECONDS",
+        "longest delay between two attempts",
+    ),
+    (
+        "delivery_concurrency",
+        "TALLY_DELIVERY_CONCURRENCY",
+        "most deliveries one delivery loop has in flight",
+    ),
+    (
+        "delivery_nice",
+        "TALLY_DELIVERY_NICE",
+        "how much tally deliver lowers its CPU priority (0 keeps it)",
+    ),
 )
 
 
@@ -56,7 +100,16 @@ class Settings:
     log_level: str = "warning"
     http_workers: int = 1
     worker: bool = True
-    worker_batch_size: int = 500
+    worker_batch_size: int = 2000
+    deliver: bool = True
+    limit_warning_percent: float = DEFAULT_WARNING_PERCENT
+    billing_sink_url: str = ""
+    delivery_timeout_seconds: float = 10.0
+    delivery_max_attempts: int = 8
+    delivery_retry_base_seconds: float = 30.0
+    delivery_retry_max_seconds: float = 6 * 3600.0
+    delivery_concurrency: int = 64
+    delivery_nice: int = 10
     max_request_bytes: int = 4 * 1024 * 1024
     max_event_body_bytes: int = 32 * 1024
 
@@ -97,6 +150,52 @@ class Settings:
             raise ConfigError("TALLY_WORKER_BATCH_SIZE must be at least 1")
         if self.commit_max_events < 1:
             raise ConfigError("TALLY_COMMIT_MAX_EVENTS must be at least 1")
+        self._validate_effects()
+
+    def _validate_effects(self) -> None:
+        pct = self.limit_warning_percent
+        if not math.isfinite(pct) or not 0 < pct < 100:
+            raise ConfigError(
+                f"TALLY_LIMIT_WARNING_PERCENT must be more than 0 and less than 100, not {pct}"
+            )
+        if self.billing_sink_url:
+            parts = urlsplit(self.billing_sink_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ConfigError(
+                    "TALLY_BILLING_SINK_URL must be an http:// or https:// URL, "
+                    f"not {self.billing_sink_url!r}"
+                )
+        for var, value in (
+            ("TALLY_DELIVERY_TIMEOUT_SECONDS", self.delivery_timeout_seconds),
+            ("TALLY_DELIVERY_RETRY_BASE_SECONDS", self.delivery_retry_base_seconds),
+            ("TALLY_DELIVERY_RETRY_MAX_SECONDS", self.delivery_retry_max_seconds),
+        ):
+            if not math.isfinite(value) or value <= 0:
+                raise ConfigError(f"{var} must be a positive number of seconds, not {value}")
+        if self.delivery_retry_max_seconds < self.delivery_retry_base_seconds:
+            raise ConfigError(
+                "TALLY_DELIVERY_RETRY_MAX_SECONDS must not be less than "
+                "TALLY_DELIVERY_RETRY_BASE_SECONDS"
+            )
+        if self.delivery_max_attempts < 1:
+            raise ConfigError("TALLY_DELIVERY_MAX_ATTEMPTS must be at least 1")
+        if self.delivery_concurrency < 1:
+            raise ConfigError("TALLY_DELIVERY_CONCURRENCY must be at least 1")
+        if not 0 <= self.delivery_nice <= 19:
+            raise ConfigError("TALLY_DELIVERY_NICE must be between 0 and 19")
+
+    @property
+    def effect_rules(self) -> EffectRules:
+        """What processing records for side effects."""
+        return EffectRules(self.limit_warning_percent, billing=bool(self.billing_sink_url))
+
+    @property
+    def retry_schedule(self) -> RetrySchedule:
+        return RetrySchedule(
+            max_attempts=self.delivery_max_attempts,
+            base_seconds=self.delivery_retry_base_seconds,
+            cap_seconds=self.delivery_retry_max_seconds,
+        )
 
     def as_environ(self) -> dict[str, str]:
         """The ``TALLY_…`` variables that rebuild these settings in another process."""

@@ -91,11 +91,17 @@ class Api:
         return data
 
 
-def make_app(tmp_path: Path, clock: FrozenClock, *, worker: bool = False) -> Starlette:
-    """The app under test. The processing worker is off by default, so that an
-    accepted event stays exactly as ingestion stored it (``pending``)."""
+def make_app(
+    tmp_path: Path, clock: FrozenClock, *, worker: bool = False, deliver: bool = False
+) -> Starlette:
+    """The app under test. The processing worker and the delivery loop are off
+    by default, so that an accepted event stays exactly as ingestion stored it
+    (``pending``)."""
     settings = Settings(
-        database_url=f"sqlite:///{tmp_path}/t.db", key_cache_seconds=0, worker=worker
+        database_url=f"sqlite:///{tmp_path}/t.db",
+        key_cache_seconds=0,
+        worker=worker,
+        deliver=deliver,
     )
     return create_app(settings, storage=None, clock=clock)
 

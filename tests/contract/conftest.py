@@ -18,6 +18,7 @@ from typing import TypeVar
 import pytest
 
 from tally.clock import FrozenClock
+from tally.effects.triggers import EffectRules
 from tally.storage.base import Storage
 
 T = TypeVar("T")
@@ -47,18 +48,22 @@ class Backend:
 
 
 def _factory(
-    name: str, tmp_path: Path, clock: FrozenClock, request: pytest.FixtureRequest
+    name: str,
+    tmp_path: Path,
+    clock: FrozenClock,
+    request: pytest.FixtureRequest,
+    effects: EffectRules | None = None,
 ) -> Callable[[], Storage]:
     if name == "postgres":
         from tally.storage.postgres import PostgresStorage
 
         url: str = request.getfixturevalue("postgres_url")
-        return lambda: PostgresStorage(url, clock=clock)
+        return lambda: PostgresStorage(url, clock=clock, effects=effects)
     if name == "sqlite":
         from tally.storage.sqlite import SqliteStorage
 
         path = str(tmp_path / "c.db")
-        return lambda: SqliteStorage(path, clock=clock)
+        return lambda: SqliteStorage(path, clock=clock, effects=effects)
     raise AssertionError(f"no factory for storage backend {name!r}")
 
 
@@ -66,3 +71,12 @@ def _factory(
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     clock = FrozenClock(START)
     yield Backend(request.param, clock, _factory(request.param, tmp_path, clock, request))
+
+
+@pytest.fixture(params=BACKENDS)
+def billing_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """A backend whose processing writes billing meter records (a billing
+    sink is configured) and warns at the default 80%."""
+    clock = FrozenClock(START)
+    rules = EffectRules(billing=True)
+    yield Backend(request.param, clock, _factory(request.param, tmp_path, clock, request, rules))

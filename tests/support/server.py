@@ -1,9 +1,9 @@
 """Start the real tally server as a subprocess, for end-to-end tests and benches.
 
-    with running_server(tmp_path) as srv:
-        srv.base_url, srv.secret_key, srv.publishable_key, srv.read_only_key
-        srv.kill()      # SIGKILL
-        srv.start()     # start again on the same database and port
+with running_server(tmp_path) as srv:
+    srv.base_url, srv.secret_key, srv.publishable_key, srv.read_only_key
+    srv.kill()      # SIGKILL
+    srv.start()     # start again on the same database and port
 """
 
 from __future__ import annotations
@@ -76,8 +76,15 @@ class Server:
     def start(self, timeout: float = 30.0) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         self.process = subprocess.Popen(
-            tally_command("serve", "--host", "127.0.0.1", "--port", str(self.port),
-                          "--database-url", self.database_url),
+            tally_command(
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--database-url",
+                self.database_url,
+            ),
             stdout=log,
             stderr=subprocess.STDOUT,
             env=self.env,

@@ -24,9 +24,15 @@ SHARED = {
     "sqlite_entity_rows.py",
     "sqlite_entity_writes.py",
     "sqlite_usage.py",
+    "sql_storage.py",
+    "sql_effects.py",
+    "sql_outbox.py",
+    "sql_webhooks.py",
 }
 MODULES = sorted(
-    [p for p in STORAGE.glob("sqlite_*.py") if p.name not in NOT_SHARED] + [STORAGE / "sql.py"]
+    [p for p in STORAGE.glob("sqlite_*.py") if p.name not in NOT_SHARED]
+    + list(STORAGE.glob("sql_*.py"))
+    + [STORAGE / "sql.py"]
 )
 
 # A literal is SQL when it holds an upper-case SQL keyword or a ``?`` placeholder.

@@ -13,12 +13,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tally.api import catalog, companies, events
+from tally.api import catalog, companies, events, webhooks
 from tally.api.auth import Authenticator
 from tally.api.http import error_response, ok, plain_error
 from tally.api.openapi import openapi_document
 from tally.api.state import AppState
 from tally.clock import Clock, SystemClock
+from tally.effects.delivery import Deliverer, DeliveryConfig
 from tally.errors import TallyError
 from tally.pipeline.worker import Worker
 from tally.settings import Settings
@@ -76,15 +77,18 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.start()
         stop = asyncio.Event()
-        task = None
+        tasks = []
         if settings.worker:
             worker = Worker(store, batch_size=settings.worker_batch_size)
-            task = asyncio.create_task(worker.run_forever(stop), name="tally-worker")
+            tasks.append(asyncio.create_task(worker.run_forever(stop), name="tally-worker"))
+        if settings.deliver:
+            deliverer = Deliverer(store, DeliveryConfig.from_settings(settings), clock)
+            tasks.append(asyncio.create_task(deliverer.run_forever(stop), name="tally-delivery"))
         try:
             yield
         finally:
             stop.set()
-            if task is not None:
+            for task in tasks:
                 await task
             await store.close()
 
@@ -95,6 +99,7 @@ def create_app(
             *events.routes,
             *companies.routes,
             *catalog.routes,
+            *webhooks.routes,
         ],
         exception_handlers={
             TallyError: _tally_error,

@@ -11,6 +11,11 @@ transaction as the events' new status, so an event is never counted twice.
   period containing its effective time.
 - last_seen_at moves to the effective time, never backwards, never for
   backfill events.
+- side effects (``tally.effects``): identity notices for subscribed
+  actions, the counters that numeric allocations watch (whether a limit was
+  crossed is decided when the counters are written: only then is the total
+  known), and billing meter records when a billing sink is configured;
+  backfill events produce none of them.
 """
 
 from __future__ import annotations
@@ -20,12 +25,23 @@ from typing import Any, Protocol
 
 import msgspec
 
+from tally.effects.billing import MeterRecord, customer_id
+from tally.effects.triggers import Contribution, EffectRules, Notice, Watch
 from tally.ids import new_id
 from tally.ingest import wire
-from tally.metering.periods import period_starts_us
+from tally.metering.periods import counter_kind, period_starts_us
 from tally.pipeline.identities import ProcessingFailed
-from tally.pipeline.unit import Changes, Needs, Outcome, PendingEvent, Snapshot
-from tally.pipeline.working_set import WorkingSet
+from tally.pipeline.unit import (
+    Changes,
+    EntityState,
+    Needs,
+    Outcome,
+    PendingEvent,
+    Snapshot,
+)
+from tally.pipeline.working_set import Resolution, WorkingSet
+
+NO_EFFECTS = EffectRules()
 
 _DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
     "identify": msgspec.json.Decoder(wire.IdentifyBody),
@@ -72,19 +88,45 @@ def process_events(
     bodies: Sequence[Any],
     snapshot: Snapshot,
     new_id: Callable[[str], str],
+    rules: EffectRules = NO_EFFECTS,
 ) -> Changes:
     """Apply the rules to a batch, oldest first; a failing event becomes
     ``failed`` and leaves nothing else behind."""
     ws = WorkingSet(snapshot, new_id)
     outcomes = ws.changes.outcomes
+    billed: list[tuple[PendingEvent, str, str]] = []  # event, company id, subtype
     for event, body in zip(events, bodies, strict=True):
         if isinstance(body, ProcessingFailed):
             outcomes.append(Outcome(event.id, "failed", error_message=str(body)))
             continue
         try:
-            outcomes.append(_process(ws, event, body))
+            outcome = _process(ws, event, body)
         except ProcessingFailed as err:
             outcomes.append(Outcome(event.id, "failed", error_message=str(err)))
+            continue
+        outcomes.append(outcome)
+        if (
+            rules.billing
+            and isinstance(body, wire.TrackBody)
+            and not event.backfill
+            and outcome.company_id is not None
+            and outcome.feature_ids
+        ):
+            billed.append((event, outcome.company_id, body.event))
+    for event, company_id, subtype in billed:
+        # the customer id as the batch leaves the company (a key it added counts)
+        keys = ws.entity(company_id).keys
+        ws.changes.meter_records.append(
+            MeterRecord(
+                event.environment_id,
+                event.id,
+                company_id,
+                subtype,
+                event.captured_at,
+                customer_id(company_id, keys),
+                event.quantity,
+            )
+        )
     return ws.changes
 
 
@@ -118,6 +160,7 @@ def _identify(ws: WorkingSet, event: PendingEvent, body: wire.IdentifyBody) -> O
     company_res = ws.resolve("company", env, body.company.keys) if body.company else None
     user_res = ws.resolve("user", env, body.keys)
     company = None
+    revisions = _revisions(company_res, user_res)
     if company_res is not None and body.company is not None:
         company = ws.upsert(company_res, env, body.company.name, body.company.traits)
     user = ws.upsert(user_res, env, body.name, body.traits)
@@ -127,6 +170,7 @@ def _identify(ws: WorkingSet, event: PendingEvent, body: wire.IdentifyBody) -> O
         for entity in (company, user):
             if entity is not None:
                 ws.see(entity, event.captured_at)
+        _notify(ws, event, ((company_res, company), (user_res, user)), revisions, updates=True)
     return Outcome(
         event.id, "processed", company_id=company.id if company else None, user_id=user.id
     )
@@ -140,6 +184,7 @@ def _track(ws: WorkingSet, event: PendingEvent, body: wire.TrackBody) -> Outcome
         _check_counters(
             ws, event, company_res.entity.id, company_res.entity.billing_anchor, body.event
         )
+    revisions = _revisions(company_res, user_res)
     company = ws.upsert(company_res, env) if company_res is not None else None
     user = ws.upsert(user_res, env) if user_res is not None else None
     if company is not None and user is not None:
@@ -151,6 +196,7 @@ def _track(ws: WorkingSet, event: PendingEvent, body: wire.TrackBody) -> Outcome
         for entity in (company, user):
             if entity is not None:
                 ws.see(entity, event.captured_at)
+        _notify(ws, event, ((company_res, company), (user_res, user)), revisions, updates=False)
     return Outcome(
         event.id,
         "processed",
@@ -210,7 +256,83 @@ def _count(
     ws: WorkingSet, event: PendingEvent, company_id: str, anchor: int | None, subtype: str
 ) -> None:
     counters = ws.changes.counters
-    for kind, start in period_starts_us(event.captured_at, anchor):
+    starts = period_starts_us(event.captured_at, anchor)
+    for kind, start in starts:
         key = (event.environment_id, company_id, subtype, kind, start)
         qty, count = counters.get(key, (0, 0))
         counters[key] = (qty + event.quantity, count + 1)
+    limits = ws.snapshot.limits.get((company_id, subtype))
+    if limits:
+        _watch(ws, event, company_id, anchor, subtype, dict(starts), limits)
+
+
+def _watch(
+    ws: WorkingSet,
+    event: PendingEvent,
+    company_id: str,
+    anchor: int | None,
+    subtype: str,
+    starts: dict[str, int],
+    limits: list[Any],
+) -> None:
+    """Note the event's part of each counter an allocation watches (the
+    counter of the allocation's period that holds the event's effective time)."""
+    watches = ws.changes.watches
+    contribution = Contribution(event.id, event.quantity, event.captured_at, event.backfill)
+    touched: set[tuple[str, str, str, str, int]] = set()
+    for limit in limits:
+        kind = counter_kind(limit.metric_period, limit.month_reset or "", anchor is not None)
+        key = (event.environment_id, company_id, subtype, kind, starts[kind])
+        watch = watches.get(key)
+        if watch is None:
+            watch = watches[key] = Watch(anchor)
+        if limit not in watch.limits:
+            watch.limits.append(limit)
+        if key not in touched:
+            touched.add(key)
+            watch.contributions.append(contribution)
+
+
+def _revisions(*resolutions: Resolution | None) -> list[int | None]:
+    """Each resolved entity's revision before the event changes it (``None``:
+    the event creates it)."""
+    return [
+        None if res is None or res.entity is None else res.entity.revision for res in resolutions
+    ]
+
+
+def _notify(
+    ws: WorkingSet,
+    event: PendingEvent,
+    pairs: Sequence[tuple[Resolution | None, EntityState | None]],
+    revisions: list[int | None],
+    *,
+    updates: bool,
+) -> None:
+    """``….created`` for what the event created; ``….updated`` (identify only)
+    for what it changed; only for actions some endpoint subscribes to."""
+    subscribed = ws.snapshot.subscribed
+    if not subscribed:
+        return
+    env = event.environment_id
+    for (res, entity), before in zip(pairs, revisions, strict=True):
+        if res is None or entity is None:
+            continue
+        if before is None:
+            action = f"{entity.kind}.created"
+        elif updates and entity.revision != before:
+            action = f"{entity.kind}.updated"
+        else:
+            continue
+        if (env, action) not in subscribed:
+            continue
+        ws.changes.notices.append(
+            Notice(
+                env,
+                action,
+                entity.kind,
+                entity.id,
+                company_id=entity.id if entity.kind == "company" else None,
+                event_id=event.id,
+            )
+        )

@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from tally.effects.billing import MeterRecord
+from tally.effects.triggers import Limit, Notice, Watch
+
 CounterKey = tuple[str, str, str, str, int]  # env, company, subtype, period kind, period start µs
 KeyRef = tuple[str, str, str]  # environment, key name, value
 IndexKey = tuple[str, str, str, str]  # kind, environment, key name, value
@@ -55,6 +58,10 @@ class Snapshot:
     features: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     # stored quantity of counters, read only when a first attempt overflowed
     counters: dict[CounterKey, int] = field(default_factory=dict)
+    # numeric allocations of the batch's companies: (company id, subtype) → limits
+    limits: dict[tuple[str, str], list[Limit]] = field(default_factory=dict)
+    # (environment, action) that some active webhook endpoint subscribes to
+    subscribed: set[tuple[str, str]] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -86,6 +93,7 @@ class EntityState:
     keys: dict[str, str] = field(default_factory=dict)  # known keys, name → value
     added_keys: dict[str, str] = field(default_factory=dict)  # to write
     last_seen: int | None = None
+    revision: int = 0  # bumped by every real change (name, traits, keys)
 
 
 @dataclass(slots=True)
@@ -94,3 +102,7 @@ class Changes:
     memberships: set[tuple[str, str, str]] = field(default_factory=set)  # env, company, user
     counters: dict[CounterKey, tuple[int, int]] = field(default_factory=dict)
     outcomes: list[Outcome] = field(default_factory=list)
+    # side effects, written in the same transaction (tally.effects)
+    watches: dict[CounterKey, Watch] = field(default_factory=dict)  # counters allocations watch
+    notices: list[Notice] = field(default_factory=list)  # identity webhooks for the outbox
+    meter_records: list[MeterRecord] = field(default_factory=list)

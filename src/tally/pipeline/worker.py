@@ -38,7 +38,7 @@ EVENT_ERRORS: tuple[type[BaseException], ...] = (
 
 class Worker:
     def __init__(
-        self, storage: Storage, *, batch_size: int = 500, idle_seconds: float = 0.02
+        self, storage: Storage, *, batch_size: int = 2000, idle_seconds: float = 0.02
     ) -> None:
         self._storage = storage
         self._batch_size = batch_size

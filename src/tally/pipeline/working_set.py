@@ -98,15 +98,19 @@ class WorkingSet:
                 self.index.pop((kind, env, key, old), None)
             entity.keys[key] = value
             entity.added_keys[key] = value
+            entity.revision += 1
             self.index[(kind, env, key, value)] = entity.id
             self._touch(entity)
         if name is not None and name != entity.name:
             entity.name = name
             entity.name_given = True
             entity.dirty = True
+            entity.revision += 1
             self._touch(entity)
         if traits:
             assert entity.traits is not None
+            if any(k not in entity.traits or entity.traits[k] != v for k, v in traits.items()):
+                entity.revision += 1
             entity.traits.update(traits)
             entity.trait_updates.update(traits)
             entity.dirty = True

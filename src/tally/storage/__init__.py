@@ -35,6 +35,7 @@ def open_storage(settings: Settings, clock: Clock | None = None) -> Storage:
             settings.database_url,
             commit_max_events=settings.commit_max_events,
             clock=clock or SystemClock(),
+            effects=settings.effect_rules,
         )
     from tally.storage.sqlite import SqliteStorage
 
@@ -43,4 +44,5 @@ def open_storage(settings: Settings, clock: Clock | None = None) -> Storage:
         synchronous=settings.sqlite_synchronous,
         commit_max_events=settings.commit_max_events,
         clock=clock or SystemClock(),
+        effects=settings.effect_rules,
     )

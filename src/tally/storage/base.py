@@ -20,9 +20,10 @@ from tally.model import (
 )
 from tally.storage.base_catalog import CatalogStore
 from tally.storage.base_entities import EntityStore
+from tally.storage.base_webhooks import DeliveryStore, WebhookStore
 
 
-class Storage(EntityStore, CatalogStore, Protocol):
+class Storage(EntityStore, CatalogStore, WebhookStore, DeliveryStore, Protocol):
     async def start(self) -> None:
         """Open connections and run pending migrations."""
 

@@ -21,6 +21,7 @@ import psycopg
 
 from tally import ids
 from tally.clock import Clock
+from tally.effects.triggers import EffectRules
 from tally.ingest.rules import IDEMPOTENCY_WINDOW_US
 from tally.model import IngestResult, NewEvent
 from tally.pipeline.unit import EntityState
@@ -158,6 +159,7 @@ class PostgresStorage(SqlStorage):
         commit_max_events: int = 5000,
         clock: Clock | None = None,
         readers: int = 4,
+        effects: EffectRules | None = None,
     ) -> None:
         self.url = url
         super().__init__(
@@ -165,6 +167,7 @@ class PostgresStorage(SqlStorage):
             clock=clock,
             readers=readers,
             separate_processor=True,
+            effects=effects,
         )
 
     def _connect(self) -> PgConnection:
@@ -190,4 +193,4 @@ class PostgresStorage(SqlStorage):
         return int(cur.rowcount)
 
     def _process(self, conn: PgConnection, limit: int) -> int:
-        return PgUnitOfWork(conn).process_pending(limit, self._now())
+        return PgUnitOfWork(conn, self.effects).process_pending(limit, self._now())

@@ -53,11 +53,11 @@ MIGRATIONS: list[str] = [
     CREATE INDEX events_env ON events (environment_id, id);
     CREATE INDEX events_env_subtype ON events (environment_id, subtype, id)
         WHERE subtype IS NOT NULL;
-    CREATE INDEX events_env_company ON events (environment_id, company_id, id)
+    CREATE INDEX events_company ON events (company_id, id)
         WHERE company_id IS NOT NULL;
-    CREATE INDEX events_env_user ON events (environment_id, user_id, id)
+    CREATE INDEX events_user ON events (user_id, id)
         WHERE user_id IS NOT NULL;
-    CREATE INDEX events_env_flag ON events (environment_id, flag_id, id)
+    CREATE INDEX events_flag ON events (flag_id, id)
         WHERE flag_id IS NOT NULL;
     CREATE TABLE idempotency_keys (
         environment_id TEXT NOT NULL,
@@ -157,6 +157,93 @@ MIGRATIONS: list[str] = [
         quantity BIGINT NOT NULL,
         events BIGINT NOT NULL,
         PRIMARY KEY (company_id, subtype, period, period_start)
+    );
+    """,
+    # 3: side effects: webhook endpoints, the outbox (one row per processing
+    # transaction that had side effects), the notices endpoints want (each with
+    # the payload its deliveries send), the one row per fired usage limit,
+    # deliveries (webhooks and billing meter records) and their attempts
+    """
+    CREATE TABLE webhooks (
+        id TEXT PRIMARY KEY,
+        environment_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        url TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        request_types TEXT NOT NULL,
+        feature_ids TEXT NOT NULL DEFAULT '[]',
+        credit_ids TEXT NOT NULL DEFAULT '[]',
+        status TEXT NOT NULL,
+        status_reason TEXT,
+        enabled_at BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+    );
+    CREATE INDEX webhooks_env ON webhooks (environment_id, created_at);
+    CREATE TABLE outbox (
+        id TEXT PRIMARY KEY,
+        notices TEXT,
+        meter_records TEXT,
+        created_at BIGINT NOT NULL
+    );
+    CREATE TABLE webhook_notices (
+        id TEXT PRIMARY KEY,
+        environment_id TEXT NOT NULL,
+        action TEXT NOT NULL,
+        object_type TEXT NOT NULL,
+        object_id TEXT NOT NULL,
+        company_id TEXT,
+        feature_id TEXT,
+        event_id TEXT,
+        payload TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+    );
+    CREATE TABLE limit_triggers (
+        environment_id TEXT NOT NULL,
+        company_id TEXT NOT NULL,
+        feature_id TEXT NOT NULL,
+        period TEXT NOT NULL,
+        period_start BIGINT NOT NULL,
+        action TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        usage BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (company_id, feature_id, period, period_start, action)
+    );
+    CREATE TABLE deliveries (
+        id TEXT PRIMARY KEY,
+        environment_id TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('webhook', 'billing')),
+        webhook_id TEXT,
+        notice_id TEXT,
+        ref TEXT,
+        request_type TEXT NOT NULL,
+        payload TEXT,
+        status TEXT NOT NULL,
+        attempt_count INTEGER NOT NULL DEFAULT 0,
+        response_code INTEGER,
+        last_error TEXT,
+        next_attempt_at BIGINT NOT NULL,
+        lease_until BIGINT NOT NULL DEFAULT 0,
+        leased_at BIGINT,
+        sent_at BIGINT,
+        finished_at BIGINT,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+    );
+    CREATE INDEX deliveries_due ON deliveries (next_attempt_at, id) WHERE status = 'pending';
+    CREATE INDEX deliveries_webhook ON deliveries (webhook_id, finished_at)
+        WHERE webhook_id IS NOT NULL;
+    CREATE INDEX deliveries_log ON deliveries (environment_id, id) WHERE kind = 'webhook';
+    CREATE TABLE delivery_attempts (
+        delivery_id TEXT NOT NULL,
+        number INTEGER NOT NULL,
+        started_at BIGINT NOT NULL,
+        finished_at BIGINT,
+        outcome TEXT NOT NULL,
+        response_code INTEGER,
+        error TEXT,
+        PRIMARY KEY (delivery_id, number)
     );
     """,
 ]

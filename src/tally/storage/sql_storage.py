@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from tally import ids
 from tally.clock import Clock, SystemClock, to_micros
+from tally.effects.triggers import EffectRules
 from tally.ingest.rules import IDEMPOTENCY_WINDOW_US
 from tally.model import (
     ApiKey,
@@ -24,6 +25,8 @@ from tally.model import (
     NewEvent,
     StoredEvent,
 )
+from tally.storage.sql_outbox import SqlOutbox
+from tally.storage.sql_webhooks import SqlWebhooks
 from tally.storage.sqlite_catalog import SqliteCatalog
 from tally.storage.sqlite_entities import SqliteEntities
 from tally.storage.sqlite_writer import WriterThread
@@ -82,10 +85,12 @@ def _key_from_row(row: Sequence[Any]) -> ApiKey:
     )
 
 
-class SqlStorage(SqliteEntities, SqliteCatalog):
+class SqlStorage(SqliteEntities, SqliteCatalog, SqlWebhooks, SqlOutbox):
     """``Storage`` on a SQL database. A backend says how to connect, how to
     store a batch of events (``_insert_events``), how to forget old
-    idempotency keys (``_prune``) and how to process a batch (``_process``)."""
+    idempotency keys (``_prune``) and how to process a batch (``_process``).
+    ``effects`` says what processing records for side effects (warning
+    share, billing meter records)."""
 
     begin = "BEGIN"
     claim_suffix = ""  # PostgreSQL: " FOR UPDATE SKIP LOCKED"
@@ -98,8 +103,10 @@ class SqlStorage(SqliteEntities, SqliteCatalog):
         clock: Clock | None = None,
         readers: int = 2,
         separate_processor: bool = False,
+        effects: EffectRules | None = None,
     ) -> None:
         self._clock = clock or SystemClock()
+        self._effects = effects or EffectRules()
         self._writer = WriterThread(
             self._open_writer,
             self._ingest_batches,
@@ -113,6 +120,15 @@ class SqlStorage(SqliteEntities, SqliteCatalog):
             if separate_processor
             else self._writer
         )
+        # deliveries: on PostgreSQL a connection of their own (started on first
+        # use), so that they never queue behind processing batches
+        self._deliverer = (
+            WriterThread(self._connect, _no_batches, begin=self.begin, name="tally-delivery")
+            if separate_processor
+            else self._writer
+        )
+        self._deliverer_started = not separate_processor
+        self._deliverer_lock = threading.Lock()
         self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix=self.reader_name)
         self._local = threading.local()
         self._reader_conns: list[Conn] = []
@@ -162,6 +178,8 @@ class SqlStorage(SqliteEntities, SqliteCatalog):
         await asyncio.to_thread(self._writer.stop)
         if self._processor is not self._writer:
             await asyncio.to_thread(self._processor.stop)
+        if self._deliverer is not self._writer and self._deliverer_started:
+            await asyncio.to_thread(self._deliverer.stop)
         self._readers.shutdown(wait=True)
         with self._conns_lock:
             for conn in self._reader_conns:
@@ -188,6 +206,34 @@ class SqlStorage(SqliteEntities, SqliteCatalog):
 
     def _now(self) -> int:
         return to_micros(self._clock.now())
+
+    @property
+    def effects(self) -> EffectRules:
+        return self._effects
+
+    @property
+    def single_writer(self) -> bool:
+        return self._deliverer is self._writer
+
+    async def has_pending_events(self) -> bool:
+        def run(conn: Conn) -> bool:
+            row = conn.execute("SELECT 1 FROM events WHERE status = 'pending' LIMIT 1").fetchone()
+            return row is not None
+
+        return await self._read(run)
+
+    async def _delivery_call(self, fn: Callable[[Conn], T]) -> T:
+        """Run ``fn(conn)`` in one transaction on the delivery connection."""
+        if not self._deliverer_started:
+            await asyncio.to_thread(self._start_deliverer)
+        result: T = await self._deliverer.call(fn)
+        return result
+
+    def _start_deliverer(self) -> None:
+        with self._deliverer_lock:
+            if not self._deliverer_started:
+                self._deliverer.start()
+                self._deliverer_started = True
 
     # -- environments and keys ---------------------------------------------
     async def ensure_environment(self, name: str, kind: str) -> tuple[Environment, bool]:

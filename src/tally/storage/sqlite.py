@@ -4,15 +4,19 @@ share it: SQLite has one writer) and a small pool of reader threads."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
 from tally import ids
 from tally.clock import Clock
+from tally.effects.triggers import EffectRules
 from tally.ingest.rules import is_duplicate
 from tally.model import IngestResult, NewEvent
+from tally.storage.sql import placeholders
 from tally.storage.sql_storage import PRUNE_CHUNK, SqlStorage
+from tally.storage.sqlite_checkpoint import Checkpointer
 from tally.storage.sqlite_pipeline import SqliteUnitOfWork
 from tally.storage.sqlite_schema import connect, migrate
 
@@ -21,10 +25,6 @@ INSERT_EVENT = (
     "idempotency_key, sent_at, captured_at, loaded_at, updated_at, trusted_client_clock, "
     "backfill, error_message, api_key_id, remote_ip, user_agent, company_id, user_id, flag_id) "
     "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-)
-_FIND_KEY = (
-    "SELECT event_id, captured_at, received_at FROM idempotency_keys "
-    "WHERE environment_id = ? AND event_type = ? AND key = ?"
 )
 _UPSERT_KEY = (
     "INSERT INTO idempotency_keys (environment_id, event_type, key, event_id, captured_at, "
@@ -61,15 +61,45 @@ def event_row(event_id: str, ev: NewEvent, loaded_at: int) -> tuple[Any, ...]:
     )
 
 
+def _stored_keys(
+    conn: sqlite3.Connection, idents: set[tuple[str, str, str]]
+) -> dict[tuple[str, str, str], tuple[str, int, int]]:
+    """(event id, captured_at, received_at) of the stored keys among ``idents``,
+    in one query per environment and event type."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for env, kind, key in idents:
+        groups.setdefault((env, kind), []).append(key)
+    found: dict[tuple[str, str, str], tuple[str, int, int]] = {}
+    for (env, kind), keys in groups.items():
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            rows = conn.execute(
+                "SELECT key, event_id, captured_at, received_at FROM idempotency_keys "
+                f"WHERE environment_id = ? AND event_type = ? AND key IN ({placeholders(len(chunk))})",
+                (env, kind, *chunk),
+            ).fetchall()
+            for key, event_id, captured_at, received_at in rows:
+                found[(env, kind, key)] = (event_id, captured_at, received_at)
+    return found
+
+
 def insert_events(
     conn: sqlite3.Connection, batches: list[Sequence[NewEvent]], loaded_at: int
 ) -> list[list[IngestResult]]:
     """Insert every event of ``batches`` in the caller's transaction, dropping
     idempotent duplicates (against stored keys and within the batches)."""
+    stored = _stored_keys(
+        conn,
+        {
+            (ev.environment_id, ev.type, ev.idempotency_key)
+            for events in batches
+            for ev in events
+            if ev.idempotency_key is not None and ev.status == "pending"
+        },
+    )
     rows: list[tuple[Any, ...]] = []
     key_rows: dict[tuple[str, str, str], tuple[Any, ...]] = {}
     kept: dict[tuple[str, str, str], tuple[str, int, int]] = {}
-    find = conn.execute
     new_id = ids.new_id
     out: list[list[IngestResult]] = []
     for events in batches:
@@ -79,9 +109,7 @@ def insert_events(
             ident = None
             if key is not None and ev.status == "pending":
                 ident = (ev.environment_id, ev.type, key)
-                prior = kept.get(ident)
-                if prior is None:
-                    prior = find(_FIND_KEY, ident).fetchone()
+                prior = kept.get(ident) or stored.get(ident)
                 if prior is not None and is_duplicate(prior[2], ev.received_at):
                     results.append(IngestResult(prior[0], prior[1], True))
                     continue
@@ -112,13 +140,31 @@ class SqliteStorage(SqlStorage):
         commit_max_events: int = 5000,
         clock: Clock | None = None,
         readers: int = 2,
+        effects: EffectRules | None = None,
     ) -> None:
         self.path = path
         self._synchronous = synchronous.upper()
-        super().__init__(commit_max_events=commit_max_events, clock=clock, readers=readers)
+        super().__init__(
+            commit_max_events=commit_max_events, clock=clock, readers=readers, effects=effects
+        )
 
     def _connect(self) -> sqlite3.Connection:
-        return connect(self.path, synchronous=self._synchronous)
+        conn = connect(self.path, synchronous=self._synchronous)
+        conn.execute("PRAGMA wal_autocheckpoint=0")  # the Checkpointer does it
+        return conn
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        await super().start()
+        self._checkpointer = Checkpointer(self.path)
+        self._checkpointer.start()
+
+    async def close(self) -> None:
+        if not self._started:
+            return
+        await super().close()
+        await asyncio.to_thread(self._checkpointer.stop)
 
     def _connect_reader(self) -> sqlite3.Connection:
         return connect(self.path, synchronous=self._synchronous, readonly=True)
@@ -140,4 +186,4 @@ class SqliteStorage(SqlStorage):
         return int(cur.rowcount)
 
     def _process(self, conn: sqlite3.Connection, limit: int) -> int:
-        return SqliteUnitOfWork(conn).process_pending(limit, self._now())
+        return SqliteUnitOfWork(conn, self.effects).process_pending(limit, self._now())

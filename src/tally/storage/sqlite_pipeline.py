@@ -11,7 +11,9 @@ from typing import Any
 import msgspec
 
 from tally import ids
-from tally.pipeline.process import decode_bodies, needs_of, process_events
+from tally.effects.billing import STRIPE_CUSTOMER_KEY
+from tally.effects.triggers import EffectRules
+from tally.pipeline.process import NO_EFFECTS, decode_bodies, needs_of, process_events
 from tally.pipeline.unit import (
     Changes,
     CounterKey,
@@ -22,6 +24,7 @@ from tally.pipeline.unit import (
     Snapshot,
     StoredEntity,
 )
+from tally.storage import sql_effects
 
 _TABLES = {"company": ("companies", "company_keys", "comp"), "user": ("users", "user_keys", "user")}
 _CHUNK = 500
@@ -49,8 +52,9 @@ class SqliteUnitOfWork:
     def dirty_row(self, entity: EntityState, traits: str, now: int) -> tuple[Any, ...]:
         return (entity.name, traits, now, entity.id)
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Any, rules: EffectRules = NO_EFFECTS) -> None:
         self.conn = conn
+        self.rules = rules
 
     def is_overflow(self, err: BaseException) -> bool:
         """Whether ``err`` says a usage counter would pass 64 bits."""
@@ -87,7 +91,7 @@ class SqliteUnitOfWork:
         self, events: list[PendingEvent], bodies: list[Any], needs: Needs, now: int
     ) -> None:
         snapshot = self.load_snapshot(needs)
-        changes = process_events(events, bodies, snapshot, ids.new_id)
+        changes = process_events(events, bodies, snapshot, ids.new_id, self.rules)
         self.conn.execute("SAVEPOINT tally_apply")
         try:
             self.apply(changes, now)
@@ -98,7 +102,7 @@ class SqliteUnitOfWork:
             # run the batch again, failing the events that overflow
             self.conn.execute("ROLLBACK TO SAVEPOINT tally_apply")
             snapshot.counters = self._read_counters(changes.counters)
-            self.apply(process_events(events, bodies, snapshot, ids.new_id), now)
+            self.apply(process_events(events, bodies, snapshot, ids.new_id, self.rules), now)
         self.conn.execute("RELEASE SAVEPOINT tally_apply")
 
     def claim_pending(self, limit: int) -> list[PendingEvent]:
@@ -128,6 +132,7 @@ class SqliteUnitOfWork:
             for (env, key, value), entity_id in found.items():
                 snapshot.keys[(kind, env, key, value)] = entity_id
             self._load_entities(kind, sorted(set(found.values())), snapshot)
+        self._load_effects(needs, snapshot)
         for env, subtype in needs.subtypes:
             rows = self.conn.execute(
                 "SELECT id FROM features WHERE environment_id = ? AND event_subtype = ? "
@@ -137,6 +142,19 @@ class SqliteUnitOfWork:
             if rows:
                 snapshot.features[(env, subtype)] = [r[0] for r in rows]
         return snapshot
+
+    def _load_effects(self, needs: Needs, snapshot: Snapshot) -> None:
+        """What side effects need: the endpoints' subscriptions, the numeric
+        allocations of the batch's companies, their billing customer keys."""
+        snapshot.subscribed = sql_effects.load_subscriptions(self.conn)
+        companies = sorted(e.id for e in snapshot.entities.values() if e.kind == "company")
+        if not companies:
+            return
+        if needs.subtypes:
+            snapshot.limits = sql_effects.load_limits(self.conn, companies)
+        if self.rules.billing:
+            for env, value, entity_id in sql_effects.load_customer_keys(self.conn, companies):
+                snapshot.keys[("company", env, STRIPE_CUSTOMER_KEY, value)] = entity_id
 
     def _lookup_keys(self, kind: str, refs: Iterable[KeyRef]) -> dict[KeyRef, str]:
         table, key_table, prefix = _TABLES[kind]
@@ -251,6 +269,7 @@ class SqliteUnitOfWork:
             "events = usage_counters.events + excluded.events",
             [(*key, qty, count) for key, (qty, count) in sorted(changes.counters.items())],
         )
+        sql_effects.write_effects(self.conn, changes, now, self.rules)
         many(
             "UPDATE events SET status = ?, error_message = ?, "
             "company_id = COALESCE(?, company_id), user_id = COALESCE(?, user_id), "

@@ -1,0 +1,164 @@
+"""Request and response shapes of webhook endpoints and their delivery log,
+as msgspec structs. Field names and the required/optional split follow
+``schematichq==1.4.6`` (``CreateWebhookRequestBody``, ``WebhookResponseData``,
+``WebhookEventDetailResponseData``, ``TestWebhookResponseData``); fields the
+SDK does not know (``status_reason``, ``last_error``, ``next_attempt_at``,
+``attempts``) are extra, which its models allow."""
+
+from __future__ import annotations
+
+import msgspec
+
+from tally.clock import format_micros
+from tally.effects.endpoints import Webhook, WebhookChanges
+from tally.effects.records import DeliveryAttempt, WebhookEvent
+
+
+# -- requests -------------------------------------------------------------------
+class EntitlementTriggerConfig(msgspec.Struct, forbid_unknown_fields=False):
+    feature_id: str
+
+
+class CreditTriggerConfig(msgspec.Struct, forbid_unknown_fields=False):
+    credit_id: str
+
+
+class WebhookBody(msgspec.Struct, forbid_unknown_fields=False):
+    """``CreateWebhookRequestBody`` / ``UpdateWebhookRequestBody``."""
+
+    name: str | None = None
+    url: str | None = None
+    request_types: list[str] | None = None
+    status: str | None = None
+    entitlement_trigger_configs: list[EntitlementTriggerConfig] | None = None
+    credit_trigger_configs: list[CreditTriggerConfig] | None = None
+
+
+class TestWebhookBody(msgspec.Struct, forbid_unknown_fields=False):
+    request_type: str | None = None
+
+
+def webhook_changes(body: WebhookBody) -> WebhookChanges:
+    return WebhookChanges(
+        name=body.name,
+        url=body.url,
+        request_types=None if body.request_types is None else tuple(body.request_types),
+        status=body.status,
+        feature_ids=(
+            None
+            if body.entitlement_trigger_configs is None
+            else tuple(c.feature_id for c in body.entitlement_trigger_configs)
+        ),
+        credit_ids=(
+            None
+            if body.credit_trigger_configs is None
+            else tuple(c.credit_id for c in body.credit_trigger_configs)
+        ),
+    )
+
+
+# -- responses ------------------------------------------------------------------
+class WebhookResponseData(msgspec.Struct, omit_defaults=True):
+    created_at: str
+    id: str
+    name: str
+    request_types: list[str]
+    secret: str
+    status: str
+    updated_at: str
+    url: str
+    credit_trigger_configs: list[CreditTriggerConfig] | None = None
+    entitlement_trigger_configs: list[EntitlementTriggerConfig] | None = None
+    status_reason: str | None = None
+
+
+class WebhookAttemptData(msgspec.Struct, omit_defaults=True):
+    number: int
+    started_at: str
+    outcome: str
+    finished_at: str | None = None
+    response_code: int | None = None
+    error: str | None = None
+
+
+class WebhookEventDetailResponseData(msgspec.Struct, omit_defaults=True):
+    attempt_count: int
+    created_at: str
+    id: str
+    request_type: str
+    status: str
+    updated_at: str
+    webhook_id: str
+    payload: str | None = None
+    response_code: int | None = None
+    sent_at: str | None = None
+    webhook: WebhookResponseData | None = None
+    last_error: str | None = None
+    next_attempt_at: str | None = None
+    attempts: list[WebhookAttemptData] | None = None
+
+
+class TestWebhookResponseData(msgspec.Struct, omit_defaults=True):
+    response_code: int
+    success: bool
+    failure_reason: str | None = None
+
+
+class CountResponse(msgspec.Struct):
+    count: int
+
+
+class DeleteResponse(msgspec.Struct):
+    deleted: bool
+
+
+def _opt_time(micros: int | None) -> str | None:
+    return None if micros is None else format_micros(micros)
+
+
+def webhook(hook: Webhook) -> WebhookResponseData:
+    return WebhookResponseData(
+        created_at=format_micros(hook.created_at),
+        id=hook.id,
+        name=hook.name,
+        request_types=list(hook.request_types),
+        secret=hook.secret,
+        status=hook.status,
+        updated_at=format_micros(hook.updated_at),
+        url=hook.url,
+        credit_trigger_configs=[CreditTriggerConfig(c) for c in hook.credit_ids],
+        entitlement_trigger_configs=[EntitlementTriggerConfig(f) for f in hook.feature_ids],
+        status_reason=hook.status_reason,
+    )
+
+
+def _attempt(a: DeliveryAttempt) -> WebhookAttemptData:
+    return WebhookAttemptData(
+        number=a.number,
+        started_at=format_micros(a.started_at),
+        outcome=a.outcome,
+        finished_at=_opt_time(a.finished_at),
+        response_code=a.response_code,
+        error=a.error,
+    )
+
+
+def webhook_event(
+    event: WebhookEvent, *, with_attempts: bool = False
+) -> WebhookEventDetailResponseData:
+    return WebhookEventDetailResponseData(
+        attempt_count=event.attempt_count,
+        created_at=format_micros(event.created_at),
+        id=event.id,
+        request_type=event.request_type,
+        status=event.status,
+        updated_at=format_micros(event.updated_at),
+        webhook_id=event.webhook_id,
+        payload=event.payload,
+        response_code=event.response_code,
+        sent_at=_opt_time(event.sent_at),
+        webhook=webhook(event.webhook) if event.webhook is not None else None,
+        last_error=event.last_error,
+        next_attempt_at=_opt_time(event.next_attempt_at),
+        attempts=[_attempt(a) for a in event.attempts] if with_attempts else None,
+    )

@@ -1,0 +1,212 @@
+"""Routes of webhook endpoints and their delivery log (the SDK's
+``client.webhooks.*``): ``/webhooks``, ``/webhooks/count``,
+``/webhooks/{id}``, ``/webhooks/{id}/test``, ``/webhook-events``,
+``/webhook-events/count``, ``/webhook-events/{id}``.
+
+Admin calls: a secret key (publishable keys: 403); changes also need a key
+that is not read-only. Responses carry the endpoint's signing ``secret``, as
+the SDK's ``WebhookResponseData`` requires.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tally import ids
+from tally.api import webhook_shapes as shapes
+from tally.api.http import ok, query_int, query_list, query_str, read_body
+from tally.api.state import AppState
+from tally.clock import to_micros
+from tally.effects.endpoints import REQUEST_TYPES, WebhookFilter
+from tally.effects.payloads import test_payload
+from tally.effects.records import AttemptResult, WebhookEventFilter
+from tally.effects.sender import make_client, post
+from tally.effects.signing import signed_headers
+from tally.errors import Invalid, NotFound
+from tally.ingest.parse import decode_json
+from tally.model import ApiKey
+
+MAX_LIMIT = 250
+MAX_IDS = 100
+_WEBHOOK_BODY = msgspec.json.Decoder(shapes.WebhookBody)
+_TEST_BODY = msgspec.json.Decoder(shapes.TestWebhookBody)
+
+
+async def _admin(request: Request, *, write: bool) -> tuple[AppState, ApiKey]:
+    state: AppState = request.app.state.tally
+    key = await state.auth.admin(request, area="webhooks", write=write)
+    return state, key
+
+
+def _page(request: Request, params: dict[str, Any]) -> tuple[int, int]:
+    limit = query_int(request, "limit", 100, 0, MAX_LIMIT)
+    offset = query_int(request, "offset", 0, 0, 2**31)
+    params.update(limit=limit, offset=offset)
+    return limit, offset
+
+
+def _not_found(webhook_id: str) -> NotFound:
+    return NotFound(f"webhook {webhook_id[:64]!r} was not found in this environment")
+
+
+async def _body(request: Request, state: AppState, decoder: Any, what: str) -> Any:
+    data = await read_body(request, state.settings.max_request_bytes)
+    return decode_json(data, decoder, what)
+
+
+def _webhook_filter(request: Request, params: dict[str, Any]) -> WebhookFilter:
+    q = query_str(request, "q", 512)
+    if q is not None:
+        params["q"] = q
+    limit, offset = _page(request, params)
+    return WebhookFilter(q=q, limit=limit, offset=offset)
+
+
+def _event_filter(request: Request, params: dict[str, Any]) -> WebhookEventFilter:
+    event_ids = query_list(request, "ids")
+    if len(event_ids) > MAX_IDS:
+        raise Invalid(f"ids takes at most {MAX_IDS} values")
+    q = query_str(request, "q", 512)
+    webhook_id = query_str(request, "webhook_id", 255)
+    for name, value in (("q", q), ("webhook_id", webhook_id)):
+        if value is not None:
+            params[name] = value
+    if event_ids:
+        params["ids"] = event_ids
+    limit, offset = _page(request, params)
+    return WebhookEventFilter(tuple(event_ids), q, webhook_id, limit, offset)
+
+
+# -- endpoints ------------------------------------------------------------------
+async def create_webhook(request: Request) -> Response:
+    state, key = await _admin(request, write=True)
+    body = await _body(request, state, _WEBHOOK_BODY, "webhook")
+    hook = await state.storage.create_webhook(key.environment_id, shapes.webhook_changes(body))
+    return ok(shapes.webhook(hook), status=201)
+
+
+async def list_webhooks(request: Request) -> Response:
+    state, key = await _admin(request, write=False)
+    params: dict[str, Any] = {}
+    hooks = await state.storage.list_webhooks(key.environment_id, _webhook_filter(request, params))
+    return ok([shapes.webhook(h) for h in hooks], params)
+
+
+async def count_webhooks(request: Request) -> Response:
+    state, key = await _admin(request, write=False)
+    params: dict[str, Any] = {}
+    count = await state.storage.count_webhooks(key.environment_id, _webhook_filter(request, params))
+    return ok(shapes.CountResponse(count=count), params)
+
+
+async def get_webhook(request: Request) -> Response:
+    state, key = await _admin(request, write=False)
+    webhook_id = request.path_params["webhook_id"]
+    hook = await state.storage.get_webhook(key.environment_id, webhook_id)
+    if hook is None:
+        raise _not_found(webhook_id)
+    return ok(shapes.webhook(hook))
+
+
+async def update_webhook(request: Request) -> Response:
+    state, key = await _admin(request, write=True)
+    webhook_id = request.path_params["webhook_id"]
+    body = await _body(request, state, _WEBHOOK_BODY, "webhook")
+    hook = await state.storage.update_webhook(
+        key.environment_id, webhook_id, shapes.webhook_changes(body)
+    )
+    if hook is None:
+        raise _not_found(webhook_id)
+    return ok(shapes.webhook(hook))
+
+
+async def delete_webhook(request: Request) -> Response:
+    state, key = await _admin(request, write=True)
+    webhook_id = request.path_params["webhook_id"]
+    if not await state.storage.delete_webhook(key.environment_id, webhook_id):
+        raise _not_found(webhook_id)
+    return ok(shapes.DeleteResponse(deleted=True))
+
+
+async def test_webhook(request: Request) -> Response:
+    """Send one signed test delivery now and answer how it went; it is logged
+    like any delivery, and never retried."""
+    state, key = await _admin(request, write=True)
+    webhook_id = request.path_params["webhook_id"]
+    body = await _body(request, state, _TEST_BODY, "webhook test")
+    if not body.request_type:
+        raise Invalid("request_type is required (for example test.send)")
+    if body.request_type not in REQUEST_TYPES:
+        raise Invalid(f"unknown request type {body.request_type[:64]!r}")
+    hook = await state.storage.get_webhook(key.environment_id, webhook_id)
+    if hook is None:
+        raise _not_found(webhook_id)
+    delivery_id = ids.new_id("whev")
+    started = to_micros(state.clock.now())
+    payload = test_payload(delivery_id, hook, body.request_type, started)
+    headers = signed_headers(payload, hook.secret, started // 1_000_000)
+    async with make_client(state.settings.delivery_timeout_seconds, 1) as client:
+        sent = await post(client, hook.url, payload, headers)
+    result = AttemptResult(
+        delivery_id,
+        1,
+        sent.ok,
+        sent.response_code,
+        sent.error,
+        started,
+        to_micros(state.clock.now()),
+        None,
+    )
+    await state.storage.log_test_delivery(hook, delivery_id, body.request_type, payload, result)
+    return ok(
+        shapes.TestWebhookResponseData(
+            response_code=sent.response_code or 0, success=sent.ok, failure_reason=sent.error
+        )
+    )
+
+
+# -- the delivery log -----------------------------------------------------------
+async def list_webhook_events(request: Request) -> Response:
+    state, key = await _admin(request, write=False)
+    params: dict[str, Any] = {}
+    events = await state.storage.list_webhook_events(
+        key.environment_id, _event_filter(request, params)
+    )
+    return ok([shapes.webhook_event(e) for e in events], params)
+
+
+async def count_webhook_events(request: Request) -> Response:
+    state, key = await _admin(request, write=False)
+    params: dict[str, Any] = {}
+    count = await state.storage.count_webhook_events(
+        key.environment_id, _event_filter(request, params)
+    )
+    return ok(shapes.CountResponse(count=count), params)
+
+
+async def get_webhook_event(request: Request) -> Response:
+    state, key = await _admin(request, write=False)
+    event_id = request.path_params["webhook_event_id"]
+    event = await state.storage.get_webhook_event(key.environment_id, event_id)
+    if event is None:
+        raise NotFound(f"webhook event {event_id[:64]!r} was not found in this environment")
+    return ok(shapes.webhook_event(event, with_attempts=True))
+
+
+routes = [
+    Route("/webhooks", create_webhook, methods=["POST"]),
+    Route("/webhooks", list_webhooks, methods=["GET"]),
+    Route("/webhooks/count", count_webhooks, methods=["GET"]),
+    Route("/webhooks/{webhook_id}", get_webhook, methods=["GET"]),
+    Route("/webhooks/{webhook_id}", update_webhook, methods=["PUT"]),
+    Route("/webhooks/{webhook_id}", delete_webhook, methods=["DELETE"]),
+    Route("/webhooks/{webhook_id}/test", test_webhook, methods=["POST"]),
+    Route("/webhook-events", list_webhook_events, methods=["GET"]),
+    Route("/webhook-events/count", count_webhook_events, methods=["GET"]),
+    Route("/webhook-events/{webhook_event_id}", get_webhook_event, methods=["GET"]),
+]
