@@ -47,7 +47,10 @@ from tally.storage.sql_webhooks import WEBHOOK_COLUMNS, webhook_from_row
 T = TypeVar("T")
 Conn = Any
 
-EXPAND_BATCH = 2  # outbox rows (processing batches) expanded per claim
+# what one claim expands at most (an outbox row holds a whole processing batch:
+# it is expanded over several claims, each a short transaction)
+EXPAND_NOTICES = 200
+EXPAND_RECORDS = 1000
 _NOTICES = msgspec.json.Decoder(list[Notice])
 _RECORDS = msgspec.json.Decoder(list[MeterRecord])
 # Picked first, then leased: an ``UPDATE … WHERE id IN (SELECT … LIMIT n FOR
@@ -155,19 +158,22 @@ class SqlOutbox:
         def _delivery_call(self, fn: Callable[[Conn], T]) -> Awaitable[T]: ...
 
     # -- expansion of the outbox ------------------------------------------------
-    def _expand(self, conn: Conn, now: int) -> int:
-        """Expand up to ``EXPAND_BATCH`` outbox rows into notices and
-        deliveries; returns how many rows it took."""
-        rows = conn.execute(
-            f"SELECT id, notices, meter_records FROM outbox ORDER BY id LIMIT ?{self.claim_suffix}",
-            (EXPAND_BATCH,),
-        ).fetchall()
-        if not rows:
-            return 0
-        notices = [(ids.new_id("whob"), n) for r in rows if r[1] for n in _NOTICES.decode(r[1])]
-        records = [m for r in rows if r[2] for m in _RECORDS.decode(r[2])]
+    def _expand(self, conn: Conn, now: int) -> bool:
+        """Expand a bounded part of the oldest outbox row into notices and
+        deliveries; returns whether there was anything to expand."""
+        row = conn.execute(
+            "SELECT id, notices, meter_records, notices_done, meter_records_done FROM outbox "
+            f"ORDER BY id LIMIT 1{self.claim_suffix}"
+        ).fetchone()
+        if row is None:
+            return False
+        row_id, notices_text, records_text, notices_done, records_done = row
+        all_notices = _NOTICES.decode(notices_text) if notices_text else []
+        all_records = _RECORDS.decode(records_text) if records_text else []
+        notices = all_notices[notices_done : notices_done + EXPAND_NOTICES]
+        records = all_records[records_done : records_done + EXPAND_RECORDS]
         if notices:
-            self._fan_out(conn, notices, now)
+            self._fan_out(conn, [(ids.new_id("whob"), n) for n in notices], now)
         if records:
             conn.executemany(
                 "INSERT INTO deliveries (id, environment_id, kind, ref, request_type, payload, "
@@ -187,9 +193,16 @@ class SqlOutbox:
                     for m in records
                 ],
             )
-        clause, args = in_list("id", [r[0] for r in rows])
-        conn.execute(f"DELETE FROM outbox WHERE {clause}", args)
-        return len(rows)
+        notices_done += len(notices)
+        records_done += len(records)
+        if notices_done >= len(all_notices) and records_done >= len(all_records):
+            conn.execute("DELETE FROM outbox WHERE id = ?", (row_id,))
+        else:
+            conn.execute(
+                "UPDATE outbox SET notices_done = ?, meter_records_done = ? WHERE id = ?",
+                (notices_done, records_done, row_id),
+            )
+        return True
 
     def _fan_out(self, conn: Conn, notices: list[tuple[str, Notice]], now: int) -> None:
         envs = sorted({n.environment_id for _, n in notices})
@@ -253,7 +266,7 @@ class SqlOutbox:
 
         def run(conn: Conn) -> list[ClaimedDelivery]:
             if limit <= 0:  # expand everything, claim nothing
-                while self._expand(conn, now) == EXPAND_BATCH:
+                while self._expand(conn, now):
                     pass
                 return []
             self._expand(conn, now)  # a bounded share per call: short transactions

@@ -188,6 +188,8 @@ MIGRATIONS: list[str] = [
         id TEXT PRIMARY KEY,
         notices TEXT,
         meter_records TEXT,
+        notices_done INTEGER NOT NULL DEFAULT 0,
+        meter_records_done INTEGER NOT NULL DEFAULT 0,
         created_at INTEGER NOT NULL
     );
     CREATE TABLE webhook_notices (
