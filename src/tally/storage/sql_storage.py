@@ -5,6 +5,7 @@ placeholders; ``tally.storage.pg_adapter`` translates them)."""
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import json
 import threading
@@ -85,7 +86,7 @@ def _key_from_row(row: Sequence[Any]) -> ApiKey:
     )
 
 
-class SqlStorage(SqliteEntities, SqliteCatalog, SqlWebhooks, SqlOutbox):
+class SqlStorage(SqliteEntities, SqliteCatalog, SqlWebhooks, SqlOutbox, abc.ABC):
     """``Storage`` on a SQL database. A backend says how to connect, how to
     store a batch of events (``_insert_events``), how to forget old
     idempotency keys (``_prune``) and how to process a batch (``_process``).
@@ -137,25 +138,31 @@ class SqlStorage(SqliteEntities, SqliteCatalog, SqlWebhooks, SqlOutbox):
         self._started = False
 
     # -- what a backend provides -----------------------------------------------
+    @abc.abstractmethod
     def _connect(self) -> Conn:
-        raise NotImplementedError
+        """A new connection for writing (the writer and processor threads)."""
 
+    @abc.abstractmethod
     def _connect_reader(self) -> Conn:
-        raise NotImplementedError
+        """A new connection for a reader thread."""
 
+    @abc.abstractmethod
     def _migrate(self, conn: Conn) -> None:
-        raise NotImplementedError
+        """Bring the schema up to date."""
 
+    @abc.abstractmethod
     def _insert_events(
         self, conn: Conn, batches: list[Sequence[NewEvent]], loaded_at: int
     ) -> list[list[IngestResult]]:
-        raise NotImplementedError
+        """Store a group commit's events, dropping idempotent duplicates."""
 
+    @abc.abstractmethod
     def _prune(self, conn: Conn, older_than_us: int) -> int:
-        raise NotImplementedError
+        """Forget a chunk of idempotency keys older than the cutoff."""
 
+    @abc.abstractmethod
     def _process(self, conn: Conn, limit: int) -> int:
-        raise NotImplementedError
+        """Process up to ``limit`` pending events in the open transaction."""
 
     # -- lifecycle ----------------------------------------------------------
     def _open_writer(self) -> Conn:
