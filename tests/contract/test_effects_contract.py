@@ -12,6 +12,7 @@ import asyncio
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -332,8 +333,9 @@ def test_no_meter_records_without_a_billing_sink(backend: Backend) -> None:
 
 
 # -- claims and outcomes ------------------------------------------------------------------
-async def queued(s: Storage, backend: Backend, n: int) -> World:
-    """A world with ``n`` webhook deliveries pending (one user.created each)."""
+async def identified(s: Storage, n: int) -> World:
+    """A world with ``n`` user.created notices in the outbox, from one
+    processing batch (one outbox row), not yet fanned out."""
     w = await world(s, types=("user.created",))
     events = [
         NewEvent(
@@ -348,7 +350,13 @@ async def queued(s: Storage, backend: Backend, n: int) -> World:
         for i in range(n)
     ]
     await s.ingest(events)
-    await process_all(s)
+    assert await s.process_pending(n) == n
+    return w
+
+
+async def queued(s: Storage, backend: Backend, n: int) -> World:
+    """A world with ``n`` webhook deliveries pending (one user.created each)."""
+    w = await identified(s, n)
     await fan_out(s, backend)
     return w
 
@@ -605,5 +613,55 @@ def test_concurrent_workers_fire_a_limit_once(postgres_url: str) -> None:
         finally:
             for s in stores:
                 await s.close()
+
+    asyncio.run(main())
+
+
+def test_a_large_batch_is_expanded_over_several_claims_once(backend: Backend) -> None:
+    from tally.storage.sql_fanout import EXPAND_NOTICES
+
+    async def scenario(s: Storage) -> None:
+        total = EXPAND_NOTICES + 50
+        w = await identified(s, total)
+        now = to_micros(backend.clock.now())
+        first = await s.claim_deliveries(now, 1000, LEASE, billing=False)
+        assert len(first) == EXPAND_NOTICES  # a bounded slice per claim
+        assert (await s.delivery_counts())[("outbox", "pending")] == 1
+        second = await s.claim_deliveries(now, 1000, LEASE, billing=False)
+        assert len(second) == 50
+        assert (await s.delivery_counts())[("outbox", "pending")] == 0
+        assert await s.claim_deliveries(now, 1000, LEASE, billing=False) == []
+        events = await s.list_webhook_events(w.env, WebhookEventFilter(limit=250))
+        bodies = [json.loads(e.payload)["body"]["keys"]["id"] for e in events]
+        assert len(events) == total == len(set(bodies))  # each notice once
+
+    backend.run(scenario)
+
+
+def test_the_warning_share_is_a_setting(tmp_path: Path) -> None:
+    from tally.storage.sqlite import SqliteStorage
+
+    clock = FrozenClock(START)
+
+    async def main() -> None:
+        s = SqliteStorage(str(tmp_path / "w.db"), clock=clock, effects=EffectRules(50))
+        await s.start()
+        try:
+            w = await world(s)
+            for _ in range(4):
+                await s.ingest([track(w)])
+                await process_all(s)
+            await s.claim_deliveries(T0, 0, LEASE, billing=False)
+            assert await log(s, w) == []
+            await s.ingest([track(w)])  # 5 of 10: half
+            await process_all(s)
+            await s.claim_deliveries(T0, 0, LEASE, billing=False)
+            sent = await log(s, w)
+            assert [(e["action"], e["body"]["usage"]) for e in sent] == [  # type: ignore[index]
+                ("entitlement.limit.warning", 5)
+            ]
+            assert sent[0]["body"]["warning_percent"] == 50  # type: ignore[index]
+        finally:
+            await s.close()
 
     asyncio.run(main())

@@ -425,3 +425,29 @@ def test_a_delivery_loop_killed_mid_delivery_loses_nothing(
     run(database_url, SystemClock(), check)
     assert "Traceback" not in log_path.read_text()
     assert sys.executable  # the loops ran with this interpreter (tally_command)
+
+
+def test_tally_deliver_burst_delivers_what_is_due_and_exits(
+    tmp_path: Path, hooks: Receiver, sink: Receiver
+) -> None:
+    url = f"sqlite:///{tmp_path / 'burst.db'}"
+    now = to_micros(datetime.now(UTC))
+
+    async def fill(s: Storage) -> World:
+        world = await make_world(s, [hooks.url], types=("user.created",))
+        await s.ingest([track_event(world.env, 1, now, user=f"u{n}") for n in range(5)])
+        await process_all(s)
+        return world
+
+    world = run(url, SystemClock(), fill)
+    done = subprocess.run(
+        tally_command("deliver", "--burst", "--database-url", url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "TALLY_BILLING_SINK_URL": sink.url},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "made 10 delivery attempts (10 delivered)" in done.stdout
+    assert len(hooks.succeeded()) == 5 and len(sink.succeeded()) == 5
+    assert_signed(hooks.received(), world)

@@ -100,20 +100,13 @@ class Deliverer:
         return claimed
 
     async def attempt(self, client: Client, item: ClaimedDelivery) -> AttemptResult:
+        """One attempt; never raises (an unexpected error is a failed attempt)."""
         started = self._now()
-        if item.kind == WEBHOOK:
-            if item.url is None or item.secret is None:
-                sent = Sent(False, None, "the webhook endpoint no longer exists")
-            else:
-                headers = signed_headers(item.payload, item.secret, started // 1_000_000)
-                sent = await post(client, item.url, item.payload, headers)
-        else:
-            url = self._config.billing_url
-            headers = billing.record_headers(item.ref or item.id, item.request_type)
-            if url is None:
-                sent = Sent(False, None, "no billing sink is configured")
-            else:
-                sent = await post(client, url, item.payload, headers)
+        try:
+            sent = await self._send(client, item, started)
+        except Exception as err:
+            log.exception("delivery %s failed unexpectedly", item.id)
+            sent = Sent(False, None, f"internal error: {type(err).__name__}: {err}"[:300])
         finished = self._now()
         retry_at = None
         if not sent.ok:
@@ -128,6 +121,22 @@ class Deliverer:
             finished,
             retry_at,
         )
+
+    async def _send(self, client: Client, item: ClaimedDelivery, started: int) -> Sent:
+        if item.kind == WEBHOOK:
+            if item.url is None or item.secret is None:
+                sent = Sent(False, None, "the webhook endpoint no longer exists")
+            else:
+                headers = signed_headers(item.payload, item.secret, started // 1_000_000)
+                sent = await post(client, item.url, item.payload, headers)
+        else:
+            url = self._config.billing_url
+            headers = billing.record_headers(item.ref or item.id, item.request_type)
+            if url is None:
+                sent = Sent(False, None, "no billing sink is configured")
+            else:
+                sent = await post(client, url, item.payload, headers)
+        return sent
 
     async def _record(self, results: list[AttemptResult]) -> None:
         await self._yield_to_processing()

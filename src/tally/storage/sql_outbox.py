@@ -1,6 +1,6 @@
 """The delivery queue on SQL (a mixin of ``SqlStorage``; portable SQL):
-expansion of the outbox, leased claims, attempt outcomes and the
-auto-disabling of failing endpoints.
+leased claims, attempt outcomes and the auto-disabling of failing
+endpoints; the expansion of the outbox is ``sql_fanout``.
 
 Every call runs in one transaction on the delivery connection (on SQLite the
 one writer; on PostgreSQL a connection of its own, so deliveries never queue
@@ -9,13 +9,9 @@ rows are picked with ``SKIP LOCKED`` on PostgreSQL, and a claim is a lease
 (``lease_until``) plus the attempt number, so only the loop holding the
 current attempt settles a delivery.
 
-Processing writes one outbox row per transaction (its notices and meter
-records, encoded); expanding it here makes a ``webhook_notices`` row (with
-the payload) for each notice some endpoint wants, a delivery per (notice,
-endpoint), and a delivery per meter record, then deletes the outbox row, all
-in one transaction. Writes are kept few, since on SQLite they share one lock
-with processing: a claim updates the delivery row only; the outcome updates
-it and logs the attempt in one row. An attempt cut short (its loop died) is
+Writes are kept few, since on SQLite they share one lock with processing: a
+claim updates the delivery row only; the outcome updates it and logs the
+attempt in one row. An attempt cut short (its loop died) is
 logged as ``interrupted`` when its delivery is claimed again.
 """
 
@@ -24,13 +20,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import msgspec
-
-from tally import ids
-from tally.effects import billing
-from tally.effects.billing import MeterRecord
-from tally.effects.endpoints import AUTO_DISABLE_WINDOW_US, should_disable, wants
-from tally.effects.payloads import entity_object, feature_object, plan_deliveries
+from tally.effects.endpoints import AUTO_DISABLE_WINDOW_US, should_disable
 from tally.effects.records import (
     FAILURE,
     INTERRUPTED,
@@ -40,19 +30,12 @@ from tally.effects.records import (
     AttemptResult,
     ClaimedDelivery,
 )
-from tally.effects.triggers import Notice
 from tally.storage.sql import chunks, in_list
-from tally.storage.sql_webhooks import WEBHOOK_COLUMNS, webhook_from_row
+from tally.storage.sql_fanout import SqlFanOut
 
 T = TypeVar("T")
 Conn = Any
 
-# what one claim expands at most (an outbox row holds a whole processing batch:
-# it is expanded over several claims, each a short transaction)
-EXPAND_NOTICES = 200
-EXPAND_RECORDS = 1000
-_NOTICES = msgspec.json.Decoder(list[Notice])
-_RECORDS = msgspec.json.Decoder(list[MeterRecord])
 # Picked first, then leased: an ``UPDATE … WHERE id IN (SELECT … LIMIT n FOR
 # UPDATE SKIP LOCKED)`` may run its subquery more than once on PostgreSQL and
 # lease more than ``n`` rows.
@@ -82,180 +65,27 @@ _LOG_ATTEMPT = (
 )
 
 
-def _decode(text: str | None) -> Any:
-    return msgspec.json.decode(text) if text else {}
+def _work_due(conn: Conn, now: int) -> bool:
+    """Whether a claim may find anything: an outbox row, or a delivery due."""
+    if conn.execute("SELECT 1 FROM outbox LIMIT 1").fetchone() is not None:
+        return True
+    row = conn.execute(
+        "SELECT 1 FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ? "
+        "AND lease_until <= ? LIMIT 1",
+        (now, now),
+    ).fetchone()
+    return row is not None
 
 
-def _keys(conn: Conn, table: str, entity_ids: Sequence[str]) -> dict[str, dict[str, str]]:
-    out: dict[str, dict[str, str]] = {}
-    for part in chunks(list(entity_ids)):
-        clause, args = in_list("entity_id", part)
-        for entity_id, key, value in conn.execute(
-            f"SELECT entity_id, key, value FROM {table} WHERE {clause} ORDER BY key", args
-        ).fetchall():
-            out.setdefault(entity_id, {})[key] = value
-    return out
-
-
-def _objects(conn: Conn, rows: Sequence[Notice]) -> dict[tuple[str, str], dict[str, Any]]:
-    """The companies, users and features the notices name, as they stand now."""
-    wanted: dict[str, set[str]] = {"company": set(), "user": set(), "feature": set()}
-    for row in rows:
-        if row.object_type in ("company", "user"):
-            wanted[row.object_type].add(row.object_id)
-        if row.company_id:
-            wanted["company"].add(row.company_id)
-        if row.feature_id:
-            wanted["feature"].add(row.feature_id)
-    out: dict[tuple[str, str], dict[str, Any]] = {}
-    for kind, table, key_table in (
-        ("company", "companies", "company_keys"),
-        ("user", "users", "user_keys"),
-    ):
-        found = sorted(wanted[kind])
-        keys = _keys(conn, key_table, found)
-        companies: dict[str, list[str]] = {}
-        for part in chunks(found):
-            clause, args = in_list("id", part)
-            if kind == "user":
-                m_clause, m_args = in_list("user_id", part)
-                for user_id, company_id in conn.execute(
-                    f"SELECT user_id, company_id FROM memberships WHERE {m_clause} "
-                    "ORDER BY company_id",
-                    m_args,
-                ).fetchall():
-                    companies.setdefault(user_id, []).append(company_id)
-            for r in conn.execute(
-                "SELECT id, environment_id, name, traits, last_seen_at, created_at, updated_at "
-                f"FROM {table} WHERE {clause}",
-                args,
-            ).fetchall():
-                out[(kind, r[0])] = entity_object(
-                    entity_id=r[0],
-                    environment_id=r[1],
-                    name=r[2],
-                    keys=keys.get(r[0], {}),
-                    traits=_decode(r[3]),
-                    last_seen_at=r[4],
-                    created_at=r[5],
-                    updated_at=r[6],
-                    company_ids=companies.get(r[0], []) if kind == "user" else None,
-                )
-    for part in chunks(sorted(wanted["feature"])):
-        clause, args = in_list("id", part)
-        for r in conn.execute(
-            f"SELECT id, name, feature_type, event_subtype FROM features WHERE {clause}", args
-        ).fetchall():
-            out[("feature", r[0])] = feature_object(r[0], r[1], r[2], r[3])
-    return out
-
-
-class SqlOutbox:
-    claim_suffix = ""  # PostgreSQL: " FOR UPDATE SKIP LOCKED"
+class SqlOutbox(SqlFanOut):
+    pick_setup: tuple[str, ...] = ()  # statements around the pick of due deliveries
+    pick_teardown: tuple[str, ...] = ()
 
     if TYPE_CHECKING:
 
         def _delivery_call(self, fn: Callable[[Conn], T]) -> Awaitable[T]: ...
 
-    # -- expansion of the outbox ------------------------------------------------
-    def _expand(self, conn: Conn, now: int) -> bool:
-        """Expand a bounded part of the oldest outbox row into notices and
-        deliveries; returns whether there was anything to expand."""
-        row = conn.execute(
-            "SELECT id, notices, meter_records, notices_done, meter_records_done FROM outbox "
-            f"ORDER BY id LIMIT 1{self.claim_suffix}"
-        ).fetchone()
-        if row is None:
-            return False
-        row_id, notices_text, records_text, notices_done, records_done = row
-        all_notices = _NOTICES.decode(notices_text) if notices_text else []
-        all_records = _RECORDS.decode(records_text) if records_text else []
-        notices = all_notices[notices_done : notices_done + EXPAND_NOTICES]
-        records = all_records[records_done : records_done + EXPAND_RECORDS]
-        if notices:
-            self._fan_out(conn, [(ids.new_id("whob"), n) for n in notices], now)
-        if records:
-            conn.executemany(
-                "INSERT INTO deliveries (id, environment_id, kind, ref, request_type, payload, "
-                "status, attempt_count, next_attempt_at, lease_until, created_at, updated_at) "
-                "VALUES (?,?,'billing',?,?,?,'pending',0,?,0,?,?) ON CONFLICT (id) DO NOTHING",
-                [
-                    (
-                        billing.record_id(m.event_id),
-                        m.environment_id,
-                        m.event_id,
-                        m.request_type,
-                        billing.record_body(m).decode(),
-                        now,
-                        now,
-                        now,
-                    )
-                    for m in records
-                ],
-            )
-        notices_done += len(notices)
-        records_done += len(records)
-        if notices_done >= len(all_notices) and records_done >= len(all_records):
-            conn.execute("DELETE FROM outbox WHERE id = ?", (row_id,))
-        else:
-            conn.execute(
-                "UPDATE outbox SET notices_done = ?, meter_records_done = ? WHERE id = ?",
-                (notices_done, records_done, row_id),
-            )
-        return True
-
-    def _fan_out(self, conn: Conn, notices: list[tuple[str, Notice]], now: int) -> None:
-        envs = sorted({n.environment_id for _, n in notices})
-        clause, args = in_list("w.environment_id", envs)
-        endpoints = [
-            webhook_from_row(r)
-            for r in conn.execute(
-                f"SELECT {WEBHOOK_COLUMNS} FROM webhooks w WHERE w.status = 'active' AND {clause} "
-                "ORDER BY w.id",
-                args,
-            ).fetchall()
-        ]
-        targets = [
-            (notice_id, n)
-            for notice_id, n in notices
-            if any(
-                h.environment_id == n.environment_id and wants(h, n.action, n.feature_id)
-                for h in endpoints
-            )
-        ]
-        if not targets:
-            return
-        objects = _objects(conn, [n for _, n in targets])
-        planned = plan_deliveries(targets, endpoints, objects, ids.new_id)
-        by_id = dict(targets)
-        conn.executemany(
-            "INSERT INTO webhook_notices (id, environment_id, action, object_type, object_id, "
-            "company_id, feature_id, event_id, payload, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            [
-                (
-                    notice_id,
-                    by_id[notice_id].environment_id,
-                    by_id[notice_id].action,
-                    by_id[notice_id].object_type,
-                    by_id[notice_id].object_id,
-                    by_id[notice_id].company_id,
-                    by_id[notice_id].feature_id,
-                    by_id[notice_id].event_id,
-                    payload.decode(),
-                    now,
-                )
-                for notice_id, payload in planned.payloads.items()
-            ],
-        )
-        conn.executemany(
-            "INSERT INTO deliveries (id, environment_id, kind, webhook_id, notice_id, "
-            "request_type, status, attempt_count, next_attempt_at, lease_until, created_at, "
-            "updated_at) VALUES (?,?,'webhook',?,?,?,'pending',0,?,0,?,?)",
-            [
-                (p.id, p.environment_id, p.webhook_id, p.notice_id, p.request_type, now, now, now)
-                for p in planned.deliveries
-            ],
-        )
+        def _read(self, fn: Callable[[Conn], T]) -> Awaitable[T]: ...
 
     # -- claims -------------------------------------------------------------
     async def claim_deliveries(
@@ -263,6 +93,8 @@ class SqlOutbox:
     ) -> list[ClaimedDelivery]:
         kinds = "d.kind IN ('webhook', 'billing')" if billing else "d.kind = 'webhook'"
         pick = _PICK.format(kinds=kinds, suffix=self.claim_suffix)
+        if limit > 0 and not await self._read(lambda conn: _work_due(conn, now)):
+            return []  # an idle poll costs a read, not a write transaction
 
         def run(conn: Conn) -> list[ClaimedDelivery]:
             if limit <= 0:  # expand everything, claim nothing
@@ -270,7 +102,11 @@ class SqlOutbox:
                     pass
                 return []
             self._expand(conn, now)  # a bounded share per call: short transactions
+            for statement in self.pick_setup:
+                conn.execute(statement)
             picked = conn.execute(pick, (now, now, limit)).fetchall()
+            for statement in self.pick_teardown:
+                conn.execute(statement)
             if not picked:
                 return []
             # a lease that ran out: its loop died mid-attempt
@@ -333,29 +169,46 @@ class SqlOutbox:
     # -- outcomes -----------------------------------------------------------
     async def record_attempts(self, results: Sequence[AttemptResult], now: int) -> list[str]:
         def run(conn: Conn) -> list[str]:
-            failed: list[str] = []
+            ordered = sorted(results, key=lambda x: x.delivery_id)
+            # which attempts are still current: locked here (PostgreSQL); a row
+            # another loop holds is being claimed again, so ours was superseded
+            current: dict[str, tuple[int, str, str | None]] = {}
+            for part in chunks([r.delivery_id for r in ordered]):
+                clause, args = in_list("id", part)
+                for delivery_id, attempts, status, hook_id in conn.execute(
+                    "SELECT id, attempt_count, status, webhook_id FROM deliveries "
+                    f"WHERE {clause} ORDER BY id{self.claim_suffix}",
+                    args,
+                ).fetchall():
+                    current[delivery_id] = (int(attempts), status, hook_id)
+            settled: list[tuple[Any, ...]] = []
             logged: list[tuple[Any, ...]] = []
-            for r in sorted(results, key=lambda x: x.delivery_id):
-                if r.ok:
-                    status, retry_at, finished = SUCCESS, 0, r.finished_at
-                elif r.retry_at is not None:
-                    status, retry_at, finished = PENDING, r.retry_at, None
-                else:
-                    status, retry_at, finished = FAILURE, 0, r.finished_at
-                won = conn.execute(
-                    _SETTLE,
-                    (
-                        status,
-                        r.response_code,
-                        None if r.ok else r.error,
-                        retry_at,
-                        r.finished_at if r.ok else None,
-                        finished,
-                        now,
-                        r.delivery_id,
-                        r.attempt,
-                    ),
-                ).rowcount
+            failed_hooks: set[str] = set()
+            for r in ordered:
+                attempts, status, hook_id = current.get(r.delivery_id, (-1, "", None))
+                won = attempts == r.attempt and status == PENDING
+                if won:
+                    if r.ok:
+                        new_status, retry_at, finished = SUCCESS, 0, r.finished_at
+                    elif r.retry_at is not None:
+                        new_status, retry_at, finished = PENDING, r.retry_at, None
+                    else:
+                        new_status, retry_at, finished = FAILURE, 0, r.finished_at
+                        if hook_id is not None:
+                            failed_hooks.add(hook_id)
+                    settled.append(
+                        (
+                            new_status,
+                            r.response_code,
+                            None if r.ok else r.error,
+                            retry_at,
+                            r.finished_at if r.ok else None,
+                            finished,
+                            now,
+                            r.delivery_id,
+                            r.attempt,
+                        )
+                    )
                 outcome = (SUCCESS if r.ok else FAILURE) if won else SUPERSEDED
                 logged.append(
                     (
@@ -368,21 +221,9 @@ class SqlOutbox:
                         r.error,
                     )
                 )
-                if won and status == FAILURE:
-                    failed.append(r.delivery_id)
+            conn.executemany(_SETTLE, settled)
             conn.executemany(_LOG_ATTEMPT, logged)
-            hooks: set[str] = set()
-            for part in chunks(failed):
-                clause, args = in_list("id", part)
-                hooks.update(
-                    row[0]
-                    for row in conn.execute(
-                        f"SELECT webhook_id FROM deliveries WHERE webhook_id IS NOT NULL "
-                        f"AND {clause}",
-                        args,
-                    ).fetchall()
-                )
-            return self._disable_failing(conn, sorted(hooks), now)
+            return self._disable_failing(conn, sorted(failed_hooks), now)
 
         return await self._delivery_call(run)
 
