@@ -25,7 +25,10 @@ class Authenticator:
         self._cache: dict[str, tuple[ApiKey | None, float]] = {}
 
     async def key_for(self, request: Request) -> ApiKey:
-        raw = request.headers.get(HEADER)
+        return await self.resolve(request.headers.get(HEADER))
+
+    async def resolve(self, raw: str | None) -> ApiKey:
+        """The key record of the header value ``raw``."""
         if not raw:
             raise Unauthorized("missing API key: send it in the X-Schematic-Api-Key header")
         now = time.monotonic()
@@ -43,8 +46,9 @@ class Authenticator:
             raise Unauthorized("invalid API key: it is unknown or has been revoked")
         return key
 
-    async def writer(self, request: Request) -> ApiKey:
-        key = await self.key_for(request)
+    async def writer(self, raw: str | None) -> ApiKey:
+        """The key of the header value ``raw``, which must be allowed to write."""
+        key = await self.resolve(raw)
         if not key.can_write:
             raise Forbidden("read-only API keys cannot write events")
         return key

@@ -11,7 +11,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tally.api import shapes
-from tally.api.http import ok, query_int, query_list, query_str, read_body
+from tally.api.asgi import Endpoint, Receive, Scope, Send, WriteHeaders, read_body, send_json
+from tally.api.http import envelope, ok, query_int, query_list, query_str
 from tally.api.state import AppState
 from tally.errors import Invalid, NotFound
 from tally.ingest.parse import Context, parse_capture_batch, parse_create_event, parse_event_batch
@@ -20,13 +21,12 @@ from tally.model import EVENT_TYPES, ApiKey, EventFilter, StoredEvent
 MAX_LIMIT = 250
 
 
-def _context(state: AppState, request: Request, key: ApiKey) -> Context:
-    client = request.client
+def _context(state: AppState, headers: WriteHeaders, key: ApiKey) -> Context:
     return Context(
         key=key,
         received_at=state.clock.now(),
-        remote_ip=client.host if client else "",
-        user_agent=request.headers.get("user-agent", ""),
+        remote_ip=headers.remote_ip,
+        user_agent=headers.user_agent,
         max_event_body_bytes=state.settings.max_event_body_bytes,
     )
 
@@ -43,34 +43,41 @@ async def _preview_names(
     )
 
 
-async def create_event(request: Request) -> Response:
-    state: AppState = request.app.state.tally
-    key = await state.auth.writer(request)
-    data = await read_body(request, state.settings.max_request_bytes)
-    ctx = _context(state, request, key)
+async def _write_request(
+    scope: Scope, receive: Receive, *, capture: bool
+) -> tuple[AppState, Context, bytes]:
+    """Who sends what: the key (a writer's, except on the capture call,
+    which stores a read-only key's events as failed), the body and the
+    receipt time."""
+    state: AppState = scope["app"].state.tally
+    headers = WriteHeaders(scope)
+    if capture:
+        key = await state.auth.resolve(headers.api_key)
+    else:
+        key = await state.auth.writer(headers.api_key)
+    data = await read_body(receive, headers.content_length, state.settings.max_request_bytes)
+    return state, _context(state, headers, key), data
+
+
+async def create_event(scope: Scope, receive: Receive, send: Send) -> None:
+    state, ctx, data = await _write_request(scope, receive, capture=False)
     event = parse_create_event(data, ctx)
     (result,) = await state.storage.ingest([event])
-    return ok(shapes.raw_event(result, ctx.remote_ip, ctx.user_agent), status=201)
+    await send_json(send, 201, envelope(shapes.raw_event(result, ctx.remote_ip, ctx.user_agent)))
 
 
-async def create_event_batch(request: Request) -> Response:
-    state: AppState = request.app.state.tally
-    key = await state.auth.writer(request)
-    data = await read_body(request, state.settings.max_request_bytes)
-    ctx = _context(state, request, key)
+async def create_event_batch(scope: Scope, receive: Receive, send: Send) -> None:
+    state, ctx, data = await _write_request(scope, receive, capture=False)
     events = parse_event_batch(data, ctx)
     results = await state.storage.ingest(events)
     payload = shapes.EventBatchResponseData(
         events=[shapes.raw_event(r, ctx.remote_ip, ctx.user_agent) for r in results]
     )
-    return ok(payload, status=201)
+    await send_json(send, 201, envelope(payload))
 
 
-async def capture_batch(request: Request) -> Response:
-    state: AppState = request.app.state.tally
-    key = await state.auth.key_for(request)  # read-only keys: stored as failed
-    data = await read_body(request, state.settings.max_request_bytes)
-    ctx = _context(state, request, key)
+async def capture_batch(scope: Scope, receive: Receive, send: Send) -> None:
+    state, ctx, data = await _write_request(scope, receive, capture=True)
     events = parse_capture_batch(data, ctx)
     results = await state.storage.ingest(events)
     payload = shapes.CaptureBatchResponseData(
@@ -84,7 +91,7 @@ async def capture_batch(request: Request) -> Response:
             for e, r in zip(events, results, strict=True)
         ]
     )
-    return ok(payload)
+    await send_json(send, 200, envelope(payload))
 
 
 async def list_events(request: Request) -> Response:
@@ -156,10 +163,10 @@ async def event_summaries(request: Request) -> Response:
 
 
 routes = [
-    Route("/events", create_event, methods=["POST"]),
+    Route("/events", Endpoint(create_event), methods=["POST"]),
     Route("/events", list_events, methods=["GET"]),
     Route("/events/{event_id}", get_event, methods=["GET"]),
-    Route("/event-batch", create_event_batch, methods=["POST"]),
-    Route("/batch", capture_batch, methods=["POST"]),
+    Route("/event-batch", Endpoint(create_event_batch), methods=["POST"]),
+    Route("/batch", Endpoint(capture_batch), methods=["POST"]),
     Route("/event-types", event_summaries, methods=["GET"]),
 ]

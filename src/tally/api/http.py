@@ -10,7 +10,8 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tally.errors import Invalid, TallyError, TooLarge
+from tally.api import asgi
+from tally.errors import Invalid, TallyError
 from tally.ingest.parse import BatchTooLarge
 
 STATUS_BY_CATEGORY = {
@@ -28,8 +29,13 @@ class JSONBytes(Response):
     media_type = "application/json"
 
 
+def envelope(data: Any, params: dict[str, Any] | None = None) -> bytes:
+    """The success body: ``{"data": …, "params": {…}}``."""
+    return _encoder.encode({"data": data, "params": params or {}})
+
+
 def ok(data: Any, params: dict[str, Any] | None = None, status: int = 200) -> Response:
-    return JSONBytes(_encoder.encode({"data": data, "params": params or {}}), status_code=status)
+    return JSONBytes(envelope(data, params), status_code=status)
 
 
 def error_response(err: TallyError) -> Response:
@@ -46,29 +52,7 @@ def plain_error(message: str, status: int, headers: Mapping[str, str] | None = N
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refusing (without reading it all) one over ``limit``."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError:
-            raise Invalid("the Content-Length header is not a number") from None
-        if size > limit:
-            raise TooLarge(
-                f"request body is {size} bytes, more than the limit of {limit} bytes (4 MiB)"
-            )
-        if size == 0:
-            raise Invalid("request body is empty; send a JSON object")
-    chunks: list[bytes] = []
-    total = 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise TooLarge(f"request body is more than the limit of {limit} bytes (4 MiB)")
-        chunks.append(chunk)
-    data = b"".join(chunks)
-    if not data:
-        raise Invalid("request body is empty; send a JSON object")
-    return data
+    return await asgi.read_body(request.receive, request.headers.get("content-length"), limit)
 
 
 def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
