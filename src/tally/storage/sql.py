@@ -7,6 +7,7 @@ no ``IN ()`` (invalid on PostgreSQL), and at most ``MAX_LIST`` values per list.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -57,3 +58,30 @@ def like_pattern(text: str) -> str:
     ``\\``, ``%`` and ``_`` in it escaped."""
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
+
+
+# the most rows one multi-row INSERT carries: a power of two that keeps the
+# parameters under SQLite's oldest limit of 999 for tables of up to 31 columns
+MAX_ROWS_PER_INSERT = 32
+
+
+@functools.lru_cache(maxsize=64)
+def multi_row_sql(head: str, columns: int, rows: int, tail: str = "") -> str:
+    """``head VALUES (?,…),(?,…)… tail`` for ``rows`` rows of ``columns`` values."""
+    one = "(" + ",".join("?" * columns) + ")"
+    return f"{head} VALUES {','.join([one] * rows)}{tail}"
+
+
+def power_of_two_slices(count: int, largest: int = MAX_ROWS_PER_INSERT) -> list[tuple[int, int]]:
+    """(start, size) slices covering ``range(count)``, each size a power of two
+    no larger than ``largest``: a multi-row statement per slice, from a set of
+    a few statement texts that the driver's statement cache keeps prepared."""
+    out: list[tuple[int, int]] = []
+    start = 0
+    size = largest
+    while start < count:
+        while size > count - start:
+            size //= 2
+        out.append((start, size))
+        start += size
+    return out

@@ -14,28 +14,31 @@ from tally.clock import Clock
 from tally.effects.triggers import EffectRules
 from tally.ingest.rules import is_duplicate
 from tally.model import IngestResult, NewEvent
-from tally.storage.sql import placeholders
+from tally.storage.sql import multi_row_sql, placeholders, power_of_two_slices
 from tally.storage.sql_storage import PRUNE_CHUNK, SqlStorage
 from tally.storage.sqlite_checkpoint import Checkpointer
 from tally.storage.sqlite_pipeline import SqliteUnitOfWork
 from tally.storage.sqlite_schema import connect, migrate
 
-INSERT_EVENT = (
+INSERT_EVENT_HEAD = (
     "INSERT INTO events (id, environment_id, type, subtype, status, body, quantity, "
     "idempotency_key, sent_at, captured_at, loaded_at, updated_at, trusted_client_clock, "
-    "backfill, error_message, api_key_id, remote_ip, user_agent, company_id, user_id, flag_id) "
-    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    "backfill, error_message, api_key_id, remote_ip, user_agent, company_id, user_id, flag_id)"
 )
-_UPSERT_KEY = (
+EVENT_COLUMNS = 21
+_UPSERT_KEY_HEAD = (
     "INSERT INTO idempotency_keys (environment_id, event_type, key, event_id, captured_at, "
-    "received_at) VALUES (?,?,?,?,?,?) ON CONFLICT (environment_id, event_type, key) DO UPDATE "
+    "received_at)"
+)
+_UPSERT_KEY_TAIL = (
+    " ON CONFLICT (environment_id, event_type, key) DO UPDATE "
     "SET event_id = excluded.event_id, captured_at = excluded.captured_at, "
     "received_at = excluded.received_at"
 )
 
 
 def event_row(event_id: str, ev: NewEvent, loaded_at: int) -> tuple[Any, ...]:
-    """The values of ``INSERT_EVENT`` for one event."""
+    """The values of one row of ``INSERT_EVENT_HEAD`` for one event."""
     return (
         event_id,
         ev.environment_id,
@@ -120,10 +123,26 @@ def insert_events(
                 key_rows[ident] = (*ident, event_id, ev.captured_at, ev.received_at)
             results.append(IngestResult(event_id, ev.captured_at, False))
         out.append(results)
-    conn.executemany(INSERT_EVENT, rows)
+    insert_rows(conn, INSERT_EVENT_HEAD, EVENT_COLUMNS, rows)
     if key_rows:
-        conn.executemany(_UPSERT_KEY, key_rows.values())
+        insert_rows(conn, _UPSERT_KEY_HEAD, 6, list(key_rows.values()), _UPSERT_KEY_TAIL)
     return out
+
+
+def insert_rows(
+    conn: sqlite3.Connection,
+    head: str,
+    columns: int,
+    rows: Sequence[tuple[Any, ...]],
+    tail: str = "",
+) -> None:
+    """Insert ``rows`` with a few multi-row statements rather than
+    ``executemany``: the sqlite3 module lets go of the GIL around every step,
+    so a statement per row hands the GIL back and forth with the event loop
+    once per row; here it is once per statement."""
+    for start, size in power_of_two_slices(len(rows)):
+        args = [value for row in rows[start : start + size] for value in row]
+        conn.execute(multi_row_sql(head, columns, size, tail), args)
 
 
 class SqliteStorage(SqlStorage):
