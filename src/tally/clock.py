@@ -51,14 +51,24 @@ def from_micros(micros: int) -> datetime:
     return _EPOCH + timedelta(microseconds=micros)
 
 
+# the last second formatted and its text, as one tuple (threads swap it whole)
+_last_second: tuple[int, str] = (-(2**62), "")
+
+
 def format_micros(micros: int) -> str:
     """RFC 3339 text with an explicit ``Z``, microsecond precision."""
+    global _last_second
     seconds, fraction = divmod(micros, 1_000_000)
-    t = time.gmtime(seconds)
-    return (
-        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:"
-        f"{t.tm_sec:02d}.{fraction:06d}Z"
-    )
+    last = _last_second
+    if last[0] != seconds:  # most calls format the same second as the one before
+        t = time.gmtime(seconds)
+        last = (
+            seconds,
+            f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:"
+            f"{t.tm_sec:02d}.",
+        )
+        _last_second = last
+    return f"{last[1]}{fraction:06d}Z"
 
 
 def format_time(at: datetime) -> str:

@@ -94,9 +94,9 @@ def create_app(
 
     app = Starlette(
         routes=[
+            *events.routes,  # first: POST /events is the hot path, matched in order
             Route("/health", health, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
-            *events.routes,
             *companies.routes,
             *catalog.routes,
             *webhooks.routes,

@@ -8,7 +8,6 @@ the valid events beside it are stored and the SDK does not retry the batch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -33,19 +32,33 @@ class BatchTooLarge(Invalid):
         self.max_size = max_size
 
 
-@dataclass(frozen=True, slots=True)
 class Context:
-    """Who sent the request, and when it arrived."""
+    """Who sent the request, and when it arrived (read-only by convention;
+    a plain slotted class: one is built per request on the hot path)."""
 
-    key: ApiKey
-    received_at: datetime
-    remote_ip: str = ""
-    user_agent: str = ""
-    max_event_body_bytes: int = 32 * 1024
-    received_us: int = field(init=False)
+    __slots__ = (
+        "key",
+        "max_event_body_bytes",
+        "received_at",
+        "received_us",
+        "remote_ip",
+        "user_agent",
+    )
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "received_us", to_micros(self.received_at))
+    def __init__(
+        self,
+        key: ApiKey,
+        received_at: datetime,
+        remote_ip: str = "",
+        user_agent: str = "",
+        max_event_body_bytes: int = 32 * 1024,
+    ) -> None:
+        self.key = key
+        self.received_at = received_at
+        self.received_us = to_micros(received_at)
+        self.remote_ip = remote_ip
+        self.user_agent = user_agent
+        self.max_event_body_bytes = max_event_body_bytes
 
 
 def describe_validation(err: msgspec.ValidationError, root: str) -> str:
@@ -107,21 +120,24 @@ def build_event(
             if trusted:
                 raise
             sent_at = None  # ignored without a clock flag
-    captured = rules.effective_time(
-        ctx.received_at,
-        sent_at,
-        trusted_client_clock=trusted,
-        backfill=bool(backfill),
-        secret_key=secret,
-    )
-
+    captured_us = ctx.received_us
+    if trusted:
+        captured_us = to_micros(
+            rules.effective_time(
+                ctx.received_at,
+                sent_at,
+                trusted_client_clock=trusted,
+                backfill=bool(backfill),
+                secret_key=secret,
+            )
+        )
     event = NewEvent(
         environment_id=ctx.key.environment_id,
         type=event_type,
         status="pending",
         body=raw.decode("utf-8", "replace"),
         quantity=1,
-        captured_at=ctx.received_us if captured is ctx.received_at else to_micros(captured),
+        captured_at=captured_us,
         received_at=ctx.received_us,
         idempotency_key=key,
         sent_at=to_micros(sent_at) if sent_at is not None else None,
@@ -131,10 +147,10 @@ def build_event(
         remote_ip=ctx.remote_ip,
         user_agent=ctx.user_agent,
     )
-    if isinstance(parsed, wire.TrackBody):
+    if event_type == "track":
         event.subtype = parsed.event
         event.quantity = rules.check_quantity(parsed.quantity, secret_key=secret)
-    elif isinstance(parsed, wire.FlagCheckBody):
+    elif event_type == "flag_check":
         event.flag_id = parsed.flag_id
         event.company_id = parsed.company_id
         event.user_id = parsed.user_id
