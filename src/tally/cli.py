@@ -10,13 +10,14 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from tally.clock import SystemClock, format_micros, format_time
 from tally.errors import TallyError
 from tally.keys import create_key
 from tally.settings import Settings
-from tally.storage import open_storage
+from tally.storage import is_postgres, open_storage
 from tally.storage.base import Storage
 
 
@@ -365,16 +366,30 @@ def serve(args: argparse.Namespace) -> int:
         "lifespan": "on",
         "timeout_graceful_shutdown": 10,
     }
-    if settings.http_workers > 1:
-        # each process builds its own app from the environment: hand the
-        # settings down through it
-        os.environ.update(settings.as_environ())
-        uvicorn.run(
-            "tally.api.app:app_from_environment",
-            factory=True,
-            workers=settings.http_workers,
-            **options,
+    storage_process = None
+    if settings.storage_process and not is_postgres(settings.database_url):
+        # the SQLite writer, worker and delivery loop run beside the HTTP
+        # server, not in it (tally/storage/process.py says why)
+        from tally.storage.process import StorageProcess
+
+        storage_process = StorageProcess(settings.as_environ())
+        settings = replace(
+            settings, storage_socket=storage_process.socket_path, worker=False, deliver=False
         )
-    else:
-        uvicorn.run(create_app(settings), **options)
+    try:
+        if settings.http_workers > 1:
+            # each process builds its own app from the environment: hand the
+            # settings down through it
+            os.environ.update(settings.as_environ())
+            uvicorn.run(
+                "tally.api.app:app_from_environment",
+                factory=True,
+                workers=settings.http_workers,
+                **options,
+            )
+        else:
+            uvicorn.run(create_app(settings), **options)
+    finally:
+        if storage_process is not None:
+            storage_process.stop()
     return 0

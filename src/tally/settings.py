@@ -37,6 +37,12 @@ ENV_VARS: tuple[tuple[str, str, str], ...] = (
         "SQLite synchronous mode: FULL (fsync every commit, default) or NORMAL",
     ),
     ("commit_max_events", "TALLY_COMMIT_MAX_EVENTS", "most events one group commit holds"),
+    (
+        "storage_process",
+        "TALLY_STORAGE_PROCESS",
+        "SQLite: run the writer, worker and delivery loop in a process beside the HTTP one (on/off)",
+    ),
+    ("storage_socket", "TALLY_STORAGE_SOCKET", "set by tally serve: its storage process's socket"),
     ("log_level", "TALLY_LOG_LEVEL", "log level of the server (info, warning, …)"),
     ("http_workers", "TALLY_HTTP_WORKERS", "HTTP server processes of tally serve"),
     ("worker", "TALLY_WORKER", "run the processing worker inside tally serve (on/off)"),
@@ -97,6 +103,8 @@ class Settings:
     key_cache_seconds: float = 5.0
     sqlite_synchronous: str = "FULL"
     commit_max_events: int = 5000
+    storage_process: bool = True
+    storage_socket: str = ""
     log_level: str = "warning"
     http_workers: int = 1
     worker: bool = True

@@ -28,6 +28,11 @@ def is_postgres(database_url: str) -> bool:
 
 def open_storage(settings: Settings, clock: Clock | None = None) -> Storage:
     """The storage backend the settings' database URL names (not yet started)."""
+    if settings.storage_socket:
+        from tally.storage.process import RemoteStorage, stop_this_server
+
+        # an HTTP process of tally serve: its storage runs in another process
+        return RemoteStorage(settings.storage_socket, stop_this_server)  # type: ignore[return-value]
     if is_postgres(settings.database_url):
         from tally.storage.postgres import PostgresStorage
 
