@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from dataclasses import replace
 from datetime import timedelta
+
+from msgspec.structs import replace
 
 from tally.clock import to_micros
 from tally.model import Environment, EventFilter, IngestResult, NewEvent, StoredEvent

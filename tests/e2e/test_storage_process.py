@@ -11,8 +11,10 @@ import signal
 import sqlite3
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tally.errors import NotFound, TallyError
@@ -184,3 +186,38 @@ def test_errors_that_do_not_pickle_arrive_as_runtime_errors() -> None:
     assert isinstance(err, RuntimeError) and "Odd" in str(err)
     again = wire.decode_value(wire.encode_error(NotFound("company 'x' was not found")))
     assert isinstance(again, TallyError) and again.message == "company 'x' was not found"
+
+
+def test_http_processes_of_serve_workers_share_one_writer(tmp_path: Path) -> None:
+    """``tally serve --workers 2`` on SQLite: two HTTP processes, one storage
+    process; a key sent through both is stored once."""
+    server = Server(
+        tmp_path / "w.db",
+        free_port(),
+        {"TALLY_HTTP_WORKERS": "2", "TALLY_WORKER": "off", "TALLY_DELIVER": "off"},
+    )
+    server.start()
+    try:
+        assert server.process is not None
+        storage_child(server.process.pid)  # exactly one, beside uvicorn's workers
+        headers = {"X-Schematic-Api-Key": server.secret_key}
+
+        def send(n: int) -> str:
+            # a fresh connection each time: the kernel spreads them over both
+            body = {
+                "event_type": "track",
+                "body": {"event": "api-call", "company": {"id": f"c{n}"}},
+                "idempotency_key": "shared" if n % 2 else None,
+            }
+            answer = httpx.post(f"{server.base_url}/events", json=body, headers=headers)
+            assert answer.status_code == 201, answer.text
+            return str(answer.json()["data"]["event_id"])
+
+        with ThreadPoolExecutor(8) as pool:
+            ids = list(pool.map(send, range(200)))
+    finally:
+        server.stop()
+    assert len({ids[n] for n in range(1, 200, 2)}) == 1
+    rows = stored(tmp_path / "w.db")
+    assert len(rows) == 100 + 1
+    assert {event_id for event_id, _ in rows} == set(ids)

@@ -43,6 +43,10 @@ log = logging.getLogger(__name__)
 READY = "tally-storage-ready"
 CONNECT_TIMEOUT_SECONDS = 60.0
 START_TIMEOUT_SECONDS = 300.0  # migrations of a large database run first
+# INGEST frames one HTTP process keeps on their way: with two, the storage
+# process's writer finds the next one queued when a commit ends, instead of
+# waiting for its answer to reach the HTTP process and the next frame to come
+FRAMES_IN_FLIGHT = 2
 
 
 # -- the storage process --------------------------------------------------------
@@ -256,7 +260,8 @@ class RemoteStorage:
         self._client: _Client | None = None
         self._next_id = 0
         self._held: list[tuple[Sequence[NewEvent], asyncio.Future[list[IngestResult]]]] = []
-        self._ingesting = False
+        self._in_flight = 0  # INGEST frames sent and not answered yet
+        self._scheduled = False  # a send of the held events is scheduled
         self._closing = False
 
     async def start(self) -> None:
@@ -303,25 +308,25 @@ class RemoteStorage:
             return []
         future: asyncio.Future[list[IngestResult]] = asyncio.get_running_loop().create_future()
         self._held.append((events, future))
-        if not self._ingesting:
-            self._ingesting = True
+        if not self._scheduled and self._in_flight < FRAMES_IN_FLIGHT:
+            self._scheduled = True
             asyncio.get_running_loop().call_soon(self._ingest_held)
         return await future
 
     def _ingest_held(self) -> None:
-        """Send everything held back in one frame; when its answer comes, the
-        next frame takes what arrived meanwhile."""
-        held, self._held = self._held, []
-        if not held:
-            self._ingesting = False
+        """Send everything held back in one frame, unless ``FRAMES_IN_FLIGHT``
+        frames are already on their way: then the next answer sends it."""
+        self._scheduled = False
+        if not self._held or self._in_flight >= FRAMES_IN_FLIGHT:
             return
+        held, self._held = self._held, []
         try:
             sent = self._send(wire.INGEST, wire.encode_events([list(ev) for ev, _ in held]))
         except Exception as err:
-            self._ingesting = False
             for _, future in held:
                 future.set_exception(err)
             return
+        self._in_flight += 1
         sent.add_done_callback(lambda done: self._ingested(held, done))
 
     def _ingested(
@@ -329,6 +334,8 @@ class RemoteStorage:
         held: list[tuple[Sequence[NewEvent], asyncio.Future[list[IngestResult]]]],
         done: asyncio.Future[tuple[int, bytes]],
     ) -> None:
+        self._in_flight -= 1
+        self._ingest_held()  # what arrived meanwhile goes out before this is answered
         try:
             kind, payload = done.result()
             if kind == wire.ERROR:
@@ -342,7 +349,6 @@ class RemoteStorage:
             for (_, future), result in zip(held, results, strict=True):
                 if not future.done():
                     future.set_result(result)
-        self._ingest_held()
 
     # -- everything else ------------------------------------------------------
     async def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
