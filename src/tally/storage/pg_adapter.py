@@ -32,24 +32,52 @@ def translate(sql: str) -> str:
 
 class PgConnection:
     """A psycopg connection in autocommit mode, driven with explicit
-    ``BEGIN``/``COMMIT`` like tally's sqlite3 connections."""
+    ``BEGIN``/``COMMIT`` like tally's sqlite3 connections.
+
+    ``BEGIN`` is not sent on its own: it goes to the server with the
+    transaction's first statement, in one round trip (a pipeline), and a
+    transaction that ran no statement sends nothing at all. Each round trip
+    costs more than the server's work for a small statement: the thread
+    waiting for it has to get the GIL back from the event loop afterwards."""
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.raw = conn
+        self._begin_pending = False
 
     @classmethod
     def connect(cls, url: str) -> PgConnection:
         return cls(psycopg.connect(url, autocommit=True))
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+        if sql == "BEGIN":
+            self._begin_pending = True
+            return self.raw.cursor()
+        if self._begin_pending:
+            self._begin_pending = False
+            if sql in ("COMMIT", "ROLLBACK"):  # an empty transaction
+                return self.raw.cursor()
+            with self.raw.pipeline():
+                self.raw.execute("BEGIN", prepare=None)
+                return self.raw.execute(translate(sql), params or None, prepare=None)
         return self.raw.execute(translate(sql), params or None, prepare=None)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> psycopg.Cursor[Any]:
+        self._send_begin()
         cursor = self.raw.cursor()
         rows = list(rows)
         if rows:
             cursor.executemany(translate(sql), rows)
         return cursor
+
+    def copy(self, sql: str) -> psycopg.Copy:
+        """``cursor.copy(sql)`` (a ``COPY … FROM STDIN``) in the open transaction."""
+        self._send_begin()
+        return self.raw.cursor().copy(sql)
+
+    def _send_begin(self) -> None:
+        if self._begin_pending:
+            self._begin_pending = False
+            self.raw.execute("BEGIN", prepare=None)
 
     def close(self) -> None:
         self.raw.close()

@@ -1,9 +1,10 @@
 """The PostgreSQL backend: the shared SQL storage on psycopg 3.
 
-- Ingestion: each API process group-commits on its own writer connection;
-  idempotency is decided by the database (``INSERT … ON CONFLICT … WHERE
-  expired … RETURNING`` on the key table), so two processes racing on one key
-  store one event; events go in with ``COPY``.
+- Ingestion: each API process group-commits on ``WRITERS`` connections of
+  its own (one queue); events go in with ``COPY``, then one statement claims
+  their idempotency keys (``INSERT … ON CONFLICT … RETURNING`` on the key
+  table) and deletes the events that lost, so the database decides: two
+  writers or processes racing on one key store one event.
 - Processing: a connection of its own; batches are claimed with
   ``FOR UPDATE SKIP LOCKED`` so any number of workers take disjoint batches;
   counters are pre-aggregated per batch and every write goes in a fixed order
@@ -36,86 +37,99 @@ EVENT_COLUMNS = (
     "captured_at, loaded_at, updated_at, trusted_client_clock, backfill, error_message, "
     "api_key_id, remote_ip, user_agent, company_id, user_id, flag_id"
 )
+_EXPIRED = f"idempotency_keys.received_at <= excluded.received_at - {IDEMPOTENCY_WINDOW_US}"
+# One statement, the last before COMMIT, claims a group commit's keys for the
+# events already copied in, names the event each key keeps, and deletes the
+# copied events that lost. A new key, or one whose holder is older than the
+# window, takes the new event; any other conflict keeps its row as it is (the
+# no-op update locks it and makes RETURNING show it: under READ COMMITTED
+# the latest committed version, even when another transaction committed it
+# after this statement began). Claiming last holds the key locks only until
+# the COMMIT right after, so that a concurrent writer that meets one of them
+# waits for that COMMIT, not for a whole COPY too. The keys arrive as one JSON
+# text, [[env, type, key, event_id, captured_at, received_at], …], far
+# cheaper for the client than arrays; ORDER BY gives every transaction the
+# same lock order.
 _CLAIM_KEYS = (
-    "INSERT INTO idempotency_keys (environment_id, event_type, key, event_id, captured_at, "
-    "received_at) SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], "
-    "?::bigint[], ?::bigint[]) "
-    "ON CONFLICT (environment_id, event_type, key) DO UPDATE SET event_id = excluded.event_id, "
-    "captured_at = excluded.captured_at, received_at = excluded.received_at "
-    f"WHERE idempotency_keys.received_at <= excluded.received_at - {IDEMPOTENCY_WINDOW_US} "
-    "RETURNING environment_id, event_type, key"
-)
-_KEPT = (
-    "SELECT k.environment_id, k.event_type, k.key, k.event_id, k.captured_at "
-    "FROM idempotency_keys k JOIN unnest(?::text[], ?::text[], ?::text[]) AS w(e, t, k2) "
-    "ON k.environment_id = w.e AND k.event_type = w.t AND k.key = w.k2"
+    "WITH w AS MATERIALIZED (SELECT j->>0 AS e, j->>1 AS t, j->>2 AS k, j->>3 AS id, "
+    "(j->>4)::bigint AS c, (j->>5)::bigint AS r FROM json_array_elements(?::json) AS j), "
+    "claimed AS (INSERT INTO idempotency_keys (environment_id, event_type, key, event_id, "
+    "captured_at, received_at) SELECT e, t, k, id, c, r FROM w ORDER BY e, t, k "
+    "ON CONFLICT (environment_id, event_type, key) DO UPDATE SET "
+    f"event_id = CASE WHEN {_EXPIRED} THEN excluded.event_id "
+    "ELSE idempotency_keys.event_id END, "
+    f"captured_at = CASE WHEN {_EXPIRED} THEN excluded.captured_at "
+    "ELSE idempotency_keys.captured_at END, "
+    f"received_at = CASE WHEN {_EXPIRED} THEN excluded.received_at "
+    "ELSE idempotency_keys.received_at END "
+    "RETURNING environment_id, event_type, key, event_id, captured_at), "
+    "lost AS (DELETE FROM events USING w, claimed WHERE claimed.environment_id = w.e "
+    "AND claimed.event_type = w.t AND claimed.key = w.k AND claimed.event_id <> w.id "
+    "AND events.id = w.id) "
+    "SELECT environment_id, event_type, key, event_id, captured_at FROM claimed"
 )
 
 Ident = tuple[str, str, str]
+# Group-committing connections per API process: while one waits for its
+# COPY and COMMIT, the next stores what queued up meanwhile.
+WRITERS = 2
+_KEY_ENCODER = msgspec.json.Encoder()
 
 
 def insert_events(
     conn: PgConnection, batches: list[Sequence[NewEvent]], loaded_at: int
 ) -> list[list[IngestResult]]:
-    """Store the batches' events in the caller's transaction. The first event
-    of each idempotency key in the batch asks the database for the key; the
-    database answers atomically across processes."""
-    first: dict[Ident, tuple[str, NewEvent]] = {}
-    plan: list[list[tuple[str, NewEvent, Ident | None]]] = []
+    """Store the batches' events in the caller's transaction. Every event
+    without a key, and the first event of each key in the batches, is copied
+    in; then the database decides each key (``_CLAIM_KEYS``), atomically across
+    processes, and the copied events that lost are deleted again."""
+    first: dict[Ident, tuple[str, int]] = {}  # ident → (its first event, captured_at)
+    claims: list[tuple[str, str, str, str, int, int]] = []
+    rows: list[tuple[Any, ...]] = []
+    plan: list[list[tuple[str, int, Ident | None]]] = []
+    new_id = ids.new_id
     for events in batches:
         planned = []
         for ev in events:
+            event_id = new_id("evt")
             ident = None
             if ev.idempotency_key is not None and ev.status == "pending":
                 ident = (ev.environment_id, ev.type, ev.idempotency_key)
-            event_id = ids.new_id("evt")
-            if ident is not None and ident not in first:
-                first[ident] = (event_id, ev)
-            planned.append((event_id, ev, ident))
+                if ident in first:  # a duplicate inside the batches: never stored
+                    planned.append((event_id, ev.captured_at, ident))
+                    continue
+                first[ident] = (event_id, ev.captured_at)
+                claims.append((*ident, event_id, ev.captured_at, ev.received_at))
+            rows.append(event_row(event_id, ev, loaded_at))
+            planned.append((event_id, ev.captured_at, ident))
         plan.append(planned)
 
+    if rows:
+        with conn.copy(f"COPY events ({EVENT_COLUMNS}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
     kept: dict[Ident, IngestResult] = {}  # ident → the event the key names
-    if first:
-        order = sorted(first)  # one lock order for every process
-        cols: list[list[Any]] = [[], [], [], [], [], []]
-        for ident in order:
-            event_id, ev = first[ident]
-            for col, value in zip(
-                cols, (*ident, event_id, ev.captured_at, ev.received_at), strict=True
-            ):
-                col.append(value)
-        won = {tuple(r) for r in conn.execute(_CLAIM_KEYS, cols).fetchall()}
-        lost = [ident for ident in order if ident not in won]
-        for ident in won:
-            event_id, ev = first[ident]  # type: ignore[index]
-            kept[ident] = IngestResult(event_id, ev.captured_at, False)  # type: ignore[index]
-        if lost:
-            rows = conn.execute(
-                _KEPT, ([i[0] for i in lost], [i[1] for i in lost], [i[2] for i in lost])
-            ).fetchall()
-            for env, kind, key, event_id, captured_at in rows:
-                kept[(env, kind, key)] = IngestResult(event_id, captured_at, True)
+    if claims:
+        encoded = _KEY_ENCODER.encode(claims).decode()
+        for env, kind, key, event_id, captured_at in conn.execute(
+            _CLAIM_KEYS, (encoded,)
+        ).fetchall():
+            ident = (env, kind, key)
+            kept[ident] = IngestResult(event_id, captured_at, event_id != first[ident][0])
 
-    rows_out: list[tuple[Any, ...]] = []
     out: list[list[IngestResult]] = []
     for planned in plan:
         results = []
-        for event_id, ev, ident in planned:
+        for event_id, captured_at, ident in planned:
             if ident is None:
-                rows_out.append(event_row(event_id, ev, loaded_at))
-                results.append(IngestResult(event_id, ev.captured_at, False))
+                results.append(IngestResult(event_id, captured_at, False))
                 continue
             winner = kept[ident]
-            if winner.event_id == event_id and not winner.duplicate:
-                rows_out.append(event_row(event_id, ev, loaded_at))
+            if winner.event_id == event_id:
                 results.append(winner)
             else:
                 results.append(IngestResult(winner.event_id, winner.captured_at, True))
         out.append(results)
-    if rows_out:
-        with conn.raw.cursor().copy(f"COPY events ({EVENT_COLUMNS}) FROM STDIN") as copy:
-            for row in rows_out:
-                copy.write_row(row)
     return out
 
 
@@ -166,6 +180,7 @@ class PostgresStorage(SqlStorage):
         clock: Clock | None = None,
         readers: int = 4,
         effects: EffectRules | None = None,
+        writers: int = WRITERS,
     ) -> None:
         self.url = url
         super().__init__(
@@ -174,6 +189,7 @@ class PostgresStorage(SqlStorage):
             readers=readers,
             separate_processor=True,
             effects=effects,
+            writers=writers,
         )
 
     def _connect(self) -> PgConnection:

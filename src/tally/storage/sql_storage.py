@@ -105,14 +105,18 @@ class SqlStorage(SqliteEntities, SqliteCatalog, SqlWebhooks, SqlOutbox, abc.ABC)
         readers: int = 2,
         separate_processor: bool = False,
         effects: EffectRules | None = None,
+        writers: int = 1,
     ) -> None:
         self._clock = clock or SystemClock()
         self._effects = effects or EffectRules()
+        # ``writers`` group-committing connections share the write queue
+        # (SQLite: one; PostgreSQL takes concurrent writers)
         self._writer = WriterThread(
             self._open_writer,
             self._ingest_batches,
             max_events=commit_max_events,
             begin=self.begin,
+            threads=writers,
         )
         # PostgreSQL processes on a connection of its own, so that ingestion
         # never waits for a processing batch; SQLite has one writer for both.

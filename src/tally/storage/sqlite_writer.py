@@ -4,6 +4,11 @@ Requests hand their work to a queue and await a future. The thread takes
 everything queued (up to ``max_events`` events), runs it in one transaction,
 commits once, then resolves every future: concurrent requests share one fsync
 instead of paying one each (datasette's write thread is the model).
+
+SQLite has one such thread. A database that takes concurrent writers
+(PostgreSQL) can have ``threads`` of them on one queue, each with its own
+connection: while one waits for the database, the next takes what queued
+up meanwhile.
 """
 
 from __future__ import annotations
@@ -51,7 +56,8 @@ def _settle(pairs: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) 
 
 
 class WriterThread:
-    """Runs ``batch_fn`` over group-committed batches and ``call`` jobs alone."""
+    """Runs ``batch_fn`` over group-committed batches and ``call`` jobs alone
+    (with ``threads`` > 1: alone on their connection)."""
 
     def __init__(
         self,
@@ -61,27 +67,37 @@ class WriterThread:
         max_events: int = 5000,
         begin: str = "BEGIN IMMEDIATE",
         name: str = "tally-writer",
+        threads: int = 1,
     ) -> None:
         self._begin = begin
         self._connect = connect
         self._batch_fn = batch_fn
         self._max_events = max_events
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._ready = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, name=name if i == 0 else f"{name}-{i}", daemon=True)
+            for i in range(max(threads, 1))
+        ]
+        self._ready = threading.Semaphore(0)
         self._start_error: BaseException | None = None
+        self._count_lock = threading.Lock()
         self.commits = 0
 
     def start(self) -> None:
-        self._thread.start()
-        self._ready.wait()
+        for thread in self._threads:
+            thread.start()
+        for _ in self._threads:
+            self._ready.acquire()
         if self._start_error is not None:
+            self.stop()
             raise self._start_error
 
     def stop(self) -> None:
-        if self._thread.is_alive():
-            self._queue.put(_STOP)
-            self._thread.join()
+        alive = [thread for thread in self._threads if thread.is_alive()]
+        for _ in alive:
+            self._queue.put(_STOP)  # each thread takes one and ends
+        for thread in alive:
+            thread.join()
 
     async def submit_batch(self, items: Sequence[Any]) -> list[Any]:
         job = _Job(items, len(items), asyncio.get_running_loop())
@@ -99,9 +115,9 @@ class WriterThread:
             conn = self._connect()
         except BaseException as err:  # surfaced by start()
             self._start_error = err
-            self._ready.set()
+            self._ready.release()
             return
-        self._ready.set()
+        self._ready.release()
         held: Any = None
         try:
             while True:
@@ -137,7 +153,8 @@ class WriterThread:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-            self.commits += 1
+            with self._count_lock:
+                self.commits += 1
             outcome = [(job.future, res, None) for job, res in zip(batch, results, strict=True)]
         except Exception as err:
             log.exception("group commit of %d jobs failed", len(batch))
