@@ -18,10 +18,9 @@ from tally.api.auth import Authenticator
 from tally.api.http import error_response, ok, plain_error
 from tally.api.openapi import openapi_document
 from tally.api.state import AppState
+from tally.background import start_loops
 from tally.clock import Clock, SystemClock
-from tally.effects.delivery import Deliverer, DeliveryConfig
 from tally.errors import TallyError
-from tally.pipeline.worker import Worker
 from tally.settings import Settings
 from tally.storage import open_storage
 from tally.storage.base import Storage
@@ -77,13 +76,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.start()
         stop = asyncio.Event()
-        tasks = []
-        if settings.worker:
-            worker = Worker(store, batch_size=settings.worker_batch_size)
-            tasks.append(asyncio.create_task(worker.run_forever(stop), name="tally-worker"))
-        if settings.deliver:
-            deliverer = Deliverer(store, DeliveryConfig.from_settings(settings), clock)
-            tasks.append(asyncio.create_task(deliverer.run_forever(stop), name="tally-delivery"))
+        tasks = start_loops(settings, store, stop, clock)
         try:
             yield
         finally:

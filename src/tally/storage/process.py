@@ -101,8 +101,7 @@ class _Serve(asyncio.Protocol):
 
 async def serve(socket_path: str) -> None:
     """Run the storage process until standard input closes or a signal comes."""
-    from tally.effects.delivery import Deliverer, DeliveryConfig
-    from tally.pipeline.worker import Worker
+    from tally.background import start_loops
     from tally.settings import Settings
     from tally.storage import open_storage
 
@@ -115,13 +114,7 @@ async def serve(socket_path: str) -> None:
     # this process finishes its requests first, then closes our stdin
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loops: list[asyncio.Task[None]] = []
-    if settings.worker:
-        worker = Worker(storage, batch_size=settings.worker_batch_size)
-        loops.append(loop.create_task(worker.run_forever(stop), name="tally-worker"))
-    if settings.deliver:
-        deliverer = Deliverer(storage, DeliveryConfig.from_settings(settings))
-        loops.append(loop.create_task(deliverer.run_forever(stop), name="tally-delivery"))
+    loops = start_loops(settings, storage, stop)
     answering: set[asyncio.Task[None]] = set()
     server = await loop.create_unix_server(lambda: _Serve(storage, answering), socket_path)
     os.chmod(socket_path, 0o600)

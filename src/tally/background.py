@@ -1,0 +1,27 @@
+"""The loops a serving process runs beside its requests: the processing
+worker (``TALLY_WORKER``) and the delivery loop (``TALLY_DELIVER``). The app
+runs them, or, on SQLite, the storage process (``tally.storage.process``)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tally.clock import Clock
+from tally.effects.delivery import Deliverer, DeliveryConfig
+from tally.pipeline.worker import Worker
+from tally.settings import Settings
+from tally.storage.base import Storage
+
+
+def start_loops(
+    settings: Settings, storage: Storage, stop: asyncio.Event, clock: Clock | None = None
+) -> list[asyncio.Task[None]]:
+    """Start the loops the settings ask for; each ends once ``stop`` is set."""
+    tasks: list[asyncio.Task[None]] = []
+    if settings.worker:
+        worker = Worker(storage, batch_size=settings.worker_batch_size)
+        tasks.append(asyncio.create_task(worker.run_forever(stop), name="tally-worker"))
+    if settings.deliver:
+        deliverer = Deliverer(storage, DeliveryConfig.from_settings(settings), clock)
+        tasks.append(asyncio.create_task(deliverer.run_forever(stop), name="tally-delivery"))
+    return tasks
