@@ -73,15 +73,11 @@ class _Serve(asyncio.Protocol):
             task.add_done_callback(self._tasks.discard)
 
     async def _ingest(self, payload: bytes) -> tuple[int, bytes]:
+        # one writer job per request, as in the HTTP process: the writer
+        # groups them into commits of at most TALLY_COMMIT_MAX_EVENTS events
         batches = wire.decode_events(payload)
-        flat = [event for batch in batches for event in batch]
-        results = await self._storage.ingest(flat)
-        out: list[list[IngestResult]] = []
-        at = 0
-        for batch in batches:
-            out.append(results[at : at + len(batch)])
-            at += len(batch)
-        return wire.INGESTED, wire.encode_results(out)
+        results = await asyncio.gather(*(self._storage.ingest(batch) for batch in batches))
+        return wire.INGESTED, wire.encode_results(list(results))
 
     async def _call(self, payload: bytes) -> tuple[int, bytes]:
         name, args, kwargs = wire.decode_value(payload)
