@@ -1,12 +1,17 @@
-"""Ingestion benchmark of tally (issue 2's last acceptance point).
+"""Ingestion benchmark of tally (issue 2's last acceptance point; with
+``--database-url postgresql://…``, issue 4's).
 
 In one run, on this machine:
 
-1. fills a fresh SQLite database with ``--events`` events (default 1,000,000;
-   half with idempotency keys, all still inside the 24-hour key window) straight
-   through ``insert_events``, marks them processed (history the worker is done
-   with), creates a secret key with the CLI, and starts the real server on it
-   (``python -m tally serve``, its processing worker on unless ``--worker off``);
+1. fills a fresh database with ``--events`` events (SQLite by default: a file
+   in the work directory, 1,000,000 events; with a PostgreSQL ``--database-url``:
+   a new database ``tally_bench_…`` on that server, dropped at the end, 200,000
+   events; half with idempotency keys, all still inside the 24-hour key window)
+   straight through ``insert_events``, marks them processed (history the
+   worker is done with), creates a secret key with the CLI, and starts the real
+   server on it (``python -m tally serve``; its processing worker on SQLite
+   unless ``--worker off``, off on PostgreSQL unless ``--worker on``, as the
+   deployment guide runs API processes);
 2. drives it with ``wrk`` (a distinct body on every request, see
    ``bench/wrk/events.lua``; half of the events carry an idempotency key and
    5% reuse a recently-sent one) for single ``POST /events``,
@@ -15,7 +20,9 @@ In one run, on this machine:
    the duplicates;
 3. measures two ceilings: the storage ceiling (one Python loop, ``executemany``
    in batches of 1000 into a fresh table with the same columns and only a
-   primary key, same pragmas, a commit per batch) and the HTTP ceiling (a
+   primary key, same pragmas, a commit per batch; on PostgreSQL one psycopg
+   client's ``COPY … FROM STDIN`` with ``write_row``, a commit per 1000 rows,
+   ``bench/pg_bench.py``) and the HTTP ceiling (a
    trivial JSON endpoint on Starlette + uvicorn with tally's server options,
    ``bench/ceiling_app.py``, driven by wrk with the same connections);
 4. prints events/s, p50/p99 latency and non-2xx counts per mode, the ceilings,
@@ -28,46 +35,59 @@ used during each measurement anyway ("others").
     .venv/bin/python bench/ingest.py                # the full run (3-5 minutes when quiet)
     .venv/bin/python bench/ingest.py --quick        # a smoke test (about 40 seconds)
     .venv/bin/python bench/ingest.py --worker off   # ingestion alone, no processing
+    .venv/bin/python bench/ingest.py --database-url postgresql://postgres@127.0.0.1/postgres
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
 import random
-import re
 import secrets
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import pg_bench
+from harness import (
+    HOST,
+    OtherLoad,
+    WrkResult,
+    ensure_wrk,
+    free_port,
+    log,
+    machine_line,
+    parse_wrk,
+    start_process,
+    stop_process,
+    wait_http,
+)
 from tally import ids
 from tally.model import NewEvent
+from tally.storage import is_postgres, sqlite_path
+from tally.storage.postgres import insert_events as pg_insert_events
 from tally.storage.sqlite import insert_events
 from tally.storage.sqlite_schema import connect
 
 BENCH_DIR = Path(__file__).resolve().parent
 LUA_SCRIPT = BENCH_DIR / "wrk" / "events.lua"
 CEILING_APP = BENCH_DIR / "ceiling_app.py"
-HOST = "127.0.0.1"
 T = TypeVar("T")
 
 SUBTYPES = ("api-call", "page-view", "search", "export", "login", "upload", "download", "message")
 KEY_RATE = 0.5  # share of events that carry an idempotency key
 DUP_RATE = 0.05  # share of events that reuse a recently-sent key (inside KEY_RATE)
 STORAGE_TARGET = 0.20  # batched ingest ≥ 20% of the storage ceiling
+COPY_TARGET = 0.40  # PostgreSQL: batched ingest ≥ 40% of the COPY ceiling
 HTTP_TARGET = 0.50  # single-event ingest ≥ 50% of the HTTP ceiling
 DISTURBED = 0.25  # cores used by other processes above which a measurement is redone
 
@@ -96,23 +116,6 @@ MODES = (
 
 
 @dataclass
-class WrkResult:
-    requests: int = 0
-    seconds: float = 0.0
-    rps: float = 0.0
-    latency_ms: dict[int, float] = field(default_factory=dict)  # percentile -> ms
-    non2xx: int = 0
-    socket_errors: dict[str, int] = field(default_factory=dict)
-    counters: dict[str, int] = field(default_factory=dict)  # from the Lua done()
-    others: float | None = None  # cores other processes used meanwhile (see OtherLoad)
-    output: str = ""
-
-    @property
-    def socket_error_total(self) -> int:
-        return sum(self.socket_errors.values())
-
-
-@dataclass
 class ModeResult:
     mode: Mode
     connections: int
@@ -128,50 +131,6 @@ class ModeResult:
 
 
 # -- small helpers ------------------------------------------------------------
-def _cpu_ticks() -> dict[int, tuple[int, int]]:
-    """pid -> (parent pid, CPU ticks used so far) for every process (Linux /proc)."""
-    out: dict[int, tuple[int, int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            text = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = text.rsplit(")", 1)[1].split()
-        out[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
-    return out
-
-
-class OtherLoad:
-    """How many cores processes other than this bench and its children kept
-    busy during a measurement: the machine may be shared, and this says how
-    much to trust a figure. Processes that start and end in between are missed."""
-
-    def __init__(self) -> None:
-        self._start = _cpu_ticks() if Path("/proc/self/stat").exists() else {}
-        self._t0 = time.monotonic()
-
-    def cores(self) -> float | None:
-        if not self._start:
-            return None
-        end = _cpu_ticks()
-        elapsed = time.monotonic() - self._t0
-        mine = {os.getpid()}
-        grew = True
-        while grew:
-            grew = False
-            for pid, (ppid, _) in end.items():
-                if ppid in mine and pid not in mine:
-                    mine.add(pid)
-                    grew = True
-        used = 0
-        for pid, (_, ticks) in end.items():
-            if pid not in mine:
-                used += ticks - self._start.get(pid, (0, 0))[1]
-        return max(used, 0) / os.sysconf("SC_CLK_TCK") / max(elapsed, 1e-9)
-
-
 def wait_quiet(cfg: Config, threshold: float = 0.15) -> None:
     """Wait, at most ``cfg.quiet_wait`` seconds and only while the run's waiting
     budget lasts, until processes outside the bench use less than ``threshold``
@@ -198,72 +157,6 @@ def wait_quiet(cfg: Config, threshold: float = 0.15) -> None:
                 waited = True
     finally:
         cfg.quiet_budget -= time.monotonic() - start
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def ensure_wrk() -> str:
-    found = shutil.which("wrk")
-    if found:
-        return found
-    if os.name != "posix" or os.geteuid() != 0:
-        sys.exit(
-            "bench/ingest.py needs wrk, which is not installed. Install it with "
-            "`sudo apt-get install -y wrk` (Debian/Ubuntu; `brew install wrk` on macOS), "
-            "then run the bench again."
-        )
-    log("wrk is missing; installing it with apt-get (running as root)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-q", "wrk"]
-    if subprocess.run(install, env=env, capture_output=True, timeout=600).returncode != 0:
-        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
-        done = subprocess.run(install, env=env, capture_output=True, text=True, timeout=600)
-        if done.returncode != 0:
-            sys.exit(f"could not install wrk with apt-get:\n{done.stderr[-2000:]}")
-    found = shutil.which("wrk")
-    if not found:
-        sys.exit("apt-get reported success but wrk is still not on PATH")
-    return found
-
-
-def wait_http(url: str, proc: subprocess.Popen[bytes], log_path: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url}: the server exited early:\n{log_path.read_text()[-4000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=1.0) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"{url} did not answer 200 within {timeout:.0f}s")
-
-
-def start_process(cmd: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    with open(log_path, "ab") as out:
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-
-
-def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
-    """Stop one process this bench started (by its own handle, nothing else)."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
 
 
 def track_body(rng: random.Random) -> tuple[str, str, int]:
@@ -300,23 +193,31 @@ def remove_db(path: Path) -> None:
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
-def count_events(db_path: Path, where: str = "") -> int:
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
+def read(database_url: str, sql: str) -> list[tuple[Any, ...]]:
+    """One read on a fresh connection (SQLite read-only, or PostgreSQL)."""
+    if is_postgres(database_url):
+        return pg_bench.query(database_url, sql)
+    path = sqlite_path(database_url)
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
     try:
-        return int(conn.execute(f"SELECT count(*) FROM events {where}").fetchone()[0])
+        return list(conn.execute(sql).fetchall())
     finally:
         conn.close()
 
 
-def count_pending(db_path: Path) -> int:
-    return count_events(db_path, "WHERE status = 'pending'")
+def count_events(database_url: str, where: str = "") -> int:
+    return int(read(database_url, f"SELECT count(*) FROM events {where}")[0][0])
 
 
-def wait_drained(db_path: Path, timeout: float) -> float | None:
+def count_pending(database_url: str) -> int:
+    return count_events(database_url, "WHERE status = 'pending'")
+
+
+def wait_drained(database_url: str, timeout: float) -> float | None:
     """Seconds until no event is pending (the worker caught up); None on timeout."""
     start = time.monotonic()
     while time.monotonic() - start < timeout:
-        if count_pending(db_path) == 0:
+        if count_pending(database_url) == 0:
             return time.monotonic() - start
         time.sleep(0.25)
     return None
@@ -341,32 +242,20 @@ def create_secret_key(database_url: str, env: dict[str, str]) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-def key_record(db_path: Path, key: str) -> tuple[str, str]:
+def key_record(database_url: str, key: str) -> tuple[str, str]:
     """(api key id, environment id) of ``key``, found by its stored prefix."""
-    conn = sqlite3.connect(db_path)
-    try:
-        rows = conn.execute("SELECT id, environment_id, prefix FROM api_keys").fetchall()
-    finally:
-        conn.close()
-    for key_id, env_id, prefix in rows:
+    for key_id, env_id, prefix in read(
+        database_url, "SELECT id, environment_id, prefix FROM api_keys"
+    ):
         if key.startswith(prefix):
             return key_id, env_id
     raise RuntimeError("the key the CLI printed is not in the database")
 
 
-def prefill(
-    db_path: Path, count: int, env_id: str, key_id: str, hours: float, processed: bool
-) -> float:
-    """Store ``count`` events through ``insert_events`` in chunks; returns seconds.
-
-    Their receipt times are spread over the last ``hours`` hours (all inside the
-    24-hour idempotency window by default, so every prefill key stays in the
-    key table while the server runs). With ``processed``, each chunk is then
-    marked ``processed`` as the pipeline would have left it long ago, so that
-    the server's worker does not spend the bench working off a backlog of a
-    million history events (the entities they name are not created)."""
+def prefill_chunks(count: int, env_id: str, key_id: str, hours: float) -> Iterator[list[NewEvent]]:
+    """``count`` prefill events in chunks of 10,000, logging progress as they
+    are taken. Their receipt times are spread over the last ``hours`` hours."""
     rng = random.Random(20240501)
-    conn = connect(str(db_path), synchronous="OFF")
     start = time.perf_counter()
     now_us = time.time_ns() // 1000
     first_us = now_us - int(hours * 3600 * 1_000_000)
@@ -374,46 +263,71 @@ def prefill(
     chunk = 10_000
     done = 0
     next_report = time.monotonic() + 5
-    try:
-        while done < count:
-            size = min(chunk, count - done)
-            events = []
-            at = first_us
-            for i in range(done, done + size):
-                at = first_us + int(i * step)
-                body, subtype, quantity = track_body(rng)
-                key = f"prefill-{rng.getrandbits(64):016x}" if rng.random() < KEY_RATE else None
-                events.append(
-                    NewEvent(
-                        environment_id=env_id,
-                        type="track",
-                        status="pending",
-                        body=body,
-                        quantity=quantity,
-                        captured_at=at,
-                        received_at=at,
-                        subtype=subtype,
-                        idempotency_key=key,
-                        sent_at=at,
-                        api_key_id=key_id,
-                        remote_ip=HOST,
-                        user_agent="tally-bench/prefill",
-                    )
+    while done < count:
+        size = min(chunk, count - done)
+        events = []
+        for i in range(done, done + size):
+            at = first_us + int(i * step)
+            body, subtype, quantity = track_body(rng)
+            key = f"prefill-{rng.getrandbits(64):016x}" if rng.random() < KEY_RATE else None
+            events.append(
+                NewEvent(
+                    environment_id=env_id,
+                    type="track",
+                    status="pending",
+                    body=body,
+                    quantity=quantity,
+                    captured_at=at,
+                    received_at=at,
+                    subtype=subtype,
+                    idempotency_key=key,
+                    sent_at=at,
+                    api_key_id=key_id,
+                    remote_ip=HOST,
+                    user_agent="tally-bench/prefill",
                 )
-            conn.execute("BEGIN IMMEDIATE")
-            insert_events(conn, [events], at)
+            )
+        yield events
+        done += size
+        if time.monotonic() >= next_report:
+            rate = done / (time.perf_counter() - start)
+            log(f"  prefill: {done:,}/{count:,} events ({rate:,.0f}/s)")
+            next_report = time.monotonic() + 5
+
+
+def prefill(
+    database_url: str, count: int, env_id: str, key_id: str, hours: float, processed: bool
+) -> float:
+    """Store ``count`` events through ``insert_events`` in chunks; returns seconds.
+
+    Their receipt times are all inside the 24-hour idempotency window by
+    default, so every prefill key stays in the key table while the server
+    runs. With ``processed``, each chunk is then marked ``processed`` as the
+    pipeline would have left it long ago, so that the server's worker does not
+    spend the bench working off a backlog of a million history events (the
+    entities they name are not created)."""
+    start = time.perf_counter()
+    postgres = is_postgres(database_url)
+    conn: Any = (
+        pg_bench.connect(database_url)
+        if postgres
+        else connect(sqlite_path(database_url), synchronous="OFF")
+    )
+    insert = pg_insert_events if postgres else insert_events
+    try:
+        for events in prefill_chunks(count, env_id, key_id, hours):
+            conn.execute("BEGIN" if postgres else "BEGIN IMMEDIATE")
+            insert(conn, [events], events[-1].received_at)
             if processed:
                 conn.execute(
                     "UPDATE events SET status = 'processed', enriched_at = loaded_at "
                     "WHERE status = 'pending'"
                 )
             conn.execute("COMMIT")
-            done += size
-            if time.monotonic() >= next_report:
-                rate = done / (time.perf_counter() - start)
-                log(f"  prefill: {done:,}/{count:,} events ({rate:,.0f}/s)")
-                next_report = time.monotonic() + 5
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        if postgres:
+            pg_bench.after_prefill(conn)
+        else:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         conn.close()
     return time.perf_counter() - start
@@ -428,50 +342,62 @@ class StorageCeiling:
     others: float | None  # cores other processes used meanwhile
 
 
+def ceiling_batches() -> Callable[[], list[tuple[Any, ...]]]:
+    """A maker of ceiling batches: 1000 rows of the columns ``insert_events``
+    writes, in its order, like the events the bench sends."""
+    rng = random.Random(7)
+    env_id = ids.new_id("env")
+    key_id = ids.new_id("key")
+
+    def batch() -> list[tuple[Any, ...]]:
+        now_us = time.time_ns() // 1000
+        rows = []
+        for _ in range(1000):
+            body, subtype, quantity = track_body(rng)
+            key = f"ceil-{rng.getrandbits(64):016x}" if rng.random() < KEY_RATE else None
+            rows.append(
+                (
+                    ids.new_id("evt"),
+                    env_id,
+                    "track",
+                    subtype,
+                    "pending",
+                    body,
+                    quantity,
+                    key,
+                    now_us,
+                    now_us,
+                    now_us,
+                    now_us,
+                    0,
+                    0,
+                    None,
+                    key_id,
+                    HOST,
+                    "tally-bench/ceiling",
+                    None,
+                    None,
+                    None,
+                )
+            )
+        return rows
+
+    return batch
+
+
 def storage_ceiling(db_path: Path, table_sql: str, seconds: float, max_rows: int) -> StorageCeiling:
     """Rows/s of one Python loop: executemany in batches of 1000, a commit per
     batch, WAL and synchronous=FULL, into a fresh table with only a primary key."""
-    rng = random.Random(7)
     others = OtherLoad()
+    make_batch = ceiling_batches()
     conn = connect(str(db_path), synchronous="FULL")
     try:
         conn.execute(table_sql)
-        env_id = ids.new_id("env")
-        key_id = ids.new_id("key")
         timed = 0.0
         rows = 0
         loop_start = time.perf_counter()
         while (timed < seconds or rows == 0) and rows < max_rows:
-            now_us = time.time_ns() // 1000
-            batch = []
-            for _ in range(1000):
-                body, subtype, quantity = track_body(rng)
-                key = f"ceil-{rng.getrandbits(64):016x}" if rng.random() < KEY_RATE else None
-                batch.append(
-                    (
-                        ids.new_id("evt"),
-                        env_id,
-                        "track",
-                        subtype,
-                        "pending",
-                        body,
-                        quantity,
-                        key,
-                        now_us,
-                        now_us,
-                        now_us,
-                        now_us,
-                        0,
-                        0,
-                        None,
-                        key_id,
-                        HOST,
-                        "tally-bench/ceiling",
-                        None,
-                        None,
-                        None,
-                    )
-                )
+            batch = make_batch()
             t0 = time.perf_counter()
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(CEILING_INSERT, batch)
@@ -484,34 +410,19 @@ def storage_ceiling(db_path: Path, table_sql: str, seconds: float, max_rows: int
     return StorageCeiling(rows / timed, rows / loop, rows, others.cores())
 
 
+def copy_ceiling(
+    database_url: str, seconds: float, max_rows: int, indexes: bool = False
+) -> StorageCeiling:
+    """PostgreSQL: rows/s of one client's COPY, a commit per 1000 rows (with
+    ``indexes``: into a table with all of the events table's indexes)."""
+    others = OtherLoad()
+    rows, timed, loop = pg_bench.copy_ceiling(
+        database_url, seconds, max_rows, ceiling_batches(), indexes=indexes
+    )
+    return StorageCeiling(rows / timed, rows / loop, rows, others.cores())
+
+
 # -- 2. wrk -------------------------------------------------------------------
-_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
-
-
-def parse_wrk(output: str) -> WrkResult:
-    res = WrkResult(output=output)
-    if m := re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)\b", output):
-        res.requests = int(m.group(1))
-        res.seconds = float(m.group(2)) * _UNITS_MS[m.group(3)] / 1000.0
-    if m := re.search(r"Requests/sec:\s+([\d.]+)", output):
-        res.rps = float(m.group(1))
-    block = output.split("Latency Distribution", 1)
-    if len(block) == 2:
-        for m in re.finditer(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s|m)\s*$", block[1], re.MULTILINE):
-            res.latency_ms[int(m.group(1))] = float(m.group(2)) * _UNITS_MS[m.group(3)]
-    if m := re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output):
-        res.non2xx = int(m.group(1))
-    if m := re.search(
-        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
-    ):
-        res.socket_errors = dict(
-            zip(("connect", "read", "write", "timeout"), map(int, m.groups()), strict=True)
-        )
-    if m := re.search(r"BENCH-COUNTERS (.*)", output):
-        res.counters = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(1))}
-    return res
-
-
 def run_wrk(
     url: str,
     *,
@@ -561,13 +472,28 @@ class Config:
     retries: int
     workdir: Path
     keep: bool
+    database_url: str | None = None  # PostgreSQL: the server to create the bench database on
+
+    @property
+    def postgres(self) -> bool:
+        return self.database_url is not None
 
 
 def parse_args(argv: list[str] | None) -> Config:
     parser = argparse.ArgumentParser(
         description="tally ingestion benchmark: events/s, latency and the two ceilings.",
     )
-    parser.add_argument("--events", type=int, help="events to prefill (default 1,000,000)")
+    parser.add_argument(
+        "--database-url",
+        help="a postgresql:// URL: run on PostgreSQL, in a fresh database created on that "
+        "server (and dropped afterwards); the URL's own database is only used to create it. "
+        "Default: SQLite, in the work directory",
+    )
+    parser.add_argument(
+        "--events",
+        type=int,
+        help="events to prefill (default 1,000,000 on SQLite, 200,000 on PostgreSQL)",
+    )
     parser.add_argument("--duration", type=int, help="seconds per measured wrk run (default 10)")
     parser.add_argument("--warmup", type=int, help="seconds of warm-up before each run (default 2)")
     parser.add_argument(
@@ -605,9 +531,9 @@ def parse_args(argv: list[str] | None) -> Config:
     parser.add_argument(
         "--worker",
         choices=("on", "off"),
-        default="on",
         help="TALLY_WORKER for the server: run the processing worker in the server "
-        "while it ingests (default on, as `tally serve` does)",
+        "while it ingests (default on SQLite: on, as `tally serve` does; on PostgreSQL: "
+        "off, as docs/deployment.md runs API processes, with workers of their own)",
     )
     parser.add_argument(
         "--drain-timeout",
@@ -648,7 +574,11 @@ def parse_args(argv: list[str] | None) -> Config:
     args = parser.parse_args(argv)
 
     quick = args.quick
-    events = args.events if args.events is not None else (20_000 if quick else 1_000_000)
+    if args.database_url is not None and not is_postgres(args.database_url):
+        parser.error("--database-url must be a postgresql:// URL (SQLite is the default)")
+    postgres = args.database_url is not None
+    default_events = 20_000 if quick else (200_000 if postgres else 1_000_000)
+    events = args.events if args.events is not None else default_events
     duration = args.duration if args.duration is not None else (3 if quick else 10)
     warmup = args.warmup if args.warmup is not None else (1 if quick else 2)
     storage_seconds = (
@@ -674,36 +604,14 @@ def parse_args(argv: list[str] | None) -> Config:
         storage_seconds=storage_seconds,
         prefill_hours=args.prefill_hours,
         prefill_processed=not args.prefill_pending,
-        worker=args.worker == "on",
+        worker=args.worker == "on" if args.worker else not postgres,
         drain_timeout=args.drain_timeout,
         quiet_wait=args.quiet_wait if args.quiet_wait is not None else (0.0 if quick else 30.0),
         quiet_budget=args.quiet_budget,
         retries=args.retries if args.retries is not None else (0 if quick else 1),
         workdir=workdir,
         keep=args.keep or args.workdir is not None,
-    )
-
-
-def machine_line() -> str:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    wrk_version = ""
-    try:
-        out = subprocess.run(["wrk", "-v"], capture_output=True, text=True, timeout=10)
-        wrk_version = (out.stdout + out.stderr).split()[1]
-    except (OSError, IndexError, subprocess.SubprocessError):
-        pass
-    nproc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (
-        f"nproc {nproc} ({model or platform.machine()}), {platform.system()} "
-        f"{platform.release()}, Python {platform.python_version()}, SQLite "
-        f"{sqlite3.sqlite_version}, wrk {wrk_version or '?'}"
+        database_url=args.database_url,
     )
 
 
@@ -726,10 +634,13 @@ def report(
     http_runs: list[WrkResult],
     health: WrkResult | None,
     modes: list[ModeResult],
+    database: str,
+    indexed: StorageCeiling | None = None,
 ) -> None:
     # a ceiling is the best that was seen: the highest of its measurements
     storage = max(storage_runs, key=lambda r: r.rate)
     http = max(http_runs, key=lambda r: r.rps)
+    ceiling_name = "COPY" if cfg.postgres else "storage"
     line = "-" * 118
     print()
     print("tally ingest benchmark")
@@ -739,12 +650,17 @@ def report(
         f"prefill : {prefilled:,} events in {prefill_s:.0f} s ({KEY_RATE:.0%} with idempotency "
         f"keys, receipt times over the last {cfg.prefill_hours:g} h, stored "
         f"{'processed' if cfg.prefill_processed else 'pending'})"
+        + (
+            "; PostgreSQL prefills 200,000 by default, not SQLite's 1,000,000 (--events)"
+            if cfg.postgres
+            else ""
+        )
     )
     print(
         f"server  : python -m tally serve, TALLY_LOG_LEVEL=warning, TALLY_WORKER="
-        f"{'on' if cfg.worker else 'off'}, synchronous=FULL (a 2xx only after the COMMIT); "
-        f"all on {HOST}"
+        f"{'on' if cfg.worker else 'off'}; a 2xx only after the COMMIT; all on {HOST}"
     )
+    print(f"database: {database}")
     print(
         f"load    : wrk -t{cfg.threads}, {cfg.duration} s runs after {cfg.warmup} s warm-ups, "
         f"--latency; a distinct body per request, {KEY_RATE:.0%} of events with an "
@@ -780,24 +696,39 @@ def report(
         "seconds it then took to catch up).\n"
         "  others: cores that processes outside this bench kept busy during the run (the "
         f"machine may be shared; above {DISTURBED} a measurement is redone, at most "
-        f"{cfg.retries} times)."
+        f"{cfg.retries} times)"
+        + (
+            "; the PostgreSQL processes serving the bench's database count as the bench's."
+            if cfg.postgres
+            else "."
+        )
     )
     print(line)
     print("ceilings (each measured before and after the tally runs; the higher one counts)")
     print(
-        "  storage runs: "
+        f"  {ceiling_name} runs{' ' * (7 - len(ceiling_name))}: "
         + ", ".join(f"{r.rate:,.0f} rows/s (others {fmt_others(r.others)})" for r in storage_runs)
     )
     print(
         "  HTTP runs   : "
         + ", ".join(f"{r.rps:,.0f} req/s (others {fmt_others(r.others)})" for r in http_runs)
     )
-    print(
-        f"  storage: {storage.rate:>9,.0f} rows/s  one Python loop, executemany x 1000 + COMMIT "
-        f"per batch, WAL, synchronous=FULL, fresh table with the events columns and only its "
-        f"primary key ({storage.rows:,} rows; {storage.loop_rate:,.0f} rows/s if building the "
-        f"rows in Python counts; others {fmt_others(storage.others)})"
+    how = (
+        "one psycopg client, COPY FROM STDIN + write_row x 1000 + COMMIT per batch"
+        if cfg.postgres
+        else "one Python loop, executemany x 1000 + COMMIT per batch, WAL, synchronous=FULL"
     )
+    print(
+        f"  {ceiling_name:<7}: {storage.rate:>9,.0f} rows/s  {how}, fresh table with the events "
+        f"columns and only its primary key ({storage.rows:,} rows; {storage.loop_rate:,.0f} "
+        f"rows/s if building the rows in Python counts; others {fmt_others(storage.others)})"
+    )
+    if indexed is not None:
+        print(
+            f"  (info) : {indexed.rate:>9,.0f} rows/s  the same COPY into a fresh table with all "
+            f"of the events table's indexes, as tally's ingest has them to maintain besides the "
+            f"key table (others {fmt_others(indexed.others)})"
+        )
     print(
         f"  HTTP   : {http.rps:>9,.0f} req/s   trivial JSON endpoint (GET), Starlette + uvicorn "
         f"with tally's options (loop/http auto, no access log), {cfg.connections} conns; p50 "
@@ -807,12 +738,13 @@ def report(
     print(line)
     print("targets")
     by_name = {r.mode.name: r for r in modes}
+    target = COPY_TARGET if cfg.postgres else STORAGE_TARGET
     rows: list[tuple[str, float, float, float]] = []
     for name in ("event-batch", "capture"):
         if name in by_name and storage.rate > 0:
             r = by_name[name]
             rows.append(
-                (f"{r.mode.label} / storage ceiling", r.events_per_s, storage.rate, STORAGE_TARGET)
+                (f"{r.mode.label} / {ceiling_name} ceiling", r.events_per_s, storage.rate, target)
             )
     if "single" in by_name and http.rps > 0:
         r = by_name["single"]
@@ -824,6 +756,14 @@ def report(
             f"  {label:<44}{value:>10,.0f} / {ceiling:>9,.0f} = {ratio:>6.1%}"
             f"   target >= {target:.0%}   {verdict}"
         )
+    for name in ("event-batch", "capture"):
+        if indexed is not None and indexed.rate > 0 and name in by_name:
+            r = by_name[name]
+            print(
+                f"  {'(info) ' + r.mode.label + ' / indexed COPY':<44}"
+                f"{r.events_per_s:>10,.0f} / {indexed.rate:>9,.0f} = "
+                f"{r.events_per_s / indexed.rate:>6.1%}   (no target)"
+            )
     problems = [r for r in modes if r.wrk.non2xx or r.wrk.socket_error_total]
     if problems:
         print(
@@ -866,7 +806,9 @@ def settle(
     return best
 
 
-def run_mode(cfg: Config, mode: Mode, base: str, key: str, db_path: Path, tag: str) -> ModeResult:
+def run_mode(
+    cfg: Config, mode: Mode, base: str, key: str, database_url: str, tag: str
+) -> ModeResult:
     """Warm-up, measured wrk run, then the stored-rows check and the worker backlog."""
     conns = cfg.connections if mode.per_request == 1 else cfg.batch_connections
     threads = min(cfg.threads, conns)
@@ -888,7 +830,7 @@ def run_mode(cfg: Config, mode: Mode, base: str, key: str, db_path: Path, tag: s
         if warm.non2xx:
             log(f"  the warm-up had {warm.non2xx} non-2xx responses")
     time.sleep(0.5)
-    before = count_events(db_path)
+    before = count_events(database_url)
     res = run_wrk(
         base + mode.path,
         threads=threads,
@@ -897,9 +839,9 @@ def run_mode(cfg: Config, mode: Mode, base: str, key: str, db_path: Path, tag: s
         script_args=script_args("run"),
     )
     time.sleep(1.0)  # let the requests still in flight when wrk stopped land
-    stored = count_events(db_path) - before
+    stored = count_events(database_url) - before
     expected = res.counters.get("events", 0) - res.counters.get("dups", 0)
-    pending = count_pending(db_path)
+    pending = count_pending(database_url)
     log(
         f"  {res.rps * mode.per_request:,.0f} events/s, p50 {fmt_ms(res.latency_ms.get(50))}, "
         f"p99 {fmt_ms(res.latency_ms.get(99))}, non-2xx {res.non2xx}, {pending:,} pending, "
@@ -907,7 +849,7 @@ def run_mode(cfg: Config, mode: Mode, base: str, key: str, db_path: Path, tag: s
     )
     drain_s = None
     if cfg.worker and pending:
-        drain_s = wait_drained(db_path, cfg.drain_timeout)
+        drain_s = wait_drained(database_url, cfg.drain_timeout)
         log(
             f"  the worker processed its backlog in {drain_s:.1f} s"
             if drain_s is not None
@@ -916,17 +858,25 @@ def run_mode(cfg: Config, mode: Mode, base: str, key: str, db_path: Path, tag: s
     return ModeResult(mode, conns, res, stored, expected, pending, drain_s)
 
 
-def measure_storage(cfg: Config, table_sql: str) -> StorageCeiling:
-    log(f"storage ceiling: {cfg.storage_seconds:g} s of executemany x 1000")
+def measure_storage(cfg: Config, database_url: str) -> StorageCeiling:
+    """The storage ceiling: SQLite's executemany into a database file of its
+    own, or PostgreSQL's COPY into a table of its own in ``database_url``."""
+    if cfg.postgres:
+        log(f"COPY ceiling: {cfg.storage_seconds:g} s of COPY x 1000")
+    else:
+        log(f"storage ceiling: {cfg.storage_seconds:g} s of executemany x 1000")
+        table_sql = events_table_sql(Path(sqlite_path(database_url)))
     ceiling_db = cfg.workdir / "ceiling.db"
 
     def once() -> StorageCeiling:
         wait_quiet(cfg)
+        if cfg.postgres:
+            return copy_ceiling(database_url, cfg.storage_seconds, 5_000_000)
         remove_db(ceiling_db)
         return storage_ceiling(ceiling_db, table_sql, cfg.storage_seconds, 5_000_000)
 
     try:
-        result = settle(cfg, "the storage ceiling", once, lambda r: r.others)
+        result = settle(cfg, "the ceiling", once, lambda r: r.others)
     finally:
         remove_db(ceiling_db)
     log(f"  {result.rate:,.0f} rows/s, others {fmt_others(result.others)}")
@@ -960,13 +910,46 @@ def measure_http(
     return result
 
 
+@contextmanager
+def fresh_database(cfg: Config) -> Iterator[str]:
+    """The URL of an empty database: a new one on the PostgreSQL server (dropped
+    at the end), or a SQLite file in the work directory."""
+    if cfg.database_url is not None:
+        with pg_bench.fresh_database(cfg.database_url) as url:
+            log(f"created the database {url.rsplit('/', 1)[1].split('?')[0]} (dropped at the end)")
+            yield url
+        return
+    db_path = cfg.workdir / "tally.db"
+    remove_db(db_path)
+    yield f"sqlite:///{db_path}"
+
+
 def run(cfg: Config) -> None:
     ensure_wrk()
     machine = machine_line()
     log(f"work directory {cfg.workdir}")
-    db_path = cfg.workdir / "tally.db"
-    remove_db(db_path)
-    database_url = f"sqlite:///{db_path}"
+    keep = cfg.keep
+    try:
+        with fresh_database(cfg) as database_url:
+            keep = run_on(cfg, machine, database_url) or keep
+    except Exception:
+        keep = True
+        raise
+    finally:
+        if keep:
+            log(f"kept {cfg.workdir} (databases, server.log)")
+        else:
+            shutil.rmtree(cfg.workdir, ignore_errors=True)
+
+
+def run_on(cfg: Config, machine: str, database_url: str) -> bool:
+    """The bench on a fresh database; True when its work directory should be
+    kept (some request failed)."""
+    if cfg.postgres:
+        database = pg_bench.server_line(database_url)
+        OtherLoad.ours = lambda: pg_bench.server_pids(database_url)
+    else:
+        database = f"SQLite {sqlite3.sqlite_version}, WAL, synchronous=FULL"
     env = {
         **os.environ,
         "TALLY_LOG_LEVEL": "warning",
@@ -974,24 +957,27 @@ def run(cfg: Config) -> None:
     }
     tag = secrets.token_hex(4)
     children: list[subprocess.Popen[bytes]] = []  # stopped in the finally clause
-    keep = cfg.keep
     try:
         # 1. a fresh database, a key from the CLI, the prefill
         key = create_secret_key(database_url, env)
-        key_id, env_id = key_record(db_path, key)
-        log(f"prefilling {cfg.events:,} events into {db_path.name}")
+        key_id, env_id = key_record(database_url, key)
+        log(f"prefilling {cfg.events:,} events")
         prefill_s = prefill(
-            db_path, cfg.events, env_id, key_id, cfg.prefill_hours, cfg.prefill_processed
+            database_url, cfg.events, env_id, key_id, cfg.prefill_hours, cfg.prefill_processed
         )
-        prefilled = count_events(db_path)
+        prefilled = count_events(database_url)
         log(
             f"prefilled {prefilled:,} events in {prefill_s:.1f} s "
             f"({prefilled / max(prefill_s, 1e-9):,.0f}/s)"
         )
 
         # 3. the ceilings, before the server runs (and again after it)
-        table_sql = events_table_sql(db_path)
-        storage_runs = [measure_storage(cfg, table_sql)]
+        storage_runs = [measure_storage(cfg, database_url)]
+        indexed = None
+        if cfg.postgres:  # (info) how much the events table's indexes take off the ceiling
+            wait_quiet(cfg)
+            indexed = copy_ceiling(database_url, cfg.storage_seconds, 5_000_000, indexes=True)
+            log(f"  (info) COPY with the events indexes: {indexed.rate:,.0f} rows/s")
         http_runs = [measure_http(cfg, env, children)]
 
         # 1 (cont.). the real server on the prefilled database
@@ -1017,9 +1003,9 @@ def run(cfg: Config) -> None:
         children.append(server)
         wait_http(f"{base}/health", server, server_log, timeout=60)
         log(f"tally serving {base} (worker {'on' if cfg.worker else 'off'})")
-        if cfg.worker and count_pending(db_path):
+        if cfg.worker and count_pending(database_url):
             log("  waiting for the worker to process the prefilled events")
-            wait_drained(db_path, cfg.drain_timeout)
+            wait_drained(database_url, cfg.drain_timeout)
 
         # 2. the three ingestion modes
         results: list[ModeResult] = []
@@ -1030,7 +1016,7 @@ def run(cfg: Config) -> None:
                 settle(
                     cfg,
                     mode.label,
-                    lambda mode=mode: run_mode(cfg, mode, base, key, db_path, tag),
+                    lambda mode=mode: run_mode(cfg, mode, base, key, database_url, tag),
                     lambda r: r.wrk.others,
                 )
             )
@@ -1050,21 +1036,24 @@ def run(cfg: Config) -> None:
         stop_process(server)
 
         log("the ceilings again, now that the server is gone")
-        storage_runs.append(measure_storage(cfg, table_sql))
+        storage_runs.append(measure_storage(cfg, database_url))
         http_runs.append(measure_http(cfg, env, children))
-        if any(r.wrk.non2xx or r.wrk.socket_error_total for r in results):
-            keep = True
-        report(cfg, machine, prefill_s, prefilled, storage_runs, http_runs, health, results)
-    except Exception:
-        keep = True
-        raise
+        report(
+            cfg,
+            machine,
+            prefill_s,
+            prefilled,
+            storage_runs,
+            http_runs,
+            health,
+            results,
+            database,
+            indexed,
+        )
+        return any(r.wrk.non2xx or r.wrk.socket_error_total for r in results)
     finally:
         for child in children:
             stop_process(child)
-        if keep:
-            log(f"kept {cfg.workdir} (databases, server.log)")
-        else:
-            shutil.rmtree(cfg.workdir, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -62,8 +62,9 @@ import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import pg_bench
 from effects_setup import ENDPOINTS, configure, receiver_counts
-from ingest import (
+from harness import (
     ensure_wrk,
     free_port,
     log,
@@ -93,26 +94,14 @@ def fresh_database(url: str | None, workdir: Path) -> Iterator[str]:
             Path(f"{path}{suffix}").unlink(missing_ok=True)
         yield f"sqlite:///{path}"
         return
-    import psycopg
-
-    name = f"tally_bench_{secrets.token_hex(4)}"
-    base = url.rsplit("/", 1)[0]
-    with psycopg.connect(url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with psycopg.connect(url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with pg_bench.fresh_database(url) as database_url:
+        yield database_url
 
 
 def query(database_url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     """One read on a fresh connection (sqlite3 or psycopg)."""
     if is_postgres(database_url):
-        import psycopg
-
-        with psycopg.connect(database_url) as conn:
-            return list(conn.execute(sql.replace("?", "%s"), params).fetchall())
+        return pg_bench.query(database_url, sql, params)
     conn = sqlite3.connect(database_url.removeprefix("sqlite:///"), timeout=60)
     try:
         return list(conn.execute(sql, params).fetchall())
