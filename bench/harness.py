@@ -32,6 +32,7 @@ class WrkResult:
     socket_errors: dict[str, int] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)  # from the Lua done()
     others: float | None = None  # cores other processes used meanwhile (see OtherLoad)
+    connections: int = 0  # wrk connections of the run (set where it matters)
     output: str = ""
 
     @property

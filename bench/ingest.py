@@ -24,7 +24,8 @@ In one run, on this machine:
    client's ``COPY … FROM STDIN`` with ``write_row``, a commit per 1000 rows,
    ``bench/pg_bench.py``) and the HTTP ceiling (a
    trivial JSON endpoint on Starlette + uvicorn with tally's server options,
-   ``bench/ceiling_app.py``, driven by wrk with the same connections);
+   ``bench/ceiling_app.py``, driven by wrk with the same connections and with
+   64, the higher figure counting);
 4. prints events/s, p50/p99 latency and non-2xx counts per mode, the ceilings,
    and the ratios against their targets. It reports; it does not assert (exit 0).
 
@@ -81,6 +82,7 @@ from tally.storage.sqlite_schema import connect
 BENCH_DIR = Path(__file__).resolve().parent
 LUA_SCRIPT = BENCH_DIR / "wrk" / "events.lua"
 CEILING_APP = BENCH_DIR / "ceiling_app.py"
+CEILING_CONNECTIONS = 64  # the HTTP ceiling is measured here too; the higher figure counts
 T = TypeVar("T")
 
 SUBTYPES = ("api-call", "page-view", "search", "export", "login", "upload", "download", "message")
@@ -499,8 +501,10 @@ def parse_args(argv: list[str] | None) -> Config:
     parser.add_argument(
         "--connections",
         type=int,
-        default=64,
-        help="wrk connections for POST /events and the HTTP ceiling (default 64)",
+        default=256,
+        help="wrk connections for POST /events and the HTTP ceiling (default 256: a durable "
+        "ack waits for an fsync'd commit, so single events need clients in flight to fill "
+        "the server; the ceiling is also measured at 64 and the higher figure counts)",
     )
     parser.add_argument(
         "--batch-connections",
@@ -731,7 +735,7 @@ def report(
         )
     print(
         f"  HTTP   : {http.rps:>9,.0f} req/s   trivial JSON endpoint (GET), Starlette + uvicorn "
-        f"with tally's options (loop/http auto, no access log), {cfg.connections} conns; p50 "
+        f"with tally's options (loop/http auto, no access log), {http.connections} conns; p50 "
         f"{fmt_ms(http.latency_ms.get(50))}, p99 {fmt_ms(http.latency_ms.get(99))}, non-2xx "
         f"{http.non2xx}, others {fmt_others(http.others)}"
     )
@@ -894,19 +898,26 @@ def measure_http(
     children.append(app)
     url = f"http://{HOST}:{port}/"
     wait_http(url, app, log_path, timeout=30)
-    log(f"HTTP ceiling: GET {url} with {cfg.connections} connections")
-
-    def once() -> WrkResult:
-        wait_quiet(cfg)
-        if cfg.warmup:
-            run_wrk(url, threads=cfg.threads, connections=cfg.connections, duration=cfg.warmup)
-        return run_wrk(url, threads=cfg.threads, connections=cfg.connections, duration=cfg.duration)
-
+    best: WrkResult | None = None
     try:
-        result = settle(cfg, "the HTTP ceiling", once, lambda r: r.others)
+        for conns in sorted({CEILING_CONNECTIONS, cfg.connections}):
+            log(f"HTTP ceiling: GET {url} with {conns} connections")
+
+            def once(conns: int = conns) -> WrkResult:
+                wait_quiet(cfg)
+                if cfg.warmup:
+                    run_wrk(url, threads=cfg.threads, connections=conns, duration=cfg.warmup)
+                return run_wrk(url, threads=cfg.threads, connections=conns, duration=cfg.duration)
+
+            run = settle(cfg, "the HTTP ceiling", once, lambda r: r.others)
+            run.connections = conns
+            log(f"  {run.rps:,.0f} req/s, others {fmt_others(run.others)}")
+            if best is None or run.rps > best.rps:
+                best = run
     finally:
         stop_process(app)
-    log(f"  {result.rps:,.0f} req/s, others {fmt_others(result.others)}")
+    assert best is not None
+    result = best
     return result
 
 
