@@ -58,8 +58,15 @@ class PgConnection:
                 return self.raw.cursor()
             with self.raw.pipeline():
                 self.raw.execute("BEGIN", prepare=None)
-                return self.raw.execute(translate(sql), params or None, prepare=None)
-        return self.raw.execute(translate(sql), params or None, prepare=None)
+                return self._execute(sql, params)
+        return self._execute(sql, params)
+
+    def _execute(self, sql: str, params: Sequence[Any]) -> psycopg.Cursor[Any]:
+        # without parameters psycopg sends the text as it is: no placeholders
+        # to translate, and a doubled ``%`` would stay doubled
+        if not params:
+            return self.raw.execute(sql, None, prepare=None)
+        return self.raw.execute(translate(sql), params, prepare=None)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> psycopg.Cursor[Any]:
         self._send_begin()
