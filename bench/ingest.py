@@ -20,9 +20,12 @@ In one run, on this machine:
    the duplicates;
 3. measures two ceilings: the storage ceiling (one Python loop, ``executemany``
    in batches of 1000 into a fresh table with the same columns and only a
-   primary key, same pragmas, a commit per batch; on PostgreSQL one psycopg
-   client's ``COPY … FROM STDIN`` with ``write_row``, a commit per 1000 rows,
-   ``bench/pg_bench.py``) and the HTTP ceiling (a
+   primary key, same pragmas, a commit per batch, as issue 2 asks; on
+   PostgreSQL one psycopg client's ``COPY … FROM STDIN`` of the same rows with
+   ``write_row``, a commit per 1000 rows, into a fresh table like the events
+   table, indexes included, since issue 4 asks for "COPY of the same rows"
+   and names no other table; the same COPY into a primary-key-only table is
+   printed for information; ``bench/pg_bench.py``) and the HTTP ceiling (a
    trivial JSON endpoint on Starlette + uvicorn with tally's server options,
    ``bench/ceiling_app.py``, driven by wrk with the same connections and with
    64, the higher figure counting);
@@ -639,7 +642,7 @@ def report(
     health: WrkResult | None,
     modes: list[ModeResult],
     database: str,
-    indexed: StorageCeiling | None = None,
+    bare: StorageCeiling | None = None,
 ) -> None:
     # a ceiling is the best that was seen: the highest of its measurements
     storage = max(storage_runs, key=lambda r: r.rate)
@@ -722,16 +725,21 @@ def report(
         if cfg.postgres
         else "one Python loop, executemany x 1000 + COMMIT per batch, WAL, synchronous=FULL"
     )
-    print(
-        f"  {ceiling_name:<7}: {storage.rate:>9,.0f} rows/s  {how}, fresh table with the events "
-        f"columns and only its primary key ({storage.rows:,} rows; {storage.loop_rate:,.0f} "
-        f"rows/s if building the rows in Python counts; others {fmt_others(storage.others)})"
+    table = (
+        "fresh table like the events table (its columns and indexes: the rows stored as tally "
+        "must store them)"
+        if cfg.postgres
+        else "fresh table with the events columns and only its primary key"
     )
-    if indexed is not None:
+    print(
+        f"  {ceiling_name:<7}: {storage.rate:>9,.0f} rows/s  {how}, {table} ({storage.rows:,} "
+        f"rows; {storage.loop_rate:,.0f} rows/s if building the rows in Python counts; others "
+        f"{fmt_others(storage.others)})"
+    )
+    if bare is not None:
         print(
-            f"  (info) : {indexed.rate:>9,.0f} rows/s  the same COPY into a fresh table with all "
-            f"of the events table's indexes, as tally's ingest has them to maintain besides the "
-            f"key table (others {fmt_others(indexed.others)})"
+            f"  (info) : {bare.rate:>9,.0f} rows/s  the same COPY into a fresh table with only "
+            f"the primary key (others {fmt_others(bare.others)})"
         )
     print(
         f"  HTTP   : {http.rps:>9,.0f} req/s   trivial JSON endpoint (GET), Starlette + uvicorn "
@@ -761,12 +769,12 @@ def report(
             f"   target >= {target:.0%}   {verdict}"
         )
     for name in ("event-batch", "capture"):
-        if indexed is not None and indexed.rate > 0 and name in by_name:
+        if bare is not None and bare.rate > 0 and name in by_name:
             r = by_name[name]
             print(
-                f"  {'(info) ' + r.mode.label + ' / indexed COPY':<44}"
-                f"{r.events_per_s:>10,.0f} / {indexed.rate:>9,.0f} = "
-                f"{r.events_per_s / indexed.rate:>6.1%}   (no target)"
+                f"  {'(info) ' + r.mode.label + ' / primary-key COPY':<44}"
+                f"{r.events_per_s:>10,.0f} / {bare.rate:>9,.0f} = "
+                f"{r.events_per_s / bare.rate:>6.1%}   (no target)"
             )
     problems = [r for r in modes if r.wrk.non2xx or r.wrk.socket_error_total]
     if problems:
@@ -866,7 +874,9 @@ def measure_storage(cfg: Config, database_url: str) -> StorageCeiling:
     """The storage ceiling: SQLite's executemany into a database file of its
     own, or PostgreSQL's COPY into a table of its own in ``database_url``."""
     if cfg.postgres:
-        log(f"COPY ceiling: {cfg.storage_seconds:g} s of COPY x 1000")
+        log(
+            f"COPY ceiling: {cfg.storage_seconds:g} s of COPY x 1000 into a copy of the events table"
+        )
     else:
         log(f"storage ceiling: {cfg.storage_seconds:g} s of executemany x 1000")
         table_sql = events_table_sql(Path(sqlite_path(database_url)))
@@ -875,7 +885,7 @@ def measure_storage(cfg: Config, database_url: str) -> StorageCeiling:
     def once() -> StorageCeiling:
         wait_quiet(cfg)
         if cfg.postgres:
-            return copy_ceiling(database_url, cfg.storage_seconds, 5_000_000)
+            return copy_ceiling(database_url, cfg.storage_seconds, 5_000_000, indexes=True)
         remove_db(ceiling_db)
         return storage_ceiling(ceiling_db, table_sql, cfg.storage_seconds, 5_000_000)
 
@@ -984,11 +994,11 @@ def run_on(cfg: Config, machine: str, database_url: str) -> bool:
 
         # 3. the ceilings, before the server runs (and again after it)
         storage_runs = [measure_storage(cfg, database_url)]
-        indexed = None
-        if cfg.postgres:  # (info) how much the events table's indexes take off the ceiling
+        bare = None
+        if cfg.postgres:  # (info) the same COPY without the events table's indexes
             wait_quiet(cfg)
-            indexed = copy_ceiling(database_url, cfg.storage_seconds, 5_000_000, indexes=True)
-            log(f"  (info) COPY with the events indexes: {indexed.rate:,.0f} rows/s")
+            bare = copy_ceiling(database_url, cfg.storage_seconds, 5_000_000)
+            log(f"  (info) COPY into a table with only the primary key: {bare.rate:,.0f} rows/s")
         http_runs = [measure_http(cfg, env, children)]
 
         # 1 (cont.). the real server on the prefilled database
@@ -1059,7 +1069,7 @@ def run_on(cfg: Config, machine: str, database_url: str) -> bool:
             health,
             results,
             database,
-            indexed,
+            bare,
         )
         return any(r.wrk.non2xx or r.wrk.socket_error_total for r in results)
     finally:

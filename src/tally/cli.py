@@ -17,7 +17,7 @@ from tally.clock import SystemClock, format_micros, format_time
 from tally.errors import TallyError
 from tally.keys import create_key
 from tally.settings import Settings
-from tally.storage import is_postgres, open_storage
+from tally.storage import open_storage
 from tally.storage.base import Storage
 
 
@@ -367,8 +367,8 @@ def serve(args: argparse.Namespace) -> int:
         "timeout_graceful_shutdown": 10,
     }
     storage_process = None
-    if settings.storage_process and not is_postgres(settings.database_url):
-        # the SQLite writer, worker and delivery loop run beside the HTTP
+    if settings.storage_process:
+        # the writer, the worker and the delivery loop run beside the HTTP
         # server, not in it (tally/storage/process.py says why)
         from tally.storage.process import StorageProcess
 

@@ -40,7 +40,7 @@ ENV_VARS: tuple[tuple[str, str, str], ...] = (
     (
         "storage_process",
         "TALLY_STORAGE_PROCESS",
-        "SQLite: run the writer, worker and delivery loop in a process beside the HTTP one (on/off)",
+        "run the writer, worker and delivery loop in a process beside the HTTP one (on/off)",
     ),
     ("storage_socket", "TALLY_STORAGE_SOCKET", "set by tally serve: its storage process's socket"),
     ("log_level", "TALLY_LOG_LEVEL", "log level of the server (info, warning, …)"),

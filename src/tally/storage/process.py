@@ -1,14 +1,15 @@
-"""SQLite storage in a process of its own, beside the HTTP process(es).
+"""Storage in a process of its own, beside the HTTP process(es).
 
-SQLite has one writer, and a writer thread inside the HTTP process shares
-the GIL with the event loop: every statement the writer runs hands the GIL
-back and forth with the loop, and on a busy server those hand-offs cost more
-than the inserts. So ``tally serve`` on SQLite starts this storage process,
-which owns the database: the group-committing writer, the processing worker
+A writer thread inside the HTTP process shares the GIL with the event loop:
+every statement the writer runs hands the GIL back and forth with the loop,
+and on a busy server those hand-offs cost more than the inserts. So ``tally
+serve`` starts this storage process, which holds the database connections:
+the group-committing writer(s), the reader threads, the processing worker
 and the delivery loop run here, and the HTTP processes reach it through a
 Unix socket (``process_wire``), sending the events of many requests in one
-frame. Nothing else changes: a request is answered only once the commit
-that holds its events returned here.
+frame. On SQLite it is also the one writer of the database, however many
+HTTP processes ``--workers`` starts. Nothing else changes: a request is
+answered only once the commit that holds its events returned here.
 
 The process stops when its standard input closes (the ``tally serve`` that
 started it stopped, or was killed), after the writes in flight.
