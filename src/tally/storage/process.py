@@ -122,6 +122,7 @@ async def serve(socket_path: str) -> None:
 
     await loop.connect_read_pipe(_Parent, sys.stdin)
     print(READY, flush=True)
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # nobody reads the pipe any more
     try:
         await stop.wait()
     finally:
@@ -177,6 +178,7 @@ class StorageProcess:
         assert self._proc.stdout is not None
         ready, _, _ = select.select([self._proc.stdout], [], [], START_TIMEOUT_SECONDS)
         line = self._proc.stdout.readline().decode(errors="replace").strip() if ready else ""
+        self._proc.stdout.close()  # all it had to say; it writes to stderr now
         if line != READY:
             self._proc.kill()
             self._proc.wait()
