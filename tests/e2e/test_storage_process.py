@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import sqlite3
+import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -135,6 +136,7 @@ def test_closing_its_stdin_stops_it_after_the_writes_in_flight(db: Path) -> None
 
     refused, acknowledged = asyncio.run(main())
     assert proc._proc.wait(timeout=60) == 0
+    assert not os.path.exists(os.path.dirname(proc.socket_path))  # it cleaned up itself
     proc.stop()
     # every acknowledged event is stored; what came too late was refused, not lost
     assert set(acknowledged) <= {event_id for event_id, _ in stored(db)}
@@ -150,9 +152,13 @@ def test_it_ignores_ctrl_c_and_stops_on_sigterm(process: StorageProcess) -> None
     assert child.wait(timeout=60) == 0
 
 
-def test_a_storage_process_that_cannot_start_says_so(tmp_path: Path) -> None:
+def test_a_storage_process_that_cannot_start_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where its socket would be
     with pytest.raises(StorageProcessError, match="did not start"):
         StorageProcess({"TALLY_DATABASE_URL": "mysql://nowhere"})
+    assert list(tmp_path.iterdir()) == []  # nothing left behind
 
 
 def test_a_server_whose_storage_process_dies_stops(tmp_path: Path) -> None:
@@ -161,8 +167,15 @@ def test_a_server_whose_storage_process_dies_stops(tmp_path: Path) -> None:
     server.start()
     try:
         assert server.process is not None
-        os.kill(storage_child(server.process.pid), signal.SIGKILL)
+        child = storage_child(server.process.pid)
+        socket_dir = next(
+            Path(arg).parent
+            for arg in Path(f"/proc/{child}/cmdline").read_bytes().decode().split("\0")
+            if arg.endswith("storage.sock")
+        )
+        os.kill(child, signal.SIGKILL)
         assert server.process.wait(timeout=60) != 0  # stopped, and says it failed
+        assert not socket_dir.exists()
     finally:
         server.stop()
     assert "the storage process went away; stopping" in server.log()

@@ -32,7 +32,8 @@ def open_storage(settings: Settings, clock: Clock | None = None) -> Storage:
         from tally.storage.process import RemoteStorage, stop_this_server
 
         # an HTTP process of tally serve: its storage runs in another process
-        return RemoteStorage(settings.storage_socket, stop_this_server)  # type: ignore[return-value]
+        path = settings.storage_socket
+        return RemoteStorage(path, lambda: stop_this_server(path))  # type: ignore[return-value]
     if is_postgres(settings.database_url):
         from tally.storage.postgres import PostgresStorage
 

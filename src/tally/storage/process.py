@@ -132,12 +132,9 @@ async def serve(socket_path: str) -> None:
         if answering:
             await asyncio.wait(answering, timeout=30)
         await storage.close()
-        # the directory tally serve made for the socket (it may be gone
-        # without cleaning up: a SIGTERM'd uvicorn exits by the signal)
-        with contextlib.suppress(OSError):
-            os.unlink(socket_path)
-        with contextlib.suppress(OSError):
-            os.rmdir(os.path.dirname(socket_path))
+        # tally serve may be gone without cleaning up: a uvicorn stopped by a
+        # signal exits by raising it again
+        remove_socket(socket_path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -183,6 +180,7 @@ class StorageProcess:
             self._proc.kill()
             self._proc.wait()
             self._close_pipes()
+            remove_socket(self.socket_path)
             raise StorageProcessError(
                 "the storage process did not start within "
                 f"{START_TIMEOUT_SECONDS:g} s (exit code {self._proc.returncode}); "
@@ -197,10 +195,7 @@ class StorageProcess:
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
-        with contextlib.suppress(OSError):
-            os.unlink(self.socket_path)
-        with contextlib.suppress(OSError):
-            os.rmdir(self._dir)
+        remove_socket(self.socket_path)
 
     def _close_pipes(self) -> None:
         for pipe in (self._proc.stdin, self._proc.stdout):
@@ -234,11 +229,20 @@ class _Client(asyncio.Protocol):
         self._on_lost()
 
 
-def stop_this_server() -> None:
+def remove_socket(socket_path: str) -> None:
+    """Remove the socket and the directory ``StorageProcess`` made for it."""
+    with contextlib.suppress(OSError):
+        os.unlink(socket_path)
+    with contextlib.suppress(OSError):
+        os.rmdir(os.path.dirname(socket_path))
+
+
+def stop_this_server(socket_path: str) -> None:
     """What an HTTP process does when its storage process is gone: nothing
     can be stored any more, so stop (uvicorn finishes what it can and exits)
     rather than answer every request with a 500."""
     log.error("the storage process went away; stopping")
+    remove_socket(socket_path)  # it cannot any more
     os.kill(os.getpid(), signal.SIGTERM)
 
 
