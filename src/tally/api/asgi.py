@@ -14,13 +14,14 @@ from typing import Any
 
 from starlette.requests import ClientDisconnect
 
+from tally.api.auth import HEADER
 from tally.errors import Invalid, TooLarge
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-API_KEY_HEADER = b"x-schematic-api-key"
+API_KEY_HEADER = HEADER.encode("ascii")
 _JSON = (b"content-type", b"application/json")
 
 

@@ -317,7 +317,7 @@ class RemoteStorage:
             return
         held, self._held = self._held, []
         try:
-            sent = self._send(wire.INGEST, wire.encode_events([list(ev) for ev, _ in held]))
+            sent = self._send(wire.INGEST, wire.encode_events([ev for ev, _ in held]))
         except Exception as err:
             for _, future in held:
                 future.set_exception(err)

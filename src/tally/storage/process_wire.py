@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import pickle
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import msgspec
@@ -39,7 +39,7 @@ def frame(kind: int, request_id: int, payload: bytes) -> bytes:
     return HEADER.pack(len(payload), kind, request_id) + payload
 
 
-def encode_events(batches: list[list[NewEvent]]) -> bytes:
+def encode_events(batches: Sequence[Sequence[NewEvent]]) -> bytes:
     return _encoder.encode(batches)
 
 
