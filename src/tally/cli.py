@@ -298,6 +298,7 @@ async def _deliver(args: argparse.Namespace) -> int:
                 f"made {made} delivery attempts ({deliverer.delivered} delivered) "
                 f"in {seconds:.2f} s"
             )
+            await _report_billing_backlog(storage, settings.billing_sink_url)
             return 0
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -305,12 +306,27 @@ async def _deliver(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         sink = settings.billing_sink_url or "no billing sink"
         print(f"tally deliver on {settings.database_url} ({sink})", flush=True)
+        await _report_billing_backlog(storage, settings.billing_sink_url)
         await deliverer.run_forever(stop)
         print(f"stopped after {deliverer.attempts} attempts ({deliverer.delivered} delivered)")
         return 0
 
     result: int = await _with_storage(settings, run)
     return result
+
+
+async def _report_billing_backlog(storage: Storage, sink_url: str) -> None:
+    """Without a sink, say how many meter records wait for one (processing
+    writes them whatever the settings; nothing billable is dropped)."""
+    if sink_url:
+        return
+    waiting = (await storage.delivery_counts()).get(("billing", "pending"), 0)
+    if waiting:
+        print(
+            f"{waiting} billing meter records wait for TALLY_BILLING_SINK_URL "
+            "(they are sent, oldest first, once it is set)",
+            flush=True,
+        )
 
 
 async def _migrate(args: argparse.Namespace) -> int:

@@ -60,7 +60,7 @@ ENV_VARS: tuple[tuple[str, str, str], ...] = (
     (
         "billing_sink_url",
         "TALLY_BILLING_SINK_URL",
-        "where billing meter records are POSTed (unset: no records)",
+        "where billing meter records are POSTed (unset: they wait in the outbox)",
     ),
     (
         "delivery_timeout_seconds",
@@ -195,7 +195,7 @@ class Settings:
     @property
     def effect_rules(self) -> EffectRules:
         """What processing records for side effects."""
-        return EffectRules(self.limit_warning_percent, billing=bool(self.billing_sink_url))
+        return EffectRules(self.limit_warning_percent)
 
     @property
     def retry_schedule(self) -> RetrySchedule:

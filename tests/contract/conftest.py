@@ -71,12 +71,3 @@ def _factory(
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     clock = FrozenClock(START)
     yield Backend(request.param, clock, _factory(request.param, tmp_path, clock, request))
-
-
-@pytest.fixture(params=BACKENDS)
-def billing_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    """A backend whose processing writes billing meter records (a billing
-    sink is configured) and warns at the default 80%."""
-    clock = FrozenClock(START)
-    rules = EffectRules(billing=True)
-    yield Backend(request.param, clock, _factory(request.param, tmp_path, clock, request, rules))

@@ -3,16 +3,19 @@ outbox and meter records written by processing, limit notices once per
 (company, feature, period), nothing for backfill, leased claims, attempt
 outcomes, auto-disable, and the webhook endpoints and delivery log.
 
-Processing runs with a billing sink configured (``billing_backend``).
+Processing writes meter records whatever the settings: the delivery loop
+sends them once a billing sink is configured.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -119,9 +122,7 @@ async def log(s: Storage, w: World) -> list[dict[str, object]]:
 
 
 # -- limit notices ------------------------------------------------------------------------
-def test_limit_notices_fire_once_per_period(billing_backend: Backend) -> None:
-    backend = billing_backend
-
+def test_limit_notices_fire_once_per_period(backend: Backend) -> None:
     async def scenario(s: Storage) -> None:
         w = await world(s)
         for _ in range(5):  # 15 events of 1 in batches of 3: usage 3, 6, …, 15
@@ -162,9 +163,7 @@ def test_limit_notices_fire_once_per_period(billing_backend: Backend) -> None:
     backend.run(scenario)
 
 
-def test_a_backfill_over_the_limit_fires_nothing(billing_backend: Backend) -> None:
-    backend = billing_backend
-
+def test_a_backfill_over_the_limit_fires_nothing(backend: Backend) -> None:
     async def scenario(s: Storage) -> None:
         w = await world(s, types=(*LIMITS, "company.created", "user.created", "user.updated"))
         earlier = T0 - 40 * 86_400 * SECOND  # last month: past the trusted window
@@ -183,11 +182,120 @@ def test_a_backfill_over_the_limit_fires_nothing(billing_backend: Backend) -> No
     backend.run(scenario)
 
 
-def test_a_late_event_fires_for_its_own_period_not_the_current_one(
-    billing_backend: Backend,
-) -> None:
-    backend = billing_backend
+def test_a_limit_a_backfill_passed_fires_with_the_next_event(backend: Backend) -> None:
+    """A backfill does not silence a limit: the first non-backfill event
+    (normal or trusted-clock) that finds a threshold passed in its period,
+    not fired there yet, fires it; later ones fire nothing more."""
 
+    async def scenario(s: Storage) -> None:
+        w = await world(s)
+        await s.ingest([track(w, 12, at=T0 - SECOND, backfill=True)])  # March: 12 of 10
+        await process_all(s)
+        await fan_out(s, backend)
+        assert await log(s, w) == []
+        (normal,) = await s.ingest([track(w, 1)])
+        await process_all(s)
+        await s.ingest([track(w, 1)])
+        await process_all(s)
+        await fan_out(s, backend)
+        sent = [(e["action"], e["body"]["usage"], e["body"]["event_id"]) for e in await log(s, w)]  # type: ignore[index]
+        assert sent == [
+            ("entitlement.limit.warning", 13, normal.event_id),
+            ("entitlement.limit.reached", 13, normal.event_id),
+        ]
+
+        # a trusted-clock event in a past period the backfill filled
+        february = to_micros(datetime(2026, 2, 20, 9, tzinfo=UTC))
+        await s.ingest([track(w, 30, at=february, backfill=True)])
+        await process_all(s)
+        (late,) = await s.ingest([track(w, 1, at=february + SECOND)])
+        await process_all(s)
+        await fan_out(s, backend)
+        sent = [
+            (e["action"], e["body"]["period_start"][:7], e["body"]["event_id"])  # type: ignore[index]
+            for e in (await log(s, w))[2:]
+        ]
+        assert sent == [
+            ("entitlement.limit.warning", "2026-02", late.event_id),
+            ("entitlement.limit.reached", "2026-02", late.event_id),
+        ]
+
+    backend.run(scenario)
+
+
+def test_a_warning_a_backfill_skipped_fires_with_the_limit(backend: Backend) -> None:
+    async def scenario(s: Storage) -> None:
+        w = await world(s)
+        await s.ingest([track(w, 9, at=T0 - SECOND, backfill=True)])  # past the 80% warning
+        await process_all(s)
+        await s.ingest([track(w, 1)])  # reaches the limit
+        await process_all(s)
+        await fan_out(s, backend)
+        sent = [(e["action"], e["body"]["usage"]) for e in await log(s, w)]  # type: ignore[index]
+        assert sent == [("entitlement.limit.warning", 10), ("entitlement.limit.reached", 10)]
+
+    backend.run(scenario)
+
+
+def test_a_correction_never_fires_a_limit_twice(backend: Backend) -> None:
+    """Usage 10 of 10, a correction of -5, then +10: the counter passes the
+    thresholds again, but each fired once in the period, for good."""
+
+    async def scenario(s: Storage) -> None:
+        w = await world(s)
+        for quantity in (10, -5, 10, -10, 1, 4):
+            await s.ingest([track(w, quantity)])
+            await process_all(s)
+        await fan_out(s, backend)
+        sent = [(e["action"], e["body"]["usage"]) for e in await log(s, w)]  # type: ignore[index]
+        assert sent == [("entitlement.limit.warning", 10), ("entitlement.limit.reached", 10)]
+        usage = await s.feature_usage(w.env, w.company, UsageFilter(), T0)
+        assert usage[0].usage == 10
+
+    backend.run(scenario)
+
+
+def test_the_database_holds_one_firing_per_company_feature_period_and_threshold(
+    backend: Backend,
+) -> None:
+    """The guard itself: the unique key of ``limit_triggers``. Processing's
+    own insert wins once; a second row for the same firing is refused."""
+    from tally.storage.sql_effects import _TRIGGER_INSERT
+
+    def firing(action: str, start: int = T0, company: str = "comp_1") -> tuple[object, ...]:
+        return ("env_1", company, "feat_1", "month", start, action, "evt_1", 10, T0)
+
+    def insert(*rows: tuple[object, ...]) -> Callable[[Any], list[int]]:
+        return lambda conn: [conn.execute(_TRIGGER_INSERT, row).rowcount for row in rows]
+
+    def plain(row: tuple[object, ...]) -> Callable[[Any], None]:
+        statement = _TRIGGER_INSERT.partition(" ON CONFLICT")[0]
+        return lambda conn: conn.execute(statement, row)
+
+    async def scenario(s: Storage) -> None:
+        call = s._delivery_call  # type: ignore[attr-defined]
+        reached = firing("entitlement.limit.reached")
+        assert await call(insert(reached, reached)) == [1, 0]
+        assert await call(insert(reached)) == [0]
+        others = (
+            firing("entitlement.limit.warning"),
+            firing("entitlement.limit.reached", start=T0 + 1),
+            firing("entitlement.limit.reached", company="comp_2"),
+        )
+        assert await call(insert(*others)) == [1, 1, 1]
+        with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
+            await call(plain(reached))
+        rows = await call(
+            lambda conn: conn.execute("SELECT COUNT(*) FROM limit_triggers").fetchone()
+        )
+        assert int(rows[0]) == 4
+
+    backend.run(scenario)
+
+
+def test_a_late_event_fires_for_its_own_period_not_the_current_one(
+    backend: Backend,
+) -> None:
     async def scenario(s: Storage) -> None:
         w = await world(s)
         await s.ingest([track(w, 9)])  # March: 9 of 10, warned
@@ -209,9 +317,7 @@ def test_a_late_event_fires_for_its_own_period_not_the_current_one(
     backend.run(scenario)
 
 
-def test_an_endpoint_scoped_to_features_hears_only_them(billing_backend: Backend) -> None:
-    backend = billing_backend
-
+def test_an_endpoint_scoped_to_features_hears_only_them(backend: Backend) -> None:
     async def scenario(s: Storage) -> None:
         w = await world(s)
         other = await s.create_webhook(
@@ -240,9 +346,7 @@ def test_an_endpoint_scoped_to_features_hears_only_them(billing_backend: Backend
 
 
 # -- identity notices ---------------------------------------------------------------------
-def test_identify_notices_carry_the_object(billing_backend: Backend) -> None:
-    backend = billing_backend
-
+def test_identify_notices_carry_the_object(backend: Backend) -> None:
     async def scenario(s: Storage) -> None:
         w = await world(s, types=("user.created", "user.updated", "company.updated"))
         body = {
@@ -278,9 +382,7 @@ def test_identify_notices_carry_the_object(billing_backend: Backend) -> None:
 
 
 # -- billing meter records ----------------------------------------------------------------
-def test_one_meter_record_per_billed_event(billing_backend: Backend) -> None:
-    backend = billing_backend
-
+def test_one_meter_record_per_billed_event(backend: Backend) -> None:
     async def scenario(s: Storage) -> None:
         w = await world(s)
         late = T0 - 3 * 86_400 * SECOND
@@ -322,12 +424,26 @@ def test_one_meter_record_per_billed_event(billing_backend: Backend) -> None:
     backend.run(scenario)
 
 
-def test_no_meter_records_without_a_billing_sink(backend: Backend) -> None:
+def test_meter_records_wait_in_the_outbox_for_a_billing_sink(backend: Backend) -> None:
+    """Processing writes meter records whatever the settings say: a loop
+    without a sink leaves them pending (and finds no work in them), one with
+    a sink claims them, the oldest first."""
+
     async def scenario(s: Storage) -> None:
-        w = await world(s)
-        await s.ingest([track(w, 3)])
+        w = await world(s, types=("user.created",))
+        results = await s.ingest([track(w, 3), track(w, -1)])
         await process_all(s)
-        assert (await s.delivery_counts()).get(("billing", "pending"), 0) == 0
+        now = to_micros(backend.clock.now())
+        assert await s.claim_deliveries(now, 10, LEASE, billing=False) != []  # user.created
+        assert await s.claim_deliveries(now, 10, LEASE, billing=False) == []
+        counts = await s.delivery_counts()
+        assert counts[("billing", "pending")] == 2
+        claimed = await s.claim_deliveries(now, 10, LEASE, billing=True)
+        assert [(c.kind, c.ref) for c in claimed] == [
+            ("billing", r.event_id) for r in sorted(results, key=lambda r: r.event_id)
+        ]
+        payload = msgspec.json.decode(claimed[0].payload)
+        assert payload["payload"] == {"stripe_customer_id": "cus_42", "value": "3"}
 
     backend.run(scenario)
 

@@ -355,6 +355,30 @@ def test_key_is_free_again_after_24_hours(backend: Backend) -> None:
     backend.run(scenario)
 
 
+def test_the_window_ends_exactly_24_hours_after_the_first_receipt(backend: Backend) -> None:
+    """The edge to the microsecond, on every backend: a key still holds
+    24 h - 1 µs after the kept event arrived, and is free at 24 h."""
+
+    async def scenario(s: Storage) -> None:
+        env = await env_id(s)
+        (first,) = await s.ingest([event(env, key="edge")])
+        last_held = T0 + 24 * HOUR - 1
+        advance_to(backend, last_held)
+        (dup,) = await s.ingest([event(env, key="edge", received=last_held)])
+        assert dup == IngestResult(first.event_id, T0, True)
+
+        free_at = T0 + 24 * HOUR
+        advance_to(backend, free_at)
+        (renewed,) = await s.ingest([event(env, key="edge", received=free_at)])
+        assert renewed.duplicate is False and renewed.event_id != first.event_id
+        # the new event holds the key from its own receipt
+        (again,) = await s.ingest([event(env, key="edge", received=free_at)])
+        assert again == IngestResult(renewed.event_id, free_at, True)
+        assert [e.id for e in await all_events(s, env)] == [renewed.event_id, first.event_id]
+
+    backend.run(scenario)
+
+
 def test_key_is_scoped_per_environment(backend: Backend) -> None:
     async def scenario(s: Storage) -> None:
         dev = await env_id(s, "development")

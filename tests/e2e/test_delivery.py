@@ -69,8 +69,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'd.db'}"
 
 
-def open_storage(url: str, clock: Clock, *, billing: bool = True) -> Storage:
-    rules = EffectRules(billing=billing)
+def open_storage(url: str, clock: Clock) -> Storage:
+    rules = EffectRules()
     if url.startswith("postgresql"):
         from tally.storage.postgres import PostgresStorage
 
@@ -451,3 +451,45 @@ def test_tally_deliver_burst_delivers_what_is_due_and_exits(
     assert "made 10 delivery attempts (10 delivered)" in done.stdout
     assert len(hooks.succeeded()) == 5 and len(sink.succeeded()) == 5
     assert_signed(hooks.received(), world)
+
+
+def test_meter_records_made_without_a_sink_are_sent_once_one_is_set(
+    database_url: str, sink: Receiver
+) -> None:
+    """Item 6 of issue 9: a worker with no ``TALLY_BILLING_SINK_URL`` still
+    writes the records; ``tally deliver`` without a sink says they wait and
+    sends nothing; with the sink set it sends each one."""
+    now = to_micros(datetime.now(UTC))
+
+    async def fill(s: Storage) -> list[str]:
+        world = await make_world(s, [])
+        results = await s.ingest([track_event(world.env, n + 1, now) for n in range(4)])
+        return [r.event_id for r in results]
+
+    event_ids = run(database_url, SystemClock(), fill)
+    unset = {k: v for k, v in os.environ.items() if k != "TALLY_BILLING_SINK_URL"}
+
+    def tally(*args: str, env: dict[str, str]) -> str:
+        done = subprocess.run(
+            tally_command(*args, "--burst", "--database-url", database_url),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    tally("worker", env=unset)
+    waiting = tally("deliver", env=unset)
+    assert "made 0 delivery attempts" in waiting
+    assert "4 billing meter records wait for TALLY_BILLING_SINK_URL" in waiting
+    assert sink.received() == []
+    sent = tally("deliver", env={**unset, "TALLY_BILLING_SINK_URL": sink.url})
+    assert "made 4 delivery attempts (4 delivered)" in sent
+    assert "wait for" not in sent
+    bodies = [r.json() for r in sink.succeeded()]
+    assert {b["identifier"]: b["payload"] for b in bodies} == {
+        event_id: {"stripe_customer_id": "cus_42", "value": str(n + 1)}
+        for n, event_id in enumerate(event_ids)
+    }

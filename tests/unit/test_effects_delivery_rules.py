@@ -17,6 +17,7 @@ from schematic.webhook_utils import (
     verify_webhook_signature,
 )
 
+from tally.effects.delivery import DeliveryConfig
 from tally.effects.endpoints import (
     Webhook,
     WebhookChanges,
@@ -104,10 +105,14 @@ def test_bad_delivery_settings_are_refused(env: dict[str, str]) -> None:
         Settings.from_env(env)
 
 
-def test_billing_is_on_when_a_sink_is_set() -> None:
-    assert not Settings().effect_rules.billing
+def test_the_sink_is_a_delivery_setting_not_a_processing_rule() -> None:
+    """Processing makes meter records whether or not a sink is set (issue 9
+    item 6): the sink changes where the delivery loop sends them, nothing else."""
     on = Settings.from_env({"TALLY_BILLING_SINK_URL": "http://127.0.0.1:9/meter"})
-    assert on.effect_rules.billing and on.as_environ()["TALLY_BILLING_SINK_URL"]
+    assert on.effect_rules == Settings().effect_rules
+    assert on.as_environ()["TALLY_BILLING_SINK_URL"] == "http://127.0.0.1:9/meter"
+    assert DeliveryConfig.from_settings(on).billing_url == "http://127.0.0.1:9/meter"
+    assert DeliveryConfig.from_settings(Settings()).billing_url is None
 
 
 # -- signatures ------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The pure trigger rules of tally.effects.triggers and what
 ``process_events`` records for side effects (no storage): limit crossings
-(once, per period, attributed to the crossing event, never by backfill),
+(once per batch, attributed to the first non-backfill event that finds a
+threshold passed, never to a backfill),
 identity notices, and billing meter records."""
 
 from __future__ import annotations
@@ -95,9 +96,20 @@ def test_one_event_can_cross_both() -> None:
     assert [(c.action, c.usage) for c in found] == [(LIMIT_WARNING, 25), (LIMIT_REACHED, 25)]
 
 
-def test_nothing_fires_once_the_counter_stood_past_the_threshold() -> None:
-    assert limit_crossings(10, watch(1, 1, 1), 80) == []
-    assert [c.action for c in limit_crossings(8, watch(1, 1, 1), 80)] == [LIMIT_REACHED]
+def test_a_threshold_found_passed_is_named_at_the_first_event() -> None:
+    # the counter stood past both before the batch (a backfill, a lowered
+    # allocation): the rule names them, and the database row says whether they
+    # fired already in the period
+    found = limit_crossings(10, watch(1, 1, 1), 80)
+    assert [(c.action, c.event.event_id, c.usage) for c in found] == [
+        (LIMIT_WARNING, "evt_0", 11),
+        (LIMIT_REACHED, "evt_0", 11),
+    ]
+    assert [c.action for c in limit_crossings(8, watch(1, 1, 1), 80)] == [
+        LIMIT_WARNING,
+        LIMIT_REACHED,
+    ]
+    assert limit_crossings(5, watch(1, 1), 80) == []
 
 
 def test_reached_fires_once_not_once_per_event_past_the_limit() -> None:
@@ -113,20 +125,28 @@ def test_a_correction_and_a_new_crossing_in_one_batch_fire_once() -> None:
     ]
 
 
-def test_negative_quantities_never_cross() -> None:
+def test_a_correction_below_a_threshold_finds_nothing() -> None:
     assert limit_crossings(12, watch(-5), 80) == []
+    assert [c.action for c in limit_crossings(12, watch(-3), 80)] == [LIMIT_WARNING]
 
 
-def test_backfill_events_move_the_counter_but_fire_nothing() -> None:
+def test_backfill_events_move_the_counter_but_fire_nothing_themselves() -> None:
     assert limit_crossings(0, watch(20, backfill=True), 80) == []
     mixed = Watch(
         None,
         [limit()],
         [contribution(0, 9, backfill=True), contribution(1, 1), contribution(2, 1)],
     )
-    # the backfill took usage to 9 (past the warning): a later event crosses only the limit
+    # the backfill took usage past the warning silently: the next event finds
+    # it passed and fires it, with the limit it crosses itself
     assert [(c.action, c.event.event_id) for c in limit_crossings(0, mixed, 80)] == [
-        (LIMIT_REACHED, "evt_1")
+        (LIMIT_WARNING, "evt_1"),
+        (LIMIT_REACHED, "evt_1"),
+    ]
+    past = Watch(None, [limit()], [contribution(0, 12, backfill=True), contribution(1, -1)])
+    assert [(c.action, c.usage) for c in limit_crossings(0, past, 80)] == [
+        (LIMIT_WARNING, 11),
+        (LIMIT_REACHED, 11),
     ]
 
 
@@ -150,14 +170,14 @@ def test_each_limit_on_a_counter_fires_on_its_own() -> None:
 def test_crossings_agree_with_a_running_total(
     before: int, quantities: list[int], allocation: int, percent: float
 ) -> None:
-    """A threshold fires iff some prefix of the batch took the counter from
-    below it to at or past it; it fires at the first such event, once."""
+    """A threshold is named iff the counter stands at or past it right after
+    some event of the batch; it is named at the first such event, once."""
     crossings = limit_crossings(before, watch(*quantities, limits=[limit(allocation)]), percent)
     found = {c.action: c for c in crossings}
     assert len(found) == len(crossings)
     totals = list(itertools.accumulate(quantities, initial=before))
     for action, mark in thresholds(allocation, percent):
-        first = next((i for i in range(1, len(totals)) if totals[i - 1] < mark <= totals[i]), None)
+        first = next((i for i in range(1, len(totals)) if mark <= totals[i]), None)
         if first is None:
             assert action not in found
         else:
@@ -211,9 +231,14 @@ def run(events: list[PendingEvent], snap: Snapshot, rules: EffectRules | None = 
     return process_events(events, decode_bodies(events), snap, new_id, rules or EffectRules())
 
 
-def test_without_allocations_endpoints_or_a_sink_nothing_is_recorded() -> None:
+def test_without_allocations_or_endpoints_only_meter_records_are_recorded() -> None:
     changes = run([track(1), track(2, 5)], snapshot(limits=False))
-    assert changes.watches == {} and changes.notices == [] and changes.meter_records == []
+    assert changes.watches == {} and changes.notices == []
+    # whether a billing sink is configured is no concern of processing
+    assert [(r.event_id, r.quantity) for r in changes.meter_records] == [
+        ("evt_001", 1),
+        ("evt_002", 5),
+    ]
 
 
 def test_a_watched_counter_lists_the_events_in_order() -> None:
@@ -244,7 +269,7 @@ def test_each_allocation_period_watches_its_own_counter() -> None:
 
 
 def test_meter_records_only_for_billed_non_backfill_events() -> None:
-    rules = EffectRules(billing=True)
+    rules = EffectRules()
     events = [
         track(1, 3),
         track(2, -2),
@@ -264,7 +289,7 @@ def test_meter_records_only_for_billed_non_backfill_events() -> None:
 def test_the_customer_is_the_stripe_customer_id_key_when_the_company_has_one() -> None:
     snap = snapshot()
     snap.keys[("company", ENV, "stripe_customer_id", "cus_42")] = "comp_1"
-    changes = run([track(1)], snap, EffectRules(billing=True))
+    changes = run([track(1)], snap, EffectRules())
     assert changes.meter_records[0].customer_id == "cus_42"
 
 

@@ -10,7 +10,12 @@ SPEC §4 and the notices of identify events.
 - A crossing belongs to the period of the event that made it: a trusted-clock
   event dated in a past period crosses (or not) in that period's counter,
   never in the current one.
-- Backfill events move counters but fire nothing: their crossings are dropped.
+- Backfill events move counters but fire nothing themselves. They do not
+  silence a limit either: the first non-backfill event that finds a
+  threshold already passed in its period (its counter stands at or past it
+  right after the event) fires it, if it has not fired there yet. The rule
+  here names every threshold a non-backfill event finds passed; the database
+  row of the firing decides whether it is the first.
 - Identify events notify ``company.created``/``user.created`` for the
   entities they create and ``company.updated``/``user.updated`` for those
   they change (name, traits or keys); a track event that creates a company or
@@ -36,7 +41,6 @@ class EffectRules:
     """What processing must record besides counters (from the settings)."""
 
     warning_percent: float = DEFAULT_WARNING_PERCENT
-    billing: bool = False  # a billing sink is configured: write meter records
 
     def __post_init__(self) -> None:
         if not 0 < self.warning_percent < 100 or not math.isfinite(self.warning_percent):
@@ -120,21 +124,24 @@ def thresholds(allocation: int, warning_percent: float) -> list[tuple[str, int]]
 
 
 def limit_crossings(before: int, watch: Watch, warning_percent: float) -> list[Crossing]:
-    """The thresholds the batch's events crossed upwards on one counter that
-    stood at ``before`` when the batch began, each at most once, attributed to
-    the event that crossed it. Backfill events cross silently."""
+    """The thresholds the batch's non-backfill events find passed on one
+    counter that stood at ``before`` when the batch began: each threshold at
+    most once, attributed to the first non-backfill event after which the
+    counter stands at or past it (whether it crossed it or a backfill, a
+    raised usage or a lowered allocation put it there before). Whether the
+    threshold already fired in the period is the caller's to know."""
     out: list[Crossing] = []
     fired: set[tuple[str, str]] = set()
     plans = [(limit, thresholds(limit.value, warning_percent)) for limit in watch.limits]
     running = before
     for contribution in watch.contributions:
-        previous, running = running, running + contribution.quantity
-        if contribution.quantity <= 0 or contribution.backfill:
+        running += contribution.quantity
+        if contribution.backfill:
             continue
         for limit, marks in plans:
             for action, mark in marks:
                 key = (limit.feature_id, action)
-                if previous < mark <= running and key not in fired:
+                if mark <= running and key not in fired:
                     fired.add(key)
                     out.append(Crossing(action, limit, mark, running, contribution))
     return out

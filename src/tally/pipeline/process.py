@@ -14,8 +14,9 @@ transaction as the events' new status, so an event is never counted twice.
 - side effects (``tally.effects``): identity notices for subscribed
   actions, the counters that numeric allocations watch (whether a limit was
   crossed is decided when the counters are written: only then is the total
-  known), and billing meter records when a billing sink is configured;
-  backfill events produce none of them.
+  known), and billing meter records, whether or not a billing sink is
+  configured yet (they wait in the outbox for one); backfill events produce
+  none of them (but see ``tally.effects.triggers`` for limits they pass).
 """
 
 from __future__ import annotations
@@ -106,8 +107,7 @@ def process_events(
             continue
         outcomes.append(outcome)
         if (
-            rules.billing
-            and isinstance(body, wire.TrackBody)
+            isinstance(body, wire.TrackBody)
             and not event.backfill
             and outcome.company_id is not None
             and outcome.feature_ids

@@ -248,6 +248,13 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (delivery_id, number)
     );
     """,
+    # 4: meter records are written whether or not a billing sink is set, so
+    # pending billing deliveries may pile up ahead of webhooks: a loop that
+    # claims webhooks only finds its due rows without walking past them
+    """
+    CREATE INDEX deliveries_due_kind ON deliveries (kind, next_attempt_at, id)
+        WHERE status = 'pending';
+    """,
 ]
 
 _LOCK_ID = 7_411_873_101  # pg_advisory_xact_lock: one migrator at a time

@@ -9,9 +9,13 @@ Limit crossings are decided here, not in the pure rules, because only the
 database knows a counter's total once several workers move it at once: after
 this transaction's upsert the counter row is locked by it until commit, so
 the total read back is exact and ``before = total - what this batch added``.
-Each crossing inserts one ``limit_triggers`` row per (company, feature,
+The pure rules name every threshold a non-backfill event finds passed (so a
+threshold a backfill passed silently fires with the next such event); the
+ones already fired in their period are read in one query and skipped, and
+each other one inserts one ``limit_triggers`` row per (company, feature,
 period kind, period start, action) with ``ON CONFLICT DO NOTHING``; only an
-insert that wins queues the notice, so it fires once whatever the workers.
+insert that wins queues the notice, so it fires once whatever the workers
+and whatever corrections move the counter down and up again.
 """
 
 from __future__ import annotations
@@ -136,6 +140,28 @@ def _totals(conn: Conn, keys: Iterable[CounterKey]) -> dict[CounterKey, int]:
     return found
 
 
+FiringKey = tuple[str, str, str, int, str]  # company, feature, period kind, start, action
+
+
+def _fired(conn: Conn, keys: Iterable[CounterKey]) -> set[FiringKey]:
+    """The limit firings already recorded for these counters' companies and
+    periods (a superset is harmless: callers look their own keys up)."""
+    groups: dict[tuple[str, int], set[str]] = {}
+    for key in keys:
+        groups.setdefault((key[3], key[4]), set()).add(key[1])
+    out: set[FiringKey] = set()
+    for (kind, start), companies in sorted(groups.items()):
+        for part in chunks(sorted(companies)):
+            clause, args = in_list("company_id", part)
+            for company, feature, action in conn.execute(
+                "SELECT company_id, feature_id, action FROM limit_triggers "
+                f"WHERE period = ? AND period_start = ? AND {clause}",
+                (kind, start, *args),
+            ).fetchall():
+                out.add((company, feature, kind, start, action))
+    return out
+
+
 def _limit_notices(conn: Conn, changes: Changes, now: int, rules: EffectRules) -> list[Notice]:
     totals = _totals(conn, changes.watches)
     crossings: list[tuple[CounterKey, Watch, Crossing]] = []
@@ -145,10 +171,15 @@ def _limit_notices(conn: Conn, changes: Changes, now: int, rules: EffectRules) -
         crossings.extend(
             (key, watch, c) for c in limit_crossings(before, watch, rules.warning_percent)
         )
+    if not crossings:
+        return []
+    fired = _fired(conn, {key for key, _, _ in crossings})
     notices: list[Notice] = []
     for key, watch, crossing in crossings:
         env, company_id, _subtype, kind, start = key
         limit = crossing.limit
+        if (company_id, limit.feature_id, kind, start, crossing.action) in fired:
+            continue  # fired before in this period
         won = conn.execute(
             _TRIGGER_INSERT,
             (
@@ -164,7 +195,7 @@ def _limit_notices(conn: Conn, changes: Changes, now: int, rules: EffectRules) -
             ),
         ).rowcount
         if not won:
-            continue  # fired before in this period
+            continue  # another worker fired it a moment ago
         anchor = None if watch.anchor is None else from_micros(watch.anchor)
         end = period_end(kind, from_micros(start), anchor)
         details = limit_details(

@@ -65,13 +65,14 @@ _LOG_ATTEMPT = (
 )
 
 
-def _work_due(conn: Conn, now: int) -> bool:
-    """Whether a claim may find anything: an outbox row, or a delivery due."""
+def _work_due(conn: Conn, now: int, kinds: str) -> bool:
+    """Whether a claim may find anything: an outbox row, or a delivery due of
+    the kinds it claims (meter records waiting for a sink are not work)."""
     if conn.execute("SELECT 1 FROM outbox LIMIT 1").fetchone() is not None:
         return True
     row = conn.execute(
-        "SELECT 1 FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ? "
-        "AND lease_until <= ? LIMIT 1",
+        "SELECT 1 FROM deliveries d WHERE d.status = 'pending' AND d.next_attempt_at <= ? "
+        f"AND d.lease_until <= ? AND {kinds} LIMIT 1",
         (now, now),
     ).fetchone()
     return row is not None
@@ -93,7 +94,7 @@ class SqlOutbox(SqlFanOut):
     ) -> list[ClaimedDelivery]:
         kinds = "d.kind IN ('webhook', 'billing')" if billing else "d.kind = 'webhook'"
         pick = _PICK.format(kinds=kinds, suffix=self.claim_suffix)
-        if limit > 0 and not await self._read(lambda conn: _work_due(conn, now)):
+        if limit > 0 and not await self._read(lambda conn: _work_due(conn, now, kinds)):
             return []  # an idle poll costs a read, not a write transaction
 
         def run(conn: Conn) -> list[ClaimedDelivery]:

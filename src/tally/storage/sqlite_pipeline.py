@@ -150,9 +150,8 @@ class SqliteUnitOfWork:
         companies = sorted(e.id for e in snapshot.entities.values() if e.kind == "company")
         if not companies:
             return
-        if needs.subtypes:
+        if needs.subtypes:  # track events: limits, and meter records name the customer
             snapshot.limits = sql_effects.load_limits(self.conn, companies)
-        if self.rules.billing:
             for env, value, entity_id in sql_effects.load_customer_keys(self.conn, companies):
                 snapshot.keys[("company", env, STRIPE_CUSTOMER_KEY, value)] = entity_id
 
