@@ -40,10 +40,10 @@ import pytest
 
 from tally.clock import from_micros, to_micros
 from tally.keys import create_key
-from tally.metering.periods import periods_containing
 from tally.model import NewEvent
 from tally.storage.base_entities import EntityUpsert
 from tally.storage.sqlite import SqliteStorage
+from tests.support.usage import assert_counters_match, read_counters
 
 pytestmark = pytest.mark.slow
 
@@ -148,38 +148,12 @@ def _check_counters(path: str) -> None:
     conn = _connect(path)
     try:
         conn.execute("BEGIN")  # one snapshot for both reads
-        anchors = {
-            cid: (from_micros(a) if a is not None else None)
-            for cid, a in conn.execute("SELECT id, billing_anchor FROM companies")
-        }
-        expected: dict[tuple[str, str, str, str, int], list[int]] = {}
-        for env, company, subtype, quantity, captured in conn.execute(
-            "SELECT environment_id, company_id, subtype, quantity, captured_at FROM events "
-            "WHERE status = 'processed' AND type = 'track' AND company_id IS NOT NULL"
-        ):
-            for kind, start in periods_containing(from_micros(captured), anchors[company]):
-                total = expected.setdefault((env, company, subtype, kind, to_micros(start)), [0, 0])
-                total[0] += quantity
-                total[1] += 1
-        stored = {
-            (r[0], r[1], r[2], r[3], r[4]): [r[5], r[6]]
-            for r in conn.execute(
-                "SELECT environment_id, company_id, subtype, period, period_start, quantity, "
-                "events FROM usage_counters"
-            )
-        }
+        stored, expected, gone = read_counters(conn)
         conn.execute("COMMIT")
     finally:
         conn.close()
-    missing = sorted(set(expected) - set(stored))
-    extra = sorted(set(stored) - set(expected))
-    wrong = {k: (stored[k], v) for k, v in expected.items() if k in stored and stored[k] != v}
-    assert not missing, f"{len(missing)} counters missing, e.g. {missing[:3]}"
-    assert not extra, f"{len(extra)} counters without processed events, e.g. {extra[:3]}"
-    assert not wrong, (
-        f"{len(wrong)} counters differ from a recount (stored, recount), "
-        f"e.g. {list(wrong.items())[:3]}"
-    )
+    assert not gone, f"events name companies that do not exist: {sorted(gone)[:3]}"
+    assert_counters_match(stored, expected)
 
 
 def _worker(database_url: str, log: Path, *extra: str) -> subprocess.Popen[bytes]:

@@ -11,9 +11,12 @@ processed by ``process_pending`` in random batch sizes, interleaved with (and
 sometimes racing) the ingestion. Then:
 
 - every usage counter equals a recount from the stored processed track events
-  (with ``periods_containing`` and the company's billing anchor), and no
+  (``tests/support/usage.py``, with the company's billing anchor), and no
   counter exists without events — checked after every processing step, not
-  only at the end;
+  only at the end. Companies are deleted at random points: their counters go,
+  their events keep their ``company_id`` and count nowhere (the recount skips
+  companies that no longer exist, and only those the run deleted), and later
+  events with the same keys make a new company;
 - ``last_seen_at`` of every company and user is the latest effective time of
   its processed, non-backfill identify/track events (NULL when none);
 - nothing is left pending; every failed event has an ``error_message``;
@@ -44,14 +47,14 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from tally import ids
-from tally.clock import FrozenClock, from_micros, to_micros
+from tally.clock import FrozenClock, to_micros
 from tally.errors import NotFound, TallyError
 from tally.ingest.parse import Context, parse_capture_batch, parse_event_batch
 from tally.ingest.rules import IDEMPOTENCY_WINDOW_US
 from tally.keys import create_key
-from tally.metering.periods import periods_containing
 from tally.model import ApiKey, IngestResult, NewEvent
 from tally.storage.sqlite import SqliteStorage
+from tests.support.usage import assert_counters_match, read_counters
 
 US = timedelta(microseconds=1)
 DAY = timedelta(days=1)
@@ -295,6 +298,12 @@ ops_st = st.lists(
         st.tuples(st.just("ingest"), chunks()),
         st.tuples(st.just("process"), st.integers(1, 12)),
         st.tuples(st.just("both"), chunks(), st.integers(1, 12)),
+        # DELETE /companies by keys, between processing steps
+        st.tuples(
+            st.just("delete"),
+            st.sampled_from((0, 0, 1)),
+            key_maps(COMPANY_KEY_NAMES).map(lambda keys: dict(list(keys.items())[:1])),
+        ),
         # tally companies set-billing-anchor: set or clear, recounting billing counters
         st.tuples(
             st.just("anchor"),
@@ -331,45 +340,15 @@ def reading(path: str) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
-CounterRow = tuple[str, str, str, str, int]
-
-
-def stored_counters(conn: sqlite3.Connection) -> dict[CounterRow, tuple[int, int]]:
-    rows = conn.execute(
-        "SELECT environment_id, company_id, subtype, period, period_start, quantity, events "
-        "FROM usage_counters"
-    ).fetchall()
-    return {(r[0], r[1], r[2], r[3], r[4]): (r[5], r[6]) for r in rows}
-
-
-def recount(conn: sqlite3.Connection) -> dict[CounterRow, tuple[int, int]]:
-    anchors = {
-        cid: (from_micros(a) if a is not None else None)
-        for cid, a in conn.execute("SELECT id, billing_anchor FROM companies")
-    }
-    out: dict[CounterRow, tuple[int, int]] = {}
-    rows = conn.execute(
-        "SELECT environment_id, company_id, subtype, quantity, captured_at FROM events "
-        "WHERE status = 'processed' AND type = 'track' AND company_id IS NOT NULL"
-    ).fetchall()
-    for env, company, subtype, quantity, captured in rows:
-        assert company in anchors, f"event names company {company} that does not exist"
-        for kind, start in periods_containing(from_micros(captured), anchors[company]):
-            key = (env, company, subtype, kind, to_micros(start))
-            qty, count = out.get(key, (0, 0))
-            out[key] = (qty + quantity, count + 1)
-    return out
-
-
-def check_counters(conn: sqlite3.Connection) -> None:
-    stored = stored_counters(conn)
-    expected = recount(conn)
-    missing = {k: v for k, v in expected.items() if k not in stored}
-    extra = {k: v for k, v in stored.items() if k not in expected}
-    wrong = {k: (stored[k], v) for k, v in expected.items() if k in stored and stored[k] != v}
-    assert not missing, f"counters missing for counted events: {missing}"
-    assert not extra, f"counters without any processed event: {extra}"
-    assert not wrong, f"counters that differ from a recount (stored, recount): {wrong}"
+def check_counters(
+    conn: sqlite3.Connection, deleted: set[str] | frozenset[str] = frozenset()
+) -> None:
+    """Counters equal the recount (``tests/support/usage.py``: the processed
+    track events of companies that exist); an event may name a company that
+    no longer exists only if the run deleted it."""
+    stored, expected, gone = read_counters(conn)
+    assert gone <= deleted, f"events name companies that were never deleted: {gone - deleted}"
+    assert_counters_match(stored, expected)
 
 
 def check_last_seen(conn: sqlite3.Connection) -> None:
@@ -388,9 +367,9 @@ def check_last_seen(conn: sqlite3.Connection) -> None:
             )
 
 
-def check_invariants(path: str) -> None:
+def check_invariants(path: str, deleted: set[str] | frozenset[str] = frozenset()) -> None:
     with reading(path) as conn:
-        check_counters(conn)
+        check_counters(conn, deleted)
         check_last_seen(conn)
 
 
@@ -459,6 +438,14 @@ class Identities:
                 self.set_key(eid, k, v)
         return eid
 
+    def delete(self, eid: int) -> None:
+        """A deleted company: its keys free, its memberships gone."""
+        env, kind = self.env.pop(eid), self.kind.pop(eid)
+        for key, value in self.keys.pop(eid).items():
+            del self.index[(env, kind, key, value)]
+        del self.name[eid], self.traits[eid]
+        self.members = {(c, u) for c, u in self.members if c != eid}
+
     def process(self, env: str, type_: str, body: dict[str, Any]) -> tuple[int | None, int | None]:
         """(company, user) of one event; raises ``Fail`` (changing nothing)."""
         company = user = None
@@ -490,6 +477,16 @@ class Summary:
     billing_counters: int = 0
     anchors_set: int = 0
     anchors_missed: int = 0
+    deleted: int = 0
+    deletes_missed: int = 0
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """A company deleted by the run, and the events processed by then."""
+
+    company_id: str
+    processed_before: frozenset[str]
 
 
 async def _setup(storage: SqliteStorage) -> list[tuple[ApiKey, ApiKey]]:
@@ -599,6 +596,8 @@ async def _run(path: str, seeds: list[Seed], start: datetime, ops: list[Any]) ->
     model = Identities()
     acknowledged: set[str] = set()
     refused: set[str] = set()  # stored as failed by ingestion, never claimed
+    deletions: list[Deletion] = []
+    deleted: set[str] = set()
     try:
         keys = await _setup(storage)
         env_ids = [secret.environment_id for secret, _ in keys]
@@ -627,10 +626,26 @@ async def _run(path: str, seeds: list[Seed], start: datetime, ops: list[Any]) ->
                 await ingest(op[1], received)
             elif op[0] == "process":
                 await process(op[1])
-                check_invariants(path)
+                check_invariants(path, deleted)
             elif op[0] == "both":
                 await asyncio.gather(ingest(op[1], received), process(op[2]))
-                check_invariants(path)
+                check_invariants(path, deleted)
+            elif op[0] == "delete":
+                _, env_index, company_keys = op
+                gone = await storage.delete_company_by_keys(env_ids[env_index], company_keys)
+                if gone is None:
+                    summary.deletes_missed += 1
+                else:
+                    summary.deleted += 1
+                    deleted.add(gone.id)
+                    with reading(path) as conn:
+                        done = conn.execute("SELECT id FROM events WHERE status != 'pending'")
+                        deletions.append(Deletion(gone.id, frozenset(r[0] for r in done)))
+                        left = conn.execute(
+                            "SELECT COUNT(*) FROM usage_counters WHERE company_id = ?", (gone.id,)
+                        ).fetchone()
+                    assert left == (0,), "a deleted company kept usage counters"
+                check_invariants(path, deleted)
             else:
                 _, env_index, company_keys, anchor = op
                 anchor_us = to_micros(anchor) if anchor is not None else None
@@ -647,7 +662,7 @@ async def _run(path: str, seeds: list[Seed], start: datetime, ops: list[Any]) ->
                             "SELECT billing_anchor FROM companies WHERE id = ?", (company.id,)
                         ).fetchone()
                     assert stored == (anchor_us,)
-                check_invariants(path)
+                check_invariants(path, deleted)
         for _ in range(10_000):
             if await storage.process_pending(7) == 0:
                 break
@@ -658,7 +673,7 @@ async def _run(path: str, seeds: list[Seed], start: datetime, ops: list[Any]) ->
         await storage.close()
 
     with reading(path) as conn:
-        check_counters(conn)
+        check_counters(conn, deleted)
         check_last_seen(conn)
         pending = conn.execute("SELECT COUNT(*) FROM events WHERE status = 'pending'").fetchone()
         assert pending[0] == 0, "events left pending after draining"
@@ -669,7 +684,7 @@ async def _run(path: str, seeds: list[Seed], start: datetime, ops: list[Any]) ->
         stored_ids = {r[0] for r in rows}
         assert stored_ids == acknowledged, "stored events differ from the acknowledged ones"
         summary.stored = len(rows)
-        _check_against_model(conn, rows, model, mapping, refused, summary)
+        _check_against_model(conn, rows, model, mapping, refused, summary, deletions)
         summary.billing_counters = conn.execute(
             "SELECT COUNT(*) FROM usage_counters WHERE period = 'billing'"
         ).fetchone()[0]
@@ -683,9 +698,13 @@ def _check_against_model(
     mapping: dict[int, str],
     refused: set[str],
     summary: Summary,
+    deletions: list[Deletion],
 ) -> None:
     """Replay the stored pending events in id (= processing) order through the
-    reference model and compare."""
+    reference model and compare; each deletion is replayed after the events
+    processed before it (a prefix of that order)."""
+    waiting = list(deletions)
+    applied: list[Deletion] = []
     feature_env = conn.execute(
         "SELECT id FROM environments WHERE name = ?", (ENVIRONMENTS[0],)
     ).fetchone()[0]
@@ -699,6 +718,11 @@ def _check_against_model(
             assert status == "failed", event_id
             summary.refused += 1
             continue
+        while waiting and event_id not in waiting[0].processed_before:
+            applied.append(_replay_deletion(waiting.pop(0), model, mapping))
+        assert not any(event_id in d.processed_before for d in applied), (
+            f"{event_id} was processed before a deletion that an earlier event came after"
+        )
         assert type_ in ("identify", "track"), (event_id, type_)
         parsed = json.loads(body)
         before = copy.deepcopy(model)
@@ -727,8 +751,16 @@ def _check_against_model(
             wanted = env == feature_env and sub == FEATURE_SUBTYPE
             expected_features = ["feat_api"] if wanted else []
             assert (json.loads(fids) if fids else []) == expected_features, (event_id, fids)
+    for deletion in waiting:  # after the last event
+        _replay_deletion(deletion, model, mapping)
     assert len(set(mapping.values())) == len(mapping), "two model records map to one stored one"
     _check_entities(conn, model, mapping)
+
+
+def _replay_deletion(deletion: Deletion, model: Identities, mapping: dict[int, str]) -> Deletion:
+    (eid,) = [e for e, stored in mapping.items() if stored == deletion.company_id]
+    model.delete(eid)
+    return deletion
 
 
 def _check_entities(conn: sqlite3.Connection, model: Identities, mapping: dict[int, str]) -> None:
@@ -883,6 +915,41 @@ def test_a_scenario_with_every_kind_of_event() -> None:
     assert summary.stored == 14  # 15 submitted, one duplicate dropped
     assert summary.processed == 14 - 2 - 3
     assert summary.billing_counters == 1  # the anchored company's one event
+
+
+def test_deleting_a_company_between_and_during_processing() -> None:
+    """Deterministic: a company (seeded with an anchor, so it has billing
+    counters too) is deleted with some of its events processed and some
+    pending; the pending ones and later ones make a new company. Counters
+    equal the recount after every step (the recount skips the deleted one)."""
+    start = datetime(2026, 3, 15, 12, 0, tzinfo=UTC)
+    track_c = {"event": "api-call", "company": {"id": "c"}, "user": {"id": "u"}}
+    chunk = Chunk(
+        environment=0,
+        secret=True,
+        advance=timedelta(0),
+        capture=True,
+        events=[
+            spec("identify", {"keys": {"id": "u"}, "company": {"keys": {"id": "c"}}}),
+            spec("track", {**track_c, "quantity": 2}),
+            spec("track", {**track_c, "quantity": 5}),
+            spec("track", {**track_c, "quantity": -1}),
+        ],
+    )
+    seeds = [Seed(0, "c", datetime(2027, 1, 31, 10, 30, tzinfo=UTC))]
+    ops: list[Any] = [
+        ("ingest", chunk),
+        ("process", 2),
+        ("delete", 0, {"id": "c"}),  # two of its events processed, two pending
+        ("process", 12),
+        ("ingest", chunk),
+        ("delete", 0, {"id": "c"}),  # the company the pending events made
+        ("delete", 0, {"id": "c"}),  # none left: missed
+        ("process", 12),
+    ]
+    summary = run_scenario(seeds, start, ops)
+    assert (summary.deleted, summary.deletes_missed) == (2, 1)
+    assert summary.processed == 8
 
 
 # -- targeted checks ------------------------------------------------------------------------

@@ -135,6 +135,7 @@ def insert_events(
 
 class PgUnitOfWork(SqliteUnitOfWork):
     claim_suffix = " FOR UPDATE SKIP LOCKED"
+    hold_suffix = " FOR KEY SHARE"
     max_attempts = 20
     # other workers may change the same entity: merge the batch's trait
     # changes into what is stored now, never overwrite it with an older view

@@ -193,7 +193,15 @@ def trait(conn: sqlite3.Connection, kind: str, env: str, change: TraitChange, no
 
 
 def delete(conn: sqlite3.Connection, kind: str, entity_id: str) -> None:
+    """Delete the entity, its keys and memberships (a company: also its usage
+    counters and allocations). Its events keep their ``company_id`` or
+    ``user_id``: they are the record of what was counted and billed to whom,
+    and a recount counts only companies that exist. The entity's own row
+    goes first: on PostgreSQL that waits for any processing batch that holds
+    it (``SqliteUnitOfWork.hold_entities``), and a batch that comes after
+    finds it gone and is read again, so no counter is left behind."""
     table, key_table, _ = rows.TABLES[kind]
+    conn.execute(f"DELETE FROM {table} WHERE id = ?", (entity_id,))
     conn.execute(f"DELETE FROM {key_table} WHERE entity_id = ?", (entity_id,))
     if kind == "company":
         conn.execute("DELETE FROM memberships WHERE company_id = ?", (entity_id,))
@@ -201,7 +209,6 @@ def delete(conn: sqlite3.Connection, kind: str, entity_id: str) -> None:
         conn.execute("DELETE FROM allocations WHERE company_id = ?", (entity_id,))
     else:
         conn.execute("DELETE FROM memberships WHERE user_id = ?", (entity_id,))
-    conn.execute(f"DELETE FROM {table} WHERE id = ?", (entity_id,))
 
 
 def recount_billing(

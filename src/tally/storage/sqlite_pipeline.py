@@ -45,6 +45,7 @@ class SqliteUnitOfWork:
     subclasses it to claim with ``SKIP LOCKED`` and to retry on conflicts."""
 
     claim_suffix = ""
+    hold_suffix = ""  # PostgreSQL: " FOR KEY SHARE" (see ``hold_entities``)
     max_attempts = 1
     # SQLite has one writer: the batch's view is current, so write it whole
     update_entity_sql = "UPDATE {table} SET name = ?, traits = ?, updated_at = ? WHERE id = ?"
@@ -206,7 +207,40 @@ class SqliteUnitOfWork:
                     kind, entity_id, env, name, traits, billing_anchor
                 )
 
+    def hold_entities(self, changes: Changes) -> None:
+        """Make sure every stored company and user the batch writes about
+        still exists, and keep it so until commit (PostgreSQL: a key-share
+        lock, which other workers share and a delete waits for). One deleted
+        since the snapshot was read means the batch must be read again: its
+        keys now find nothing, or someone else. Without this a batch racing a
+        delete would leave counters, keys or memberships of a company that is
+        gone. (SQLite has one writer: nothing changes under a batch.)"""
+        wanted: dict[str, set[str]] = {"company": set(), "user": set()}
+        new: set[str] = set()
+        for e in changes.entities:
+            (new if e.new else wanted[e.kind]).add(e.id)
+        wanted["company"].update(key[1] for key in changes.counters)
+        for _, company_id, user_id in changes.memberships:
+            wanted["company"].add(company_id)
+            wanted["user"].add(user_id)
+        for o in changes.outcomes:
+            if o.company_id is not None:
+                wanted["company"].add(o.company_id)
+            if o.user_id is not None:
+                wanted["user"].add(o.user_id)
+        for kind, entity_ids in wanted.items():
+            table = _TABLES[kind][0]
+            for chunk in _chunks(sorted(entity_ids - new)):
+                rows = self.conn.execute(
+                    f"SELECT id FROM {table} WHERE id IN ({','.join('?' * len(chunk))}) "
+                    f"ORDER BY id{self.hold_suffix}",
+                    chunk,
+                ).fetchall()
+                if len(rows) != len(chunk):
+                    raise ConcurrentChange(f"a {kind} of the batch was deleted meanwhile")
+
     def apply(self, changes: Changes, now: int) -> None:
+        self.hold_entities(changes)
         many = self.conn.executemany
         new: dict[str, list[tuple[object, ...]]] = {"company": [], "user": []}
         dirty: dict[str, list[tuple[object, ...]]] = {"company": [], "user": []}
