@@ -10,6 +10,8 @@ Processing writes outbox notices and billing meter records; the delivery loop
   real time);
 - every webhook verifies with the official SDK's ``schematic.webhook_utils``;
 - a backfill over the limit yields no webhook and no meter record;
+- meter records made while no billing sink was set wait, and go out once a
+  ``tally deliver`` has one;
 - ``entitlement.limit.reached`` fires once per period, not once per event;
 - ``tally deliver`` killed with SIGKILL mid-delivery: every delivery still
   arrives at least once and is logged once as successful.
