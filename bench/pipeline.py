@@ -23,7 +23,9 @@ In one run, on this machine, it prints:
    process delivering to local receivers while the worker runs; the ratio
    (target: at least 0.8) and how long delivery took to drain. The catalog
    (features, 1,000 companies with allocations) is the same in both runs;
-   see ``bench/effects_setup.py``.
+   see ``bench/effects_setup.py``. The worker writes billing meter records in
+   both runs (whether or not ``TALLY_BILLING_SINK_URL`` is set, since issue
+   9): the first run has no endpoints and no delivery process.
 
     .venv/bin/python bench/pipeline.py                       # SQLite, 10k and 1M events
     .venv/bin/python bench/pipeline.py --quick               # a smoke test
