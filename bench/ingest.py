@@ -77,6 +77,7 @@ from harness import (
     log,
     machine_line,
     parse_wrk,
+    serve_command,
     start_process,
     stop_process,
     wait_http,
@@ -1064,18 +1065,7 @@ def start_server(
     base = f"http://{HOST}:{port}"
     server_log = cfg.workdir / "server.log"
     server = start_process(
-        [
-            sys.executable,
-            "-m",
-            "tally",
-            "serve",
-            "--host",
-            HOST,
-            "--port",
-            str(port),
-            "--database-url",
-            database_url,
-        ],
+        serve_command(port, database_url),
         server_log,
         env,
     )
