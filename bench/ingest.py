@@ -355,6 +355,14 @@ def prefill(
     pipeline would have left it long ago, so that the server's worker does not
     spend the bench working off a backlog of a million history events (the
     entities they name are not created)."""
+    return store_chunks(database_url, prefill_chunks(count, env_id, key_id, hours), processed)
+
+
+def store_chunks(
+    database_url: str, chunks: Iterator[list[NewEvent]], processed: bool = True
+) -> float:
+    """Store each chunk of events through the backend's ``insert_events`` in a
+    transaction of its own (marked processed, with ``processed``); returns seconds."""
     start = time.perf_counter()
     postgres = is_postgres(database_url)
     conn: Any = (
@@ -364,7 +372,7 @@ def prefill(
     )
     insert = pg_insert_events if postgres else insert_events
     try:
-        for events in prefill_chunks(count, env_id, key_id, hours):
+        for events in chunks:
             conn.execute("BEGIN" if postgres else "BEGIN IMMEDIATE")
             insert(conn, [events], events[-1].received_at)
             if processed:

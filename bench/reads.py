@@ -59,12 +59,17 @@ from harness import (
     stop_process,
     wait_http,
 )
-from ingest import SUBTYPES, count_events, create_secret_key, key_record, read, remove_db
+from ingest import (
+    SUBTYPES,
+    count_events,
+    create_secret_key,
+    key_record,
+    read,
+    remove_db,
+    store_chunks,
+)
 from tally.model import NewEvent
-from tally.storage import is_postgres, sqlite_path
-from tally.storage.postgres import insert_events as pg_insert_events
-from tally.storage.sqlite import insert_events
-from tally.storage.sqlite_schema import connect
+from tally.storage import is_postgres
 
 FLAT_RATIO = 2.0  # large p99 within 2x of small p99
 P99_TARGET_MS = 50.0
@@ -187,34 +192,6 @@ def history(count: int, env_id: str, key_id: str, world: World) -> Iterator[list
         done += len(events)
 
 
-def store_history(database_url: str, count: int, env_id: str, key_id: str, world: World) -> float:
-    """Store ``count`` processed events straight through ``insert_events``."""
-    start = time.perf_counter()
-    postgres = is_postgres(database_url)
-    conn: Any = (
-        pg_bench.connect(database_url)
-        if postgres
-        else connect(sqlite_path(database_url), synchronous="OFF")
-    )
-    insert = pg_insert_events if postgres else insert_events
-    try:
-        for events in history(count, env_id, key_id, world):
-            conn.execute("BEGIN" if postgres else "BEGIN IMMEDIATE")
-            insert(conn, [events], time.time_ns() // 1000)
-            conn.execute(
-                "UPDATE events SET status = 'processed', enriched_at = loaded_at "
-                "WHERE status = 'pending'"
-            )
-            conn.execute("COMMIT")
-        if postgres:
-            pg_bench.after_prefill(conn)
-        else:
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    finally:
-        conn.close()
-    return time.perf_counter() - start
-
-
 # -- the reads ----------------------------------------------------------------
 def endpoints(world: World, size: int) -> list[tuple[str, str, dict[str, Any]]]:
     company, user = world.company_ids[0], world.user_ids[0]
@@ -307,7 +284,7 @@ def run_size(cfg: Config, size: int) -> tuple[dict[str, Timing], float, float]:
                 feature_id, companies, users = seed_entities(client, cfg.companies, cfg.users)
                 world = World(key, feature_id, companies, users)
                 log(f"  storing {size:,} events of history")
-                store_history(database_url, size, env_id, key_id, world)
+                store_chunks(database_url, history(size, env_id, key_id, world))
                 seeded = time.perf_counter() - started
                 log(f"  seeded in {seeded:.0f} s ({count_events(database_url):,} events)")
                 listed = client.get("/events", params={"limit": 1, "offset": size // 3}).json()
