@@ -142,6 +142,23 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], log_path: Path, timeout: 
     raise RuntimeError(f"{url} did not answer 200 within {timeout:.0f}s")
 
 
+def serve_command(port: int, database_url: str, *extra: str) -> list[str]:
+    """``python -m tally serve`` on HOST:port and the database."""
+    return [
+        sys.executable,
+        "-m",
+        "tally",
+        "serve",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--database-url",
+        database_url,
+        *extra,
+    ]
+
+
 def start_process(cmd: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     with open(log_path, "ab") as out:
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)

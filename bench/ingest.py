@@ -9,9 +9,9 @@ In one run, on this machine:
    events; half with idempotency keys, all still inside the 24-hour key window)
    straight through ``insert_events``, marks them processed (history the
    worker is done with), creates a secret key with the CLI, and starts the real
-   server on it (``python -m tally serve``; its processing worker on SQLite
-   unless ``--worker off``, off on PostgreSQL unless ``--worker on``, as the
-   deployment guide runs API processes);
+   server on it (``python -m tally serve``), twice: with its processing worker
+   off (ingestion alone) and on (the default configuration, where every event
+   accepted must also be counted); ``--worker on`` or ``off`` runs one of them;
 2. drives it with ``wrk`` (a distinct body on every request, see
    ``bench/wrk/events.lua``; half of the events carry an idempotency key and
    5% reuse a recently-sent one) for single ``POST /events``,
@@ -30,7 +30,12 @@ In one run, on this machine:
    ``bench/ceiling_app.py``, driven by wrk with the same connections and with
    64, the higher figure counting);
 4. prints events/s, p50/p99 latency and non-2xx counts per mode, the ceilings,
-   and the ratios against their targets. It reports; it does not assert (exit 0).
+   and the ratios against their targets; with the worker on, also the backlog
+   left when each run ends (in seconds of that run's traffic), the time the
+   worker then took to drain it, the event-to-processed lag (p50/p99 of
+   ``enriched_at - loaded_at`` of the run's events) and each mode's rate as a
+   share of the worker-off rate of the same run (issue 10's targets). It
+   reports; it does not assert (exit 0).
 
 The machine may be shared: before each measurement the bench waits a little
 for other processes to leave the CPUs alone, and reports how many cores they
@@ -39,6 +44,7 @@ used during each measurement anyway ("others").
     .venv/bin/python bench/ingest.py                # the full run (3-5 minutes when quiet)
     .venv/bin/python bench/ingest.py --quick        # a smoke test (about 40 seconds)
     .venv/bin/python bench/ingest.py --worker off   # ingestion alone, no processing
+    .venv/bin/python bench/ingest.py --worker on    # only the default configuration
     .venv/bin/python bench/ingest.py --database-url postgresql://postgres@127.0.0.1/postgres
 """
 
@@ -71,6 +77,7 @@ from harness import (
     log,
     machine_line,
     parse_wrk,
+    serve_command,
     start_process,
     stop_process,
     wait_http,
@@ -94,6 +101,9 @@ DUP_RATE = 0.05  # share of events that reuse a recently-sent key (inside KEY_RA
 STORAGE_TARGET = 0.20  # batched ingest ≥ 20% of the storage ceiling
 COPY_TARGET = 0.40  # PostgreSQL: batched ingest ≥ 40% of the COPY ceiling
 HTTP_TARGET = 0.50  # single-event ingest ≥ 50% of the HTTP ceiling
+WORKER_ON_TARGET = 0.60  # batched ingest with the worker on ≥ 60% of worker off
+BACKLOG_TARGET_S = 2.0  # backlog at the end of a run < 2 s of its traffic
+LAG_TARGET_MS = 2000.0  # event → processed lag p99 < 2 s
 DISTURBED = 0.25  # cores used by other processes above which a measurement is redone
 
 # The columns insert_events writes, in its order (tally/storage/sqlite.py).
@@ -129,10 +139,17 @@ class ModeResult:
     expected: int  # events sent minus the duplicates among them
     pending: int  # events still pending (not yet processed) right after the run
     drain_s: float | None  # seconds the worker then took to process them (None: not waited)
+    worker: bool = False  # the server's processing worker was on
+    lag_ms: dict[int, float] | None = None  # p50/p99 of enriched_at - loaded_at (worker on)
 
     @property
     def events_per_s(self) -> float:
         return self.wrk.rps * self.mode.per_request
+
+    @property
+    def backlog_s(self) -> float | None:
+        """The backlog left when the run ended, in seconds of the run's traffic."""
+        return self.pending / self.events_per_s if self.events_per_s else None
 
 
 # -- small helpers ------------------------------------------------------------
@@ -216,6 +233,33 @@ def count_events(database_url: str, where: str = "") -> int:
 
 def count_pending(database_url: str) -> int:
     return count_events(database_url, "WHERE status = 'pending'")
+
+
+def processing_lag_ms(database_url: str, since_us: int, until_us: int) -> dict[int, float] | None:
+    """p50/p99 of ``enriched_at - loaded_at`` (ms) of the events stored in
+    [since, until) and processed since (None when none was)."""
+    rows = read(
+        database_url,
+        "SELECT COALESCE(enriched_at, updated_at) - loaded_at FROM events "
+        f"WHERE loaded_at >= {since_us} AND loaded_at < {until_us} AND status <> 'pending'",
+    )
+    lags = sorted(int(row[0]) for row in rows)
+    if not lags:
+        return None
+    return {p: lags[min(len(lags) - 1, len(lags) * p // 100)] / 1000 for p in (50, 99)}
+
+
+def wait_settled(database_url: str, timeout: float = 15.0) -> None:
+    """Wait until the events table stops growing (the requests still in
+    flight when wrk stopped have landed): unchanged over 1 s."""
+    deadline = time.monotonic() + timeout
+    last = count_events(database_url)
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = count_events(database_url)
+        if now == last:
+            return
+        last = now
 
 
 def wait_drained(database_url: str, timeout: float) -> float | None:
@@ -311,6 +355,14 @@ def prefill(
     pipeline would have left it long ago, so that the server's worker does not
     spend the bench working off a backlog of a million history events (the
     entities they name are not created)."""
+    return store_chunks(database_url, prefill_chunks(count, env_id, key_id, hours), processed)
+
+
+def store_chunks(
+    database_url: str, chunks: Iterator[list[NewEvent]], processed: bool = True
+) -> float:
+    """Store each chunk of events through the backend's ``insert_events`` in a
+    transaction of its own (marked processed, with ``processed``); returns seconds."""
     start = time.perf_counter()
     postgres = is_postgres(database_url)
     conn: Any = (
@@ -320,7 +372,7 @@ def prefill(
     )
     insert = pg_insert_events if postgres else insert_events
     try:
-        for events in prefill_chunks(count, env_id, key_id, hours):
+        for events in chunks:
             conn.execute("BEGIN" if postgres else "BEGIN IMMEDIATE")
             insert(conn, [events], events[-1].received_at)
             if processed:
@@ -470,7 +522,7 @@ class Config:
     storage_seconds: float
     prefill_hours: float
     prefill_processed: bool
-    worker: bool
+    workers: tuple[bool, ...]  # the server's TALLY_WORKER in each pass: off, on, or both
     drain_timeout: float
     quiet_wait: float
     quiet_budget: float  # seconds of waiting for quiet left in this run (spent as it goes)
@@ -537,10 +589,11 @@ def parse_args(argv: list[str] | None) -> Config:
     )
     parser.add_argument(
         "--worker",
-        choices=("on", "off"),
-        help="TALLY_WORKER for the server: run the processing worker in the server "
-        "while it ingests (default on SQLite: on, as `tally serve` does; on PostgreSQL: "
-        "off, as docs/deployment.md runs API processes, with workers of their own)",
+        choices=("on", "off", "both"),
+        default="both",
+        help="TALLY_WORKER for the server: run every mode with the processing worker off "
+        "(ingestion alone), on (the default configuration: every event accepted is also "
+        "counted, in the same server) or both, in that order (default both)",
     )
     parser.add_argument(
         "--drain-timeout",
@@ -611,7 +664,7 @@ def parse_args(argv: list[str] | None) -> Config:
         storage_seconds=storage_seconds,
         prefill_hours=args.prefill_hours,
         prefill_processed=not args.prefill_pending,
-        worker=args.worker == "on" if args.worker else not postgres,
+        workers={"off": (False,), "on": (True,), "both": (False, True)}[args.worker],
         drain_timeout=args.drain_timeout,
         quiet_wait=args.quiet_wait if args.quiet_wait is not None else (0.0 if quick else 30.0),
         quiet_budget=args.quiet_budget,
@@ -665,7 +718,8 @@ def report(
     )
     print(
         f"server  : python -m tally serve, TALLY_LOG_LEVEL=warning, TALLY_WORKER="
-        f"{'on' if cfg.worker else 'off'}; a 2xx only after the COMMIT; all on {HOST}"
+        f"{'/'.join('on' if w else 'off' for w in cfg.workers)} (a server each); "
+        f"a 2xx only after the COMMIT; all on {HOST}"
     )
     print(f"database: {database}")
     print(
@@ -675,24 +729,26 @@ def report(
     )
     print(line)
     print(
-        f"{'mode':<25}{'conns':>6}{'req/s':>9}{'events/s':>10}{'p50':>10}{'p99':>10}"
-        f"{'non-2xx':>8}{'sockerr':>8}{'stored/expected':>20}{'pending after':>16}{'others':>8}"
+        f"{'mode':<25}{'worker':>7}{'conns':>6}{'req/s':>9}{'events/s':>10}{'p50':>10}"
+        f"{'p99':>10}{'non-2xx':>8}{'sockerr':>8}{'stored/expected':>20}{'pending after':>16}"
+        f"{'others':>8}"
     )
     for r in modes:
         w = r.wrk
         check = f"{r.stored:,}/{r.expected:,}" if r.expected else "-"
-        pending = f"{r.pending:,}" if cfg.worker else "(no worker)"
+        pending = f"{r.pending:,}" if r.worker else "-"
         if r.drain_s is not None:
             pending += f" ({r.drain_s:.0f} s)"
         print(
-            f"{r.mode.label:<25}{r.connections:>6}{w.rps:>9,.0f}{r.events_per_s:>10,.0f}"
+            f"{r.mode.label:<25}{'on' if r.worker else 'off':>7}{r.connections:>6}"
+            f"{w.rps:>9,.0f}{r.events_per_s:>10,.0f}"
             f"{fmt_ms(w.latency_ms.get(50)):>10}{fmt_ms(w.latency_ms.get(99)):>10}"
             f"{w.non2xx:>8}{w.socket_error_total:>8}{check:>20}{pending:>16}"
             f"{fmt_others(w.others):>8}"
         )
     if health is not None:
         print(
-            f"{'(info) GET /health':<25}{cfg.connections:>6}{health.rps:>9,.0f}{'-':>10}"
+            f"{'(info) GET /health':<25}{'':>7}{cfg.connections:>6}{health.rps:>9,.0f}{'-':>10}"
             f"{fmt_ms(health.latency_ms.get(50)):>10}{fmt_ms(health.latency_ms.get(99)):>10}"
             f"{health.non2xx:>8}{health.socket_error_total:>8}{'-':>20}{'-':>16}"
             f"{fmt_others(health.others):>8}"
@@ -749,7 +805,9 @@ def report(
     )
     print(line)
     print("targets")
-    by_name = {r.mode.name: r for r in modes}
+    # the ceiling targets are ingestion's: the worker-off pass where there is one
+    first = cfg.workers[0]
+    by_name = {r.mode.name: r for r in modes if r.worker == first}
     target = COPY_TARGET if cfg.postgres else STORAGE_TARGET
     rows: list[tuple[str, float, float, float]] = []
     for name in ("event-batch", "capture"):
@@ -776,6 +834,7 @@ def report(
                 f"{r.events_per_s:>10,.0f} / {bare.rate:>9,.0f} = "
                 f"{r.events_per_s / bare.rate:>6.1%}   (no target)"
             )
+    report_worker_on(modes)
     problems = [r for r in modes if r.wrk.non2xx or r.wrk.socket_error_total]
     if problems:
         print(
@@ -795,6 +854,39 @@ def report(
             "measurements; rerun on a quiet machine for figures to rely on"
         )
     print(line)
+
+
+def report_worker_on(modes: list[ModeResult]) -> None:
+    """Issue 10's targets: with the worker on, batched ingest keeps >= 60% of
+    the worker-off rate of the same run, and what it accepts is counted soon:
+    the backlog when a run ends is under 2 s of its traffic, the lag p99 under 2 s."""
+    off = {r.mode.name: r for r in modes if not r.worker}
+    for r in (r for r in modes if r.worker):
+        label = f"{r.mode.label}, worker on"
+        if r.mode.name in off and off[r.mode.name].events_per_s:
+            base = off[r.mode.name].events_per_s
+            ratio = r.events_per_s / base
+            batched = r.mode.per_request > 1
+            verdict = ("met" if ratio >= WORKER_ON_TARGET else "MISSED") if batched else "(info)"
+            print(
+                f"  {label + ' / worker off':<44}{r.events_per_s:>10,.0f} / {base:>9,.0f} = "
+                f"{ratio:>6.1%}   target >= {WORKER_ON_TARGET:.0%}   {verdict}"
+            )
+        backlog = r.backlog_s
+        if backlog is not None:
+            drained = "not drained" if r.drain_s is None else f"drained in {r.drain_s:.1f} s"
+            print(
+                f"  {label + ': backlog at the end':<44}{r.pending:>10,} events = "
+                f"{backlog:>5.2f} s of traffic   target < {BACKLOG_TARGET_S:g} s   "
+                f"{'met' if backlog < BACKLOG_TARGET_S else 'MISSED'} ({drained})"
+            )
+        if r.lag_ms is not None:
+            p99 = r.lag_ms[99]
+            print(
+                f"  {label + ': lag p50 / p99':<44}{fmt_ms(r.lag_ms[50]):>10} / {fmt_ms(p99):>9}"
+                f"   target p99 < {LAG_TARGET_MS / 1000:g} s   "
+                f"{'met' if p99 < LAG_TARGET_MS else 'MISSED'}"
+            )
 
 
 def settle(
@@ -819,7 +911,7 @@ def settle(
 
 
 def run_mode(
-    cfg: Config, mode: Mode, base: str, key: str, database_url: str, tag: str
+    cfg: Config, mode: Mode, base: str, key: str, database_url: str, tag: str, worker: bool
 ) -> ModeResult:
     """Warm-up, measured wrk run, then the stored-rows check and the worker backlog."""
     conns = cfg.connections if mode.per_request == 1 else cfg.batch_connections
@@ -841,8 +933,9 @@ def run_mode(
         )
         if warm.non2xx:
             log(f"  the warm-up had {warm.non2xx} non-2xx responses")
-    time.sleep(0.5)
+    wait_settled(database_url)  # the warm-up's requests in flight land before counting
     before = count_events(database_url)
+    since_us = time.time_ns() // 1000
     res = run_wrk(
         base + mode.path,
         threads=threads,
@@ -850,24 +943,28 @@ def run_mode(
         duration=cfg.duration,
         script_args=script_args("run"),
     )
-    time.sleep(1.0)  # let the requests still in flight when wrk stopped land
+    pending = count_pending(database_url) if worker else 0  # the backlog as the run ends
+    wait_settled(database_url)  # let the requests still in flight when wrk stopped land
+    until_us = time.time_ns() // 1000
     stored = count_events(database_url) - before
     expected = res.counters.get("events", 0) - res.counters.get("dups", 0)
-    pending = count_pending(database_url)
     log(
         f"  {res.rps * mode.per_request:,.0f} events/s, p50 {fmt_ms(res.latency_ms.get(50))}, "
         f"p99 {fmt_ms(res.latency_ms.get(99))}, non-2xx {res.non2xx}, {pending:,} pending, "
         f"others {fmt_others(res.others)}"
     )
-    drain_s = None
-    if cfg.worker and pending:
+    drain_s = lag = None
+    if worker:
         drain_s = wait_drained(database_url, cfg.drain_timeout)
         log(
             f"  the worker processed its backlog in {drain_s:.1f} s"
             if drain_s is not None
             else f"  the worker did not process its backlog within {cfg.drain_timeout:g} s"
         )
-    return ModeResult(mode, conns, res, stored, expected, pending, drain_s)
+        lag = processing_lag_ms(database_url, since_us, until_us)
+        if lag is not None:
+            log(f"  event -> processed lag p50 {fmt_ms(lag[50])}, p99 {fmt_ms(lag[99])}")
+    return ModeResult(mode, conns, res, stored, expected, pending, drain_s, worker, lag)
 
 
 def measure_storage(cfg: Config, database_url: str) -> StorageCeiling:
@@ -963,6 +1060,32 @@ def run(cfg: Config) -> None:
             shutil.rmtree(cfg.workdir, ignore_errors=True)
 
 
+def start_server(
+    cfg: Config,
+    database_url: str,
+    env: dict[str, str],
+    children: list[subprocess.Popen[bytes]],
+    worker: bool,
+) -> tuple[str, subprocess.Popen[bytes]]:
+    """``tally serve`` on the database; with the worker on, once it has
+    processed whatever was pending."""
+    port = free_port()
+    base = f"http://{HOST}:{port}"
+    server_log = cfg.workdir / "server.log"
+    server = start_process(
+        serve_command(port, database_url),
+        server_log,
+        env,
+    )
+    children.append(server)
+    wait_http(f"{base}/health", server, server_log, timeout=60)
+    log(f"tally serving {base} (worker {'on' if worker else 'off'})")
+    if worker and count_pending(database_url):
+        log("  waiting for the worker to process what is pending")
+        wait_drained(database_url, cfg.drain_timeout)
+    return base, server
+
+
 def run_on(cfg: Config, machine: str, database_url: str) -> bool:
     """The bench on a fresh database; True when its work directory should be
     kept (some request failed)."""
@@ -974,7 +1097,6 @@ def run_on(cfg: Config, machine: str, database_url: str) -> bool:
     env = {
         **os.environ,
         "TALLY_LOG_LEVEL": "warning",
-        "TALLY_WORKER": "on" if cfg.worker else "off",
     }
     tag = secrets.token_hex(4)
     children: list[subprocess.Popen[bytes]] = []  # stopped in the finally clause
@@ -1001,60 +1123,40 @@ def run_on(cfg: Config, machine: str, database_url: str) -> bool:
             log(f"  (info) COPY into a table with only the primary key: {bare.rate:,.0f} rows/s")
         http_runs = [measure_http(cfg, env, children)]
 
-        # 1 (cont.). the real server on the prefilled database
-        port = free_port()
-        base = f"http://{HOST}:{port}"
-        server_log = cfg.workdir / "server.log"
-        server = start_process(
-            [
-                sys.executable,
-                "-m",
-                "tally",
-                "serve",
-                "--host",
-                HOST,
-                "--port",
-                str(port),
-                "--database-url",
-                database_url,
-            ],
-            server_log,
-            env,
-        )
-        children.append(server)
-        wait_http(f"{base}/health", server, server_log, timeout=60)
-        log(f"tally serving {base} (worker {'on' if cfg.worker else 'off'})")
-        if cfg.worker and count_pending(database_url):
-            log("  waiting for the worker to process the prefilled events")
-            wait_drained(database_url, cfg.drain_timeout)
-
-        # 2. the three ingestion modes
+        # 1 (cont.) and 2. the real server on the prefilled database, once per
+        # worker setting, and the three ingestion modes against it
         results: list[ModeResult] = []
-        for mode in MODES:
-            conns = cfg.connections if mode.per_request == 1 else cfg.batch_connections
-            log(f"{mode.label}: {conns} connections")
-            results.append(
-                settle(
-                    cfg,
-                    mode.label,
-                    lambda mode=mode: run_mode(cfg, mode, base, key, database_url, tag),
-                    lambda r: r.wrk.others,
+        health: WrkResult | None = None
+        for worker in cfg.workers:
+            env["TALLY_WORKER"] = "on" if worker else "off"
+            base, server = start_server(cfg, database_url, env, children, worker)
+            for mode in MODES:
+                conns = cfg.connections if mode.per_request == 1 else cfg.batch_connections
+                log(f"{mode.label}: {conns} connections, worker {'on' if worker else 'off'}")
+                results.append(
+                    settle(
+                        cfg,
+                        mode.label,
+                        lambda mode=mode, base=base, worker=worker: run_mode(
+                            cfg, mode, base, key, database_url, tag, worker
+                        ),
+                        lambda r: r.wrk.others,
+                    )
                 )
-            )
+            if health is None:
+                log("(info) tally GET /health")
 
-        log("(info) tally GET /health")
+                def measure_health(base: str = base) -> WrkResult:
+                    wait_quiet(cfg)
+                    return run_wrk(
+                        f"{base}/health",
+                        threads=cfg.threads,
+                        connections=cfg.connections,
+                        duration=min(cfg.duration, 5),
+                    )
 
-        def measure_health() -> WrkResult:
-            wait_quiet(cfg)
-            return run_wrk(
-                f"{base}/health",
-                threads=cfg.threads,
-                connections=cfg.connections,
-                duration=min(cfg.duration, 5),
-            )
-
-        health = settle(cfg, "GET /health", measure_health, lambda r: r.others)
-        stop_process(server)
+                health = settle(cfg, "GET /health", measure_health, lambda r: r.others)
+            stop_process(server)
 
         log("the ceilings again, now that the server is gone")
         storage_runs.append(measure_storage(cfg, database_url))

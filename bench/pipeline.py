@@ -72,6 +72,7 @@ from harness import (
     log,
     machine_line,
     parse_wrk,
+    serve_command,
     start_process,
     stop_process,
     wait_http,
@@ -216,20 +217,7 @@ def serve(
     port = free_port()
     log_path = workdir / f"server-{port}.log"
     proc = start_process(
-        [
-            sys.executable,
-            "-m",
-            "tally",
-            "serve",
-            "--host",
-            HOST,
-            "--port",
-            str(port),
-            "--workers",
-            str(http_workers),
-            "--database-url",
-            database_url,
-        ],
+        serve_command(port, database_url, "--workers", str(http_workers)),
         log_path,
         {**env, "TALLY_WORKER": "on" if worker else "off"},
     )

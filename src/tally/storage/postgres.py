@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,6 +30,7 @@ from tally.model import IngestResult, NewEvent
 from tally.pipeline.unit import EntityState
 from tally.storage.pg_adapter import PgConnection
 from tally.storage.postgres_schema import migrate
+from tally.storage.postgres_stats import CHECK_EVERY_SECONDS, analyze_stale, settings_warnings
 from tally.storage.sql_storage import PRUNE_CHUNK, SqlStorage
 from tally.storage.sqlite import event_row
 from tally.storage.sqlite_pipeline import ConcurrentChange, SqliteUnitOfWork
@@ -74,6 +77,7 @@ Ident = tuple[str, str, str]
 # COPY and COMMIT, the next stores what queued up meanwhile.
 WRITERS = 2
 _KEY_ENCODER = msgspec.json.Encoder()
+log = logging.getLogger(__name__)
 
 
 def insert_events(
@@ -192,6 +196,31 @@ class PostgresStorage(SqlStorage):
             effects=effects,
             writers=writers,
         )
+        self._last_stats_check = -CHECK_EVERY_SECONDS
+
+    async def start(self) -> None:
+        await super().start()
+        await self._maintain_statistics(at_start=True)
+
+    async def process_pending(self, limit: int) -> int:
+        claimed = await super().process_pending(limit)
+        await self._maintain_statistics()
+        return claimed
+
+    async def _maintain_statistics(self, *, at_start: bool = False) -> None:
+        """Analyze stale tables at start and every ``CHECK_EVERY_SECONDS`` of
+        processing (``tally.storage.postgres_stats`` says why); at start,
+        warn about server settings that leave them unmanaged."""
+        now = time.monotonic()
+        if not at_start and now - self._last_stats_check < CHECK_EVERY_SECONDS:
+            return
+        self._last_stats_check = now
+        if at_start:
+            for warning in await self._processor.call(settings_warnings):
+                log.warning("%s See docs/deployment.md, 'PostgreSQL settings'.", warning)
+        analyzed = await self._processor.call(analyze_stale)
+        if analyzed:
+            log.info("analyzed %s: their statistics were out of date", ", ".join(analyzed))
 
     def _connect(self) -> PgConnection:
         return PgConnection.connect(self.url)

@@ -5,6 +5,7 @@ tracked in ``tally_schema``. Times are BIGINT microseconds since the epoch
 from __future__ import annotations
 
 from tally.storage.pg_adapter import PgConnection
+from tally.storage.postgres_stats import analyze, schema_tables
 
 MIGRATIONS: list[str] = [
     # 1: environments, keys, events, idempotency keys
@@ -262,7 +263,9 @@ _LOCK_ID = 7_411_873_101  # pg_advisory_xact_lock: one migrator at a time
 
 def migrate(conn: PgConnection) -> int:
     """Apply every migration newer than the database; returns the new version.
-    Safe when several processes start at once (an advisory lock serializes them)."""
+    Safe when several processes start at once (an advisory lock serializes them).
+    The tables are analyzed after any migration, so that the planner never
+    meets a changed schema without statistics."""
     conn.execute("BEGIN")
     try:
         conn.execute("SELECT pg_advisory_xact_lock(?)", (_LOCK_ID,))
@@ -273,6 +276,7 @@ def migrate(conn: PgConnection) -> int:
             version = 0
         else:
             version = int(row[0])
+        applied = False
         for number, script in enumerate(MIGRATIONS, start=1):
             if number <= version:
                 continue
@@ -280,7 +284,9 @@ def migrate(conn: PgConnection) -> int:
                 if statement.strip():
                     conn.execute(statement)
             conn.execute("UPDATE tally_schema SET version = ?", (number,))
-            version = number
+            applied, version = True, number
+        if applied:
+            analyze(conn, schema_tables(conn))
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
