@@ -92,6 +92,11 @@ ENV_VARS: tuple[tuple[str, str, str], ...] = (
         "TALLY_DELIVERY_NICE",
         "how much tally deliver lowers its CPU priority (0 keeps it)",
     ),
+    (
+        "webhook_allow_private",
+        "TALLY_WEBHOOK_ALLOW_PRIVATE",
+        "allow webhook URLs on loopback, private and other non-global addresses (true/false)",
+    ),
 )
 
 
@@ -118,6 +123,7 @@ class Settings:
     delivery_retry_max_seconds: float = 6 * 3600.0
     delivery_concurrency: int = 64
     delivery_nice: int = 10
+    webhook_allow_private: bool = False
     max_request_bytes: int = 4 * 1024 * 1024
     max_event_body_bytes: int = 32 * 1024
 
