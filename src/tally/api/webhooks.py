@@ -5,7 +5,7 @@
 
 Admin calls: a secret key (publishable keys: 403); changes also need a key
 that is not read-only. Responses carry the endpoint's signing ``secret``, as
-the SDK's ``WebhookResponseData`` requires.
+the SDK's ``WebhookResponseData`` requires, blank (``""``) for read-only keys.
 
 A URL whose host is or resolves to a private address is refused (400)
 unless ``TALLY_WEBHOOK_ALLOW_PRIVATE`` (``tally.effects.targets``).
@@ -119,7 +119,7 @@ async def list_webhooks(request: Request) -> Response:
     state, key = await _admin(request, write=False)
     params: dict[str, Any] = {}
     hooks = await state.storage.list_webhooks(key.environment_id, _webhook_filter(request, params))
-    return ok([shapes.webhook(h) for h in hooks], params)
+    return ok([shapes.webhook(h, with_secret=key.can_write) for h in hooks], params)
 
 
 async def count_webhooks(request: Request) -> Response:
@@ -135,7 +135,7 @@ async def get_webhook(request: Request) -> Response:
     hook = await state.storage.get_webhook(key.environment_id, webhook_id)
     if hook is None:
         raise _not_found(webhook_id)
-    return ok(shapes.webhook(hook))
+    return ok(shapes.webhook(hook, with_secret=key.can_write))
 
 
 async def update_webhook(request: Request) -> Response:
@@ -202,7 +202,7 @@ async def list_webhook_events(request: Request) -> Response:
     events = await state.storage.list_webhook_events(
         key.environment_id, _event_filter(request, params)
     )
-    return ok([shapes.webhook_event(e) for e in events], params)
+    return ok([shapes.webhook_event(e, with_secret=key.can_write) for e in events], params)
 
 
 async def count_webhook_events(request: Request) -> Response:
@@ -220,7 +220,7 @@ async def get_webhook_event(request: Request) -> Response:
     event = await state.storage.get_webhook_event(key.environment_id, event_id)
     if event is None:
         raise NotFound(f"webhook event {event_id[:64]!r} was not found in this environment")
-    return ok(shapes.webhook_event(event, with_attempts=True))
+    return ok(shapes.webhook_event(event, with_attempts=True, with_secret=key.can_write))
 
 
 routes = [
