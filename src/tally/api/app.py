@@ -23,6 +23,7 @@ from tally.clock import Clock, SystemClock
 from tally.effects.sender import Guard
 from tally.effects.targets import Resolver, SystemResolver
 from tally.errors import TallyError
+from tally.key_notice import KeyNotice, notice_path
 from tally.settings import Settings
 from tally.storage import open_storage
 from tally.storage.base import Storage
@@ -75,7 +76,9 @@ def create_app(
         settings=settings,
         storage=store,
         clock=clock,
-        auth=Authenticator(store, settings.key_cache_seconds),
+        auth=Authenticator(
+            store, settings.key_cache_seconds, KeyNotice(notice_path(settings.database_url))
+        ),
         guard=Guard(settings.webhook_allow_private, resolver or SystemResolver()),
     )
 
