@@ -341,6 +341,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from tally.api.app import create_app
+    from tally.api.connections import protocol
 
     settings = _settings(args, host=args.host, port=args.port, http_workers=args.workers)
     first = asyncio.run(_with_storage(settings, _bootstrap))
@@ -365,7 +366,7 @@ def serve(args: argparse.Namespace) -> int:
         "log_level": settings.log_level,
         "access_log": False,
         "loop": "auto",
-        "http": "auto",
+        "http": protocol(settings),  # head timeout, connection cap
         "lifespan": "on",
         "timeout_graceful_shutdown": 10,
     }
