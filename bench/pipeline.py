@@ -481,6 +481,7 @@ def effects_run(
         run_env = dict(env)
         if effects:
             run_env["TALLY_BILLING_SINK_URL"] = f"{receiver}/billing"
+            run_env["TALLY_WEBHOOK_ALLOW_PRIVATE"] = "true"  # the receivers are on 127.0.0.1
             deliver = start_process(
                 [sys.executable, "-m", "tally", "deliver", "--database-url", url],
                 workdir / "deliver.log",

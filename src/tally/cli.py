@@ -15,6 +15,7 @@ from typing import Any
 
 from tally.clock import SystemClock, format_micros, format_time
 from tally.errors import TallyError
+from tally.key_notice import announce, notice_path
 from tally.keys import create_key
 from tally.settings import Settings
 from tally.storage import open_storage
@@ -162,6 +163,7 @@ async def _keys(args: argparse.Namespace) -> int:
             record, plaintext, created = await create_key(
                 storage, args.environment, publishable=args.publishable, read_only=args.read_only
             )
+            announce(notice_path(settings.database_url))  # servers forget unknown keys now
             if created:
                 print(f"created environment {args.environment!r}")
             flags = [record.kind] + (["read-only"] if record.read_only else [])
@@ -196,6 +198,7 @@ async def _keys(args: argparse.Namespace) -> int:
         if record is None:
             print(f"tally: no single active key has the id or prefix {args.key!r}", file=sys.stderr)
             return 1
+        announce(notice_path(settings.database_url))  # servers on this host drop it now
         print(
             f"revoked {record.kind} key {record.id} ({record.prefix}…) of environment {record.environment_name!r}"
         )
@@ -354,6 +357,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from tally.api.app import create_app
+    from tally.api.connections import protocol
 
     settings = _settings(args, host=args.host, port=args.port, http_workers=args.workers)
     first = asyncio.run(_with_storage(settings, _bootstrap))
@@ -378,7 +382,7 @@ def serve(args: argparse.Namespace) -> int:
         "log_level": settings.log_level,
         "access_log": False,
         "loop": "auto",
-        "http": "auto",
+        "http": protocol(settings),  # head timeout, connection cap
         "lifespan": "on",
         "timeout_graceful_shutdown": 10,
     }

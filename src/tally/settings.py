@@ -92,6 +92,21 @@ ENV_VARS: tuple[tuple[str, str, str], ...] = (
         "TALLY_DELIVERY_NICE",
         "how much tally deliver lowers its CPU priority (0 keeps it)",
     ),
+    (
+        "webhook_allow_private",
+        "TALLY_WEBHOOK_ALLOW_PRIVATE",
+        "allow webhook URLs on loopback, private and other non-global addresses (true/false)",
+    ),
+    (
+        "http_header_timeout_seconds",
+        "TALLY_HTTP_HEADER_TIMEOUT_SECONDS",
+        "a connection that has not sent a complete request head within this time is closed",
+    ),
+    (
+        "http_max_connections",
+        "TALLY_HTTP_MAX_CONNECTIONS",
+        "most open connections one HTTP process keeps; one over it is closed at once",
+    ),
 )
 
 
@@ -118,6 +133,9 @@ class Settings:
     delivery_retry_max_seconds: float = 6 * 3600.0
     delivery_concurrency: int = 64
     delivery_nice: int = 10
+    webhook_allow_private: bool = False
+    http_header_timeout_seconds: float = 10.0
+    http_max_connections: int = 2048
     max_request_bytes: int = 4 * 1024 * 1024
     max_event_body_bytes: int = 32 * 1024
 
@@ -158,6 +176,13 @@ class Settings:
             raise ConfigError("TALLY_WORKER_BATCH_SIZE must be at least 1")
         if self.commit_max_events < 1:
             raise ConfigError("TALLY_COMMIT_MAX_EVENTS must be at least 1")
+        timeout = self.http_header_timeout_seconds
+        if not math.isfinite(timeout) or timeout <= 0:
+            raise ConfigError(
+                f"TALLY_HTTP_HEADER_TIMEOUT_SECONDS must be a positive number of seconds, not {timeout}"
+            )
+        if self.http_max_connections < 1:
+            raise ConfigError("TALLY_HTTP_MAX_CONNECTIONS must be at least 1")
         self._validate_effects()
 
     def _validate_effects(self) -> None:

@@ -18,6 +18,7 @@ from starlette.exceptions import StarletteDeprecationWarning
 
 from tally.api.app import create_app
 from tally.clock import FrozenClock
+from tally.effects.targets import Resolver, TableResolver
 from tally.keys import create_key
 from tally.settings import Settings
 
@@ -92,18 +93,28 @@ class Api:
 
 
 def make_app(
-    tmp_path: Path, clock: FrozenClock, *, worker: bool = False, deliver: bool = False
+    tmp_path: Path,
+    clock: FrozenClock,
+    *,
+    worker: bool = False,
+    deliver: bool = False,
+    resolver: Resolver | None = None,
+    **settings: Any,
 ) -> Starlette:
     """The app under test. The processing worker and the delivery loop are off
     by default, so that an accepted event stays exactly as ingestion stored it
-    (``pending``)."""
-    settings = Settings(
+    (``pending``). Webhooks may target private addresses (the test receivers
+    are on 127.0.0.1) unless ``webhook_allow_private=False``; host names are
+    resolved through ``resolver`` (by default a table that knows no name: no
+    test asks a DNS server)."""
+    config = Settings(
         database_url=f"sqlite:///{tmp_path}/t.db",
         key_cache_seconds=0,
         worker=worker,
         deliver=deliver,
+        **{"webhook_allow_private": True, **settings},
     )
-    return create_app(settings, storage=None, clock=clock)
+    return create_app(config, storage=None, clock=clock, resolver=resolver or TableResolver())
 
 
 @pytest.fixture
@@ -113,11 +124,12 @@ def clock() -> FrozenClock:
 
 @contextlib.contextmanager
 def open_api(
-    tmp_path: Path, clock: FrozenClock, *, worker: bool = False, wrap: Any = None
+    tmp_path: Path, clock: FrozenClock, *, worker: bool = False, wrap: Any = None, **settings: Any
 ) -> Iterator[Api]:
     """Start the app (its lifespan opens storage) and make one key of each kind.
-    ``wrap`` turns the app into the ASGI callable the client drives."""
-    app = make_app(tmp_path, clock, worker=worker)
+    ``wrap`` turns the app into the ASGI callable the client drives;
+    ``settings`` go to ``make_app``."""
+    app = make_app(tmp_path, clock, worker=worker, **settings)
     with TestClient(wrap(app) if wrap is not None else app) as client:
         storage = app.state.tally.storage
 

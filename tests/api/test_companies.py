@@ -804,3 +804,34 @@ def test_cli_set_billing_anchor(
         set_anchor("--company", "id=acme", "--anchor", "soon", "--environment", "development") == 2
     )
     assert "--anchor" in capsys.readouterr().err
+
+
+ADMIN_BODIES = {
+    "/companies": lambda value: {"keys": {"id": "acme"}, "traits": {"blob": value}},
+    "/users": lambda value: {"keys": {"id": "u1"}, "traits": {"blob": value}},
+    "/company-traits": lambda value: {"keys": {"id": "acme"}, "trait": "blob", "set": value},
+    "/user-traits": lambda value: {"keys": {"id": "u1"}, "trait": "blob", "set": value},
+}
+
+
+@pytest.mark.parametrize("path", list(ADMIN_BODIES))
+def test_admin_bodies_are_bounded_like_event_bodies(api: Api, path: str) -> None:
+    """Entity upserts and traits take at most 32 KiB, as an event body: a
+    3 MB trait is 413 with the envelope (declared or streamed without a
+    length) and nothing is written; 30 KB fits."""
+    assert_ok(api.post("/companies", {"keys": {"id": "acme"}}))
+    assert_ok(api.post("/users", {"keys": {"id": "u1"}, "company": {"id": "acme"}}))
+    huge = json.dumps(ADMIN_BODIES[path]("x" * 3_000_000)).encode()
+    assert_error(api.post(path, content=huge), 413, contains="32 KiB")
+
+    def chunks() -> Any:
+        for start in range(0, len(huge), 65536):
+            yield huge[start : start + 65536]
+
+    assert_error(api.post(path, content=chunks()), 413, contains="32 KiB")
+    kind = "users" if path.startswith("/user") else "companies"
+    (entity,) = assert_ok(api.get(f"/{kind}"))
+    assert "blob" not in entity["traits"]
+    assert_ok(api.post(path, ADMIN_BODIES[path]("y" * 30_000)))
+    (entity,) = assert_ok(api.get(f"/{kind}"))
+    assert entity["traits"]["blob"] == "y" * 30_000

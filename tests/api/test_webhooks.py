@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from schematic.core.pydantic_utilities import parse_obj_as
+from schematic.types import WebhookResponseData
 from schematic.webhook_utils import verify_signature
 from schematic.webhooks import types as sdk
 
@@ -129,6 +130,29 @@ def test_keys_and_environments(api: Api) -> None:
     assert_error(api.get(f"/webhooks/{hook['id']}", key=api.other_env), 404)
     assert assert_ok(api.get("/webhooks", key=api.other_env)) == []
     assert_error(create(api, key=None), 401)
+
+
+def test_read_only_keys_see_no_signing_secret(api: Api, receiver: Receiver) -> None:
+    """With the secret a reader could forge deliveries: read-only keys get
+    ``secret: ""`` (the SDK's model requires the field), everywhere it shows."""
+    hook = assert_ok(create(api, url=receiver.url), 201)
+    assert_ok(api.post(f"/webhooks/{hook['id']}/test", {"request_type": "test.send"}))
+    (event,) = assert_ok(api.get("/webhook-events"))
+    answers = {
+        "list": (sdk.ListWebhooksResponse, "/webhooks"),
+        "get": (sdk.GetWebhookResponse, f"/webhooks/{hook['id']}"),
+        "log": (sdk.ListWebhookEventsResponse, "/webhook-events"),
+        "event": (sdk.GetWebhookEventResponse, f"/webhook-events/{event['id']}"),
+    }
+    for key, expected in ((api.read_only, ""), (api.secret, hook["secret"])):
+        for model, path in answers.values():
+            response = api.get(path, key=key)
+            assert response.status_code == 200, response.text
+            assert ("whsec_" in response.text) is bool(expected), path
+            data = parse_obj_as(model, response.json()).data
+            for item in data if isinstance(data, list) else [data]:
+                shown = item if isinstance(item, WebhookResponseData) else item.webhook
+                assert shown is not None and shown.secret == expected, path
 
 
 def test_a_test_delivery_is_signed_sent_and_logged(api: Api, receiver: Receiver) -> None:

@@ -160,7 +160,9 @@ def test_a_receiver_failing_its_first_three_attempts_gets_each_delivery_once(
         world = await make_world(s, [hooks.url], allocation=3)
         results = await s.ingest([track_event(world.env, 1, now) for _ in range(3)])
         await process_all(s)
-        config = DeliveryConfig(schedule=FAST, timeout_seconds=5, billing_url=sink.url)
+        config = DeliveryConfig(
+            schedule=FAST, timeout_seconds=5, billing_url=sink.url, allow_private=True
+        )
         await deliver_until_done(s, config)
 
         sent = by_id(hooks.received())
@@ -205,7 +207,9 @@ def test_a_receiver_down_for_a_minute_gets_everything_queued(
         await s.ingest([identify_event(world.env, f"user-{n}", t0) for n in range(15)])
         await s.ingest([track_event(world.env, 1, t0) for _ in range(12)])
         await process_all(s)
-        deliverer = Deliverer(s, DeliveryConfig(timeout_seconds=5, billing_url=sink.url), clock)
+        deliverer = Deliverer(
+            s, DeliveryConfig(timeout_seconds=5, billing_url=sink.url, allow_private=True), clock
+        )
         elapsed = 0
         while elapsed <= 600:
             if elapsed == 60:
@@ -252,7 +256,9 @@ def test_a_receiver_down_then_back_gets_everything_queued_in_real_time(
         world = await make_world(s, [hooks.url], types=EVERYTHING)
         stop = asyncio.Event()
         loop = asyncio.create_task(
-            Deliverer(s, DeliveryConfig(schedule=schedule, timeout_seconds=2)).run_forever(stop)
+            Deliverer(
+                s, DeliveryConfig(schedule=schedule, timeout_seconds=2, allow_private=True)
+            ).run_forever(stop)
         )
         try:
             for n in range(10):  # queued while the receiver is down
@@ -298,10 +304,37 @@ def test_a_backfill_over_the_limit_yields_no_webhook_and_no_meter_record(
         events += [track_event(world.env, 5, now - 1, backfill=True) for _ in range(8)]
         await s.ingest(events)
         assert await process_all(s) == 16
-        config = DeliveryConfig(schedule=FAST, timeout_seconds=5, billing_url=sink.url)
+        config = DeliveryConfig(
+            schedule=FAST, timeout_seconds=5, billing_url=sink.url, allow_private=True
+        )
         assert await Deliverer(s, config).run_until_idle() == 0
         assert hooks.received() == [] and sink.received() == []
         assert await s.delivery_counts() == {("outbox", "pending"): 0}
+
+    run(database_url, SystemClock(), scenario)
+
+
+def test_webhooks_to_private_targets_are_not_sent_but_the_billing_sink_is(
+    database_url: str, hooks: Receiver, sink: Receiver
+) -> None:
+    """By default (TALLY_WEBHOOK_ALLOW_PRIVATE off) the loop checks each
+    webhook's host before connecting: a loopback receiver gets nothing and the
+    log says why; the billing sink, the operator's own, is not restricted."""
+    now = to_micros(datetime.now(UTC))
+
+    async def scenario(s: Storage) -> None:
+        world = await make_world(s, [hooks.url], types=("user.created",))
+        await s.ingest([track_event(world.env, 1, now, user="u1")])
+        await process_all(s)
+        config = DeliveryConfig(
+            schedule=RetrySchedule(max_attempts=1), timeout_seconds=5, billing_url=sink.url
+        )
+        await Deliverer(s, config).run_until_idle()
+        assert hooks.received() == [] and len(sink.succeeded()) == 1
+        (logged,) = (await log_by_notice(s, world)).values()
+        assert logged.status == "failure" and logged.last_error is not None
+        assert "loopback" in logged.last_error
+        assert "TALLY_WEBHOOK_ALLOW_PRIVATE" in logged.last_error
 
     run(database_url, SystemClock(), scenario)
 
@@ -314,7 +347,7 @@ def test_limit_reached_fires_once_per_period_not_once_per_event(
 
     async def scenario(s: Storage) -> None:
         world = await make_world(s, [hooks.url])
-        config = DeliveryConfig(schedule=FAST, timeout_seconds=5)
+        config = DeliveryConfig(schedule=FAST, timeout_seconds=5, allow_private=True)
         for _ in range(10):  # 50 events, each past the limit after the tenth
             await s.ingest([track_event(world.env, 1, t0) for _ in range(5)])
             await process_all(s)
@@ -347,6 +380,7 @@ def _deliver_process(url: str, log_path: Path) -> subprocess.Popen[bytes]:
         **os.environ,
         "TALLY_DELIVERY_TIMEOUT_SECONDS": "1",  # a lease is 2 * 1 + 5 = 7 s
         "TALLY_DELIVERY_CONCURRENCY": "4",
+        "TALLY_WEBHOOK_ALLOW_PRIVATE": "true",  # the receivers are on 127.0.0.1
         "TALLY_DELIVERY_RETRY_BASE_SECONDS": "0.05",
         "TALLY_DELIVERY_RETRY_MAX_SECONDS": "0.2",
     }
@@ -447,7 +481,11 @@ def test_tally_deliver_burst_delivers_what_is_due_and_exits(
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "TALLY_BILLING_SINK_URL": sink.url},
+        env={
+            **os.environ,
+            "TALLY_BILLING_SINK_URL": sink.url,
+            "TALLY_WEBHOOK_ALLOW_PRIVATE": "true",
+        },
     )
     assert done.returncode == 0, done.stderr
     assert "made 10 delivery attempts (10 delivered)" in done.stdout

@@ -132,6 +132,23 @@ def test_limit_webhooks_and_meter_records_through_the_sdk(
         detail = client.webhooks.get_webhook_event(log[0].id).data
         assert detail.payload is not None and detail.webhook_id == hook.id
 
+        # a read-only key reads it all, the SDK parses it, and no secret shows
+        reader = Schematic(
+            server.read_only_key,
+            SchematicConfig(base_url=server.base_url, httpx_client=http, timeout=10.0),
+        )
+        try:
+            seen = [
+                reader.webhooks.get_webhook(hook.id).data,
+                *reader.webhooks.list_webhooks().data,
+                *(e.webhook for e in reader.webhooks.list_webhook_events().data),
+                reader.webhooks.get_webhook_event(log[0].id).data.webhook,
+            ]
+        finally:
+            reader.shutdown()
+        assert len(seen) == 6 and all(w is not None and w.id == hook.id for w in seen)
+        assert {w.secret for w in seen if w is not None} == {""}
+
         records = sink.succeeded()
         assert len(records) == 8 and len({r.json()["identifier"] for r in records}) == 8
         assert {r.json()["payload"]["stripe_customer_id"] for r in records} == {"cus_sdk"}

@@ -63,7 +63,12 @@ class Server:
         self.database_url = database_url or f"sqlite:///{db_path}"
         self.port = port
         self.base_url = f"http://127.0.0.1:{port}"
-        self.env = {**os.environ, "TALLY_KEY_CACHE_SECONDS": "0", **(extra_env or {})}
+        self.env = {
+            **os.environ,
+            "TALLY_KEY_CACHE_SECONDS": "0",
+            "TALLY_WEBHOOK_ALLOW_PRIVATE": "true",  # receivers of tests are on 127.0.0.1
+            **(extra_env or {}),
+        }
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = db_path.with_suffix(".log")
         self.secret_key = create_key(self.database_url, env=self.env)

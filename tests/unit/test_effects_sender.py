@@ -10,7 +10,8 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from tally.effects.sender import make_client, post
+from tally.effects.sender import Guard, make_client, post
+from tally.effects.targets import SETTING, TableResolver, addresses
 from tests.support.server import free_port
 
 Answer = Callable[[bytes], Awaitable[bytes | None]]
@@ -79,17 +80,40 @@ def test_a_2xx_is_success_and_the_request_is_what_was_asked() -> None:
     run(main())
 
 
-@pytest.mark.parametrize("status", [301, 404, 500, 503])
-def test_other_answers_fail_with_their_status_and_words(status: int) -> None:
+@pytest.mark.parametrize(
+    ("status", "phrase"),
+    [(301, "Moved Permanently"), (404, "Not Found"), (500, "Internal Server Error"), (599, "")],
+)
+def test_other_answers_fail_with_their_status_and_no_word_of_theirs(
+    status: int, phrase: str
+) -> None:
+    """The failure names the status and its standard phrase, never the
+    receiver's body or reason phrase (an internal service's answer must not
+    be readable through the delivery log)."""
+
     async def answer(_: bytes) -> bytes:
-        return f"HTTP/1.1 {status} Nope\r\nContent-Length: 9\r\n\r\nno thanks".encode()
+        return f"HTTP/1.1 {status} Secret\r\nContent-Length: 11\r\n\r\ntop-secret!".encode()
 
     async def main() -> None:
         server, _ = await serve(answer)
         async with server, make_client(5) as client:
             sent = await post(client, url(server), b"{}", {})
         assert not sent.ok and sent.response_code == status
-        assert sent.error == f"the receiver answered {status}: no thanks"
+        assert sent.error == f"the receiver answered {status} {phrase}".rstrip()
+
+    run(main())
+
+
+def test_an_answer_that_is_not_http_is_not_quoted() -> None:
+    async def banner(_: bytes) -> bytes:
+        return b"SSH-2.0-OpenSSH_9.6 secret-banner\r\n\r\n"
+
+    async def main() -> None:
+        server, _ = await serve(banner)
+        async with server, make_client(5) as client:
+            sent = await post(client, url(server), b"{}", {})
+        assert (sent.ok, sent.response_code) == (False, None)
+        assert sent.error == "the receiver's answer is not valid HTTP/1.1"
 
     run(main())
 
@@ -164,5 +188,68 @@ def test_a_receiver_that_hangs_up_or_is_not_there_fails() -> None:
             assert not refused.ok and refused.error and "request failed" in refused.error
             bad = await post(client, "ftp://example.com/x", b"{}", {})
             assert not bad.ok and bad.error and "not an http(s) URL" in bad.error
+
+    run(main())
+
+
+# -- webhooks: the guard against private targets -------------------------------
+def test_a_guarded_post_connects_to_the_address_it_checked_and_names_the_host() -> None:
+    """The name is resolved through the guard's resolver (a table: the system
+    resolver does not know ``hook.test``), the socket goes to that address,
+    and the Host header still names the host."""
+
+    async def main() -> None:
+        server, requests = await serve(ok)
+        port = server.sockets[0].getsockname()[1]
+        guard = Guard(allow_private=True, resolver=TableResolver({"hook.test": ["127.0.0.1"]}))
+        async with server, make_client(5) as client:
+            sent = await post(client, f"http://hook.test:{port}/h", b"{}", {}, guard)
+        assert sent.ok, sent.error
+        assert f"host: hook.test:{port}\r\n".encode() in requests[1].lower()
+
+    run(main())
+
+
+class Rebinding:
+    """A name whose answer changes: public first, then loopback."""
+
+    def __init__(self) -> None:
+        self.answers = [["93.184.216.34"], ["127.0.0.1"]]
+
+    async def resolve(self, host: str, port: int) -> list[str]:
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+def test_a_name_that_turns_private_after_registration_is_not_connected_to() -> None:
+    async def main() -> None:
+        server, requests = await serve(ok)
+        port = server.sockets[0].getsockname()[1]
+        resolver = Rebinding()
+        # what registration saw
+        assert [
+            str(a) for a in await addresses("rebind.test", port, resolver, allow_private=False)
+        ] == ["93.184.216.34"]
+        async with server, make_client(5) as client:
+            sent = await post(
+                client, f"http://rebind.test:{port}/h", b"{}", {}, Guard(resolver=resolver)
+            )
+        assert (sent.ok, sent.response_code) == (False, None)
+        assert sent.error and "127.0.0.1" in sent.error and SETTING in sent.error
+        assert requests == []  # no connection was made
+
+    run(main())
+
+
+def test_a_guarded_post_never_reuses_an_unguarded_connection() -> None:
+    """The billing sink (unguarded) and a webhook on the same origin do not
+    share kept-alive connections: the webhook is checked."""
+
+    async def main() -> None:
+        server, requests = await serve(ok)
+        async with server, make_client(5) as client:
+            assert (await post(client, url(server), b"{}", {})).ok
+            blocked = await post(client, url(server), b"{}", {}, Guard())
+        assert not blocked.ok and blocked.error and "loopback" in blocked.error
+        assert requests.count(CONNECTIONS) == 1 and len(requests) == 2
 
     run(main())

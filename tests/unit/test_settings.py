@@ -20,6 +20,23 @@ def test_empty_environment_gives_the_defaults() -> None:
     assert settings.log_level == "warning"
     assert settings.max_request_bytes == 4 * 1024 * 1024
     assert settings.max_event_body_bytes == 32 * 1024
+    assert settings.webhook_allow_private is False
+    assert settings.http_header_timeout_seconds == 10.0
+    assert settings.http_max_connections == 2048 > 256  # the bench's connections
+
+
+def test_the_hostile_client_settings_are_read() -> None:
+    settings = Settings.from_env(
+        {
+            "TALLY_WEBHOOK_ALLOW_PRIVATE": "true",
+            "TALLY_HTTP_HEADER_TIMEOUT_SECONDS": "2.5",
+            "TALLY_HTTP_MAX_CONNECTIONS": "300",
+        }
+    )
+    assert settings.webhook_allow_private is True
+    assert settings.http_header_timeout_seconds == 2.5
+    assert settings.http_max_connections == 300
+    assert Settings.from_env(settings.as_environ()) == settings
 
 
 def test_every_variable_is_read_and_typed() -> None:
@@ -110,6 +127,10 @@ def test_synchronous_is_case_insensitive(value: str) -> None:
         ({"TALLY_KEY_CACHE_SECONDS": "soon"}, "TALLY_KEY_CACHE_SECONDS must be a number"),
         ({"TALLY_COMMIT_MAX_EVENTS": "many"}, "TALLY_COMMIT_MAX_EVENTS must be a number"),
         ({"TALLY_COMMIT_MAX_EVENTS": "0"}, "TALLY_COMMIT_MAX_EVENTS must be at least 1"),
+        ({"TALLY_HTTP_HEADER_TIMEOUT_SECONDS": "0"}, "TALLY_HTTP_HEADER_TIMEOUT_SECONDS must be"),
+        ({"TALLY_HTTP_HEADER_TIMEOUT_SECONDS": "inf"}, "TALLY_HTTP_HEADER_TIMEOUT_SECONDS must be"),
+        ({"TALLY_HTTP_MAX_CONNECTIONS": "0"}, "TALLY_HTTP_MAX_CONNECTIONS must be at least 1"),
+        ({"TALLY_WEBHOOK_ALLOW_PRIVATE": "maybe"}, "TALLY_WEBHOOK_ALLOW_PRIVATE must be on or off"),
         (
             {"TALLY_SQLITE_SYNCHRONOUS": "OFF"},
             "TALLY_SQLITE_SYNCHRONOUS must be FULL, NORMAL or EXTRA",

@@ -20,7 +20,10 @@ from tally.api.openapi import openapi_document
 from tally.api.state import AppState
 from tally.background import start_loops
 from tally.clock import Clock, SystemClock
+from tally.effects.sender import Guard
+from tally.effects.targets import Resolver, SystemResolver
 from tally.errors import TallyError
+from tally.key_notice import KeyNotice, notice_path
 from tally.settings import Settings
 from tally.storage import open_storage
 from tally.storage.base import Storage
@@ -60,16 +63,23 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 
 def create_app(
-    settings: Settings, storage: Storage | None = None, clock: Clock | None = None
+    settings: Settings,
+    storage: Storage | None = None,
+    clock: Clock | None = None,
+    resolver: Resolver | None = None,
 ) -> Starlette:
-    """Build the app. Storage is opened (and closed) by the app's lifespan."""
+    """Build the app. Storage is opened (and closed) by the app's lifespan;
+    ``resolver`` resolves webhook hosts (tests pass a table)."""
     clock = clock or SystemClock()
     store = storage or open_storage(settings, clock)
     state = AppState(
         settings=settings,
         storage=store,
         clock=clock,
-        auth=Authenticator(store, settings.key_cache_seconds),
+        auth=Authenticator(
+            store, settings.key_cache_seconds, KeyNotice(notice_path(settings.database_url))
+        ),
+        guard=Guard(settings.webhook_allow_private, resolver or SystemResolver()),
     )
 
     @contextlib.asynccontextmanager

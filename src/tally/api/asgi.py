@@ -50,6 +50,14 @@ class WriteHeaders:
         self.remote_ip: str = client[0] if client else ""
 
 
+def size_text(limit: int) -> str:
+    """``4 MiB``, ``32 KiB``, or bytes."""
+    for unit, size in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if limit >= size and limit % size == 0:
+            return f"{limit // size} {unit}"
+    return f"{limit} bytes"
+
+
 def check_declared_length(declared: str | None, limit: int) -> None:
     """Refuse, before reading it, a body whose ``Content-Length`` is over
     ``limit`` or zero."""
@@ -61,7 +69,7 @@ def check_declared_length(declared: str | None, limit: int) -> None:
         raise Invalid("the Content-Length header is not a number") from None
     if size > limit:
         raise TooLarge(
-            f"request body is {size} bytes, more than the limit of {limit} bytes (4 MiB)"
+            f"request body is {size} bytes, more than the limit of {limit} bytes ({size_text(limit)})"
         )
     if size == 0:
         raise Invalid("request body is empty; send a JSON object")
@@ -81,7 +89,9 @@ async def read_body(receive: Receive, declared: str | None, limit: int) -> bytes
         more = message.get("more_body", False)
         total += len(chunk)
         if total > limit:
-            raise TooLarge(f"request body is more than the limit of {limit} bytes (4 MiB)")
+            raise TooLarge(
+                f"request body is more than the limit of {limit} bytes ({size_text(limit)})"
+            )
         if chunk:
             chunks.append(chunk)
     data = chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -1,28 +1,29 @@
 """Who is calling: the ``X-Schematic-Api-Key`` header, resolved to a key
-record through a short-lived cache (revocation takes effect within
-``key_cache_seconds``)."""
+record through a short-lived cache (``key_cache``: revocation takes effect
+within ``key_cache_seconds``, and at once on this host when the CLI's notice
+says keys changed: ``tally.key_notice``)."""
 
 from __future__ import annotations
 
-import time
-
 from starlette.requests import Request
 
+from tally.api.key_cache import KeyCache
 from tally.errors import Forbidden, Unauthorized
+from tally.key_notice import KeyNotice
 from tally.keys import hash_key
 from tally.model import ApiKey
 from tally.storage.base import Storage
 
 HEADER = "x-schematic-api-key"
-NEGATIVE_TTL = 1.0
-MAX_CACHED = 10_000
 
 
 class Authenticator:
-    def __init__(self, storage: Storage, ttl_seconds: float) -> None:
+    def __init__(
+        self, storage: Storage, ttl_seconds: float, notice: KeyNotice | None = None
+    ) -> None:
         self._storage = storage
-        self._ttl = ttl_seconds
-        self._cache: dict[str, tuple[ApiKey | None, float]] = {}
+        self._cache = KeyCache(ttl_seconds)
+        self._notice = notice
 
     async def key_for(self, request: Request) -> ApiKey:
         return await self.resolve(request.headers.get(HEADER))
@@ -31,17 +32,12 @@ class Authenticator:
         """The key record of the header value ``raw``."""
         if not raw:
             raise Unauthorized("missing API key: send it in the X-Schematic-Api-Key header")
-        now = time.monotonic()
-        hit = self._cache.get(raw)
-        if hit is not None and hit[1] > now:
-            key = hit[0]
-        else:
+        if self._notice is not None and self._notice.changed():
+            self._cache.clear()
+        hit, key = self._cache.get(raw)
+        if not hit:
             key = await self._storage.find_api_key(hash_key(raw))
-            if len(self._cache) >= MAX_CACHED:
-                self._cache.clear()
-            ttl = self._ttl if key is not None else min(self._ttl, NEGATIVE_TTL)
-            if ttl > 0:
-                self._cache[raw] = (key, now + ttl)
+            self._cache.put(raw, key)
         if key is None:
             raise Unauthorized("invalid API key: it is unknown or has been revoked")
         return key

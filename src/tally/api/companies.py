@@ -5,7 +5,9 @@
 Every call needs a secret key (publishable keys: 403); writes also need a
 key that is not read-only (403). Upserts follow identify (WIRE-NOTES §2).
 Requests are read in ``entity_requests``; responses are shaped in
-``entity_shapes``.
+``entity_shapes``. A request body may be at most as large as one event's
+body (``max_event_body_bytes``, 32 KiB): an entity is no bigger through
+the admin API than through an identify event.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ async def _admin(request: Request, *, write: bool) -> ApiKey:
 
 
 async def _body(request: Request, shape: type[B]) -> B:
-    data = await read_body(request, _state(request).settings.max_request_bytes)
+    data = await read_body(request, _state(request).settings.max_event_body_bytes)
     try:
         return msgspec.json.decode(data, type=shape)
     except msgspec.ValidationError as err:

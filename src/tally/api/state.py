@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from tally.api.auth import Authenticator
 from tally.clock import Clock
+from tally.effects.sender import Guard
 from tally.settings import Settings
 from tally.storage.base import Storage
 
@@ -16,3 +17,4 @@ class AppState:
     storage: Storage
     clock: Clock
     auth: Authenticator
+    guard: Guard  # where webhooks may be sent (tally.effects.targets)

@@ -3,7 +3,10 @@ as msgspec structs. Field names and the required/optional split follow
 ``schematichq==1.4.6`` (``CreateWebhookRequestBody``, ``WebhookResponseData``,
 ``WebhookEventDetailResponseData``, ``TestWebhookResponseData``); fields the
 SDK does not know (``status_reason``, ``last_error``, ``next_attempt_at``,
-``attempts``) are extra, which its models allow."""
+``attempts``) are extra, which its models allow.
+
+A read-only key sees ``secret`` as ``""``: the SDK's model requires the
+field (a string), and with the secret a reader could forge deliveries."""
 
 from __future__ import annotations
 
@@ -116,13 +119,14 @@ def _opt_time(micros: int | None) -> str | None:
     return None if micros is None else format_micros(micros)
 
 
-def webhook(hook: Webhook) -> WebhookResponseData:
+def webhook(hook: Webhook, *, with_secret: bool = True) -> WebhookResponseData:
+    """The endpoint; its signing secret blank unless ``with_secret``."""
     return WebhookResponseData(
         created_at=format_micros(hook.created_at),
         id=hook.id,
         name=hook.name,
         request_types=list(hook.request_types),
-        secret=hook.secret,
+        secret=hook.secret if with_secret else "",
         status=hook.status,
         updated_at=format_micros(hook.updated_at),
         url=hook.url,
@@ -144,7 +148,7 @@ def _attempt(a: DeliveryAttempt) -> WebhookAttemptData:
 
 
 def webhook_event(
-    event: WebhookEvent, *, with_attempts: bool = False
+    event: WebhookEvent, *, with_attempts: bool = False, with_secret: bool = True
 ) -> WebhookEventDetailResponseData:
     return WebhookEventDetailResponseData(
         attempt_count=event.attempt_count,
@@ -157,7 +161,9 @@ def webhook_event(
         payload=event.payload,
         response_code=event.response_code,
         sent_at=_opt_time(event.sent_at),
-        webhook=webhook(event.webhook) if event.webhook is not None else None,
+        webhook=(
+            webhook(event.webhook, with_secret=with_secret) if event.webhook is not None else None
+        ),
         last_error=event.last_error,
         next_attempt_at=_opt_time(event.next_attempt_at),
         attempts=[_attempt(a) for a in event.attempts] if with_attempts else None,

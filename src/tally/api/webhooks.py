@@ -5,11 +5,15 @@
 
 Admin calls: a secret key (publishable keys: 403); changes also need a key
 that is not read-only. Responses carry the endpoint's signing ``secret``, as
-the SDK's ``WebhookResponseData`` requires.
+the SDK's ``WebhookResponseData`` requires, blank (``""``) for read-only keys.
+
+A URL whose host is or resolves to a private address is refused (400)
+unless ``TALLY_WEBHOOK_ALLOW_PRIVATE`` (``tally.effects.targets``).
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import msgspec
@@ -22,11 +26,18 @@ from tally.api import webhook_shapes as shapes
 from tally.api.http import ok, query_int, query_list, query_str, read_body
 from tally.api.state import AppState
 from tally.clock import to_micros
-from tally.effects.endpoints import REQUEST_TYPES, WebhookFilter
+from tally.effects.endpoints import (
+    REQUEST_TYPES,
+    WebhookChanges,
+    WebhookFilter,
+    check_url,
+    url_host,
+)
 from tally.effects.payloads import test_payload
 from tally.effects.records import AttemptResult, WebhookEventFilter
 from tally.effects.sender import make_client, post
 from tally.effects.signing import signed_headers
+from tally.effects.targets import addresses
 from tally.errors import Invalid, NotFound
 from tally.ingest.parse import decode_json
 from tally.model import ApiKey
@@ -59,6 +70,20 @@ async def _body(request: Request, state: AppState, decoder: Any, what: str) -> A
     return decode_json(data, decoder, what)
 
 
+async def _changes(state: AppState, body: shapes.WebhookBody) -> WebhookChanges:
+    """The requested changes, with a new URL checked against private targets."""
+    changes = shapes.webhook_changes(body)
+    guard = state.guard
+    if changes.url is not None and not guard.allow_private:
+        host, port = url_host(check_url(changes.url))
+        try:
+            async with asyncio.timeout(state.settings.delivery_timeout_seconds):
+                await addresses(host, port, guard.resolver, allow_private=guard.allow_private)
+        except TimeoutError:
+            raise Invalid(f"the webhook URL's host {host[:120]} did not resolve in time") from None
+    return changes
+
+
 def _webhook_filter(request: Request, params: dict[str, Any]) -> WebhookFilter:
     q = query_str(request, "q", 512)
     if q is not None:
@@ -86,7 +111,7 @@ def _event_filter(request: Request, params: dict[str, Any]) -> WebhookEventFilte
 async def create_webhook(request: Request) -> Response:
     state, key = await _admin(request, write=True)
     body = await _body(request, state, _WEBHOOK_BODY, "webhook")
-    hook = await state.storage.create_webhook(key.environment_id, shapes.webhook_changes(body))
+    hook = await state.storage.create_webhook(key.environment_id, await _changes(state, body))
     return ok(shapes.webhook(hook), status=201)
 
 
@@ -94,7 +119,7 @@ async def list_webhooks(request: Request) -> Response:
     state, key = await _admin(request, write=False)
     params: dict[str, Any] = {}
     hooks = await state.storage.list_webhooks(key.environment_id, _webhook_filter(request, params))
-    return ok([shapes.webhook(h) for h in hooks], params)
+    return ok([shapes.webhook(h, with_secret=key.can_write) for h in hooks], params)
 
 
 async def count_webhooks(request: Request) -> Response:
@@ -110,7 +135,7 @@ async def get_webhook(request: Request) -> Response:
     hook = await state.storage.get_webhook(key.environment_id, webhook_id)
     if hook is None:
         raise _not_found(webhook_id)
-    return ok(shapes.webhook(hook))
+    return ok(shapes.webhook(hook, with_secret=key.can_write))
 
 
 async def update_webhook(request: Request) -> Response:
@@ -118,7 +143,7 @@ async def update_webhook(request: Request) -> Response:
     webhook_id = request.path_params["webhook_id"]
     body = await _body(request, state, _WEBHOOK_BODY, "webhook")
     hook = await state.storage.update_webhook(
-        key.environment_id, webhook_id, shapes.webhook_changes(body)
+        key.environment_id, webhook_id, await _changes(state, body)
     )
     if hook is None:
         raise _not_found(webhook_id)
@@ -151,7 +176,7 @@ async def test_webhook(request: Request) -> Response:
     payload = test_payload(delivery_id, hook, body.request_type, started)
     headers = signed_headers(payload, hook.secret, started // 1_000_000)
     async with make_client(state.settings.delivery_timeout_seconds, 1) as client:
-        sent = await post(client, hook.url, payload, headers)
+        sent = await post(client, hook.url, payload, headers, state.guard)
     result = AttemptResult(
         delivery_id,
         1,
@@ -177,7 +202,7 @@ async def list_webhook_events(request: Request) -> Response:
     events = await state.storage.list_webhook_events(
         key.environment_id, _event_filter(request, params)
     )
-    return ok([shapes.webhook_event(e) for e in events], params)
+    return ok([shapes.webhook_event(e, with_secret=key.can_write) for e in events], params)
 
 
 async def count_webhook_events(request: Request) -> Response:
@@ -195,7 +220,7 @@ async def get_webhook_event(request: Request) -> Response:
     event = await state.storage.get_webhook_event(key.environment_id, event_id)
     if event is None:
         raise NotFound(f"webhook event {event_id[:64]!r} was not found in this environment")
-    return ok(shapes.webhook_event(event, with_attempts=True))
+    return ok(shapes.webhook_event(event, with_attempts=True, with_secret=key.can_write))
 
 
 routes = [

@@ -27,8 +27,9 @@ from tally.clock import Clock, SystemClock, to_micros
 from tally.effects import billing
 from tally.effects.records import WEBHOOK, AttemptResult, ClaimedDelivery
 from tally.effects.schedule import RetrySchedule
-from tally.effects.sender import Client, Sent, make_client, post
+from tally.effects.sender import Client, Guard, Sent, make_client, post
 from tally.effects.signing import signed_headers
+from tally.effects.targets import Resolver, SystemResolver
 from tally.settings import Settings
 from tally.storage.base import Storage
 
@@ -44,6 +45,7 @@ class DeliveryConfig:
     idle_seconds: float = 0.2  # how often an idle loop looks for due deliveries
     flush_seconds: float = 0.1  # how long finished attempts may wait to be recorded
     busy_share: float = 0.1  # SQLite: the writer's time deliveries take while events wait
+    allow_private: bool = False  # webhooks to non-global addresses (TALLY_WEBHOOK_ALLOW_PRIVATE)
 
     @property
     def lease_us(self) -> int:
@@ -57,6 +59,7 @@ class DeliveryConfig:
             timeout_seconds=settings.delivery_timeout_seconds,
             concurrency=settings.delivery_concurrency,
             billing_url=settings.billing_sink_url or None,
+            allow_private=settings.webhook_allow_private,
         )
 
 
@@ -67,9 +70,12 @@ class Deliverer:
         config: DeliveryConfig,
         clock: Clock | None = None,
         rng: random.Random | None = None,
+        resolver: Resolver | None = None,
     ) -> None:
         self._storage = storage
         self._config = config
+        # webhooks are checked against private targets; the billing sink is not
+        self._guard = Guard(config.allow_private, resolver or SystemResolver())
         self._clock = clock or SystemClock()
         self._rng = rng or random.Random()
         self.attempts = 0
@@ -128,7 +134,7 @@ class Deliverer:
                 sent = Sent(False, None, "the webhook endpoint no longer exists")
             else:
                 headers = signed_headers(item.payload, item.secret, started // 1_000_000)
-                sent = await post(client, item.url, item.payload, headers)
+                sent = await post(client, item.url, item.payload, headers, self._guard)
         else:
             url = self._config.billing_url
             headers = billing.record_headers(item.ref or item.id, item.request_type)

@@ -134,12 +134,22 @@ def check_url(url: str) -> str:
         raise Invalid("url must not be empty")
     if len(url) > MAX_URL:
         raise Invalid(f"url must be at most {MAX_URL} characters, not {len(url)}")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number from 0 to 65535
+    except ValueError:
+        raise Invalid(f"url is not a valid URL: {url[:64]!r}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise Invalid(f"url must be an http:// or https:// URL with a host, not {url[:64]!r}")
     if any(ch.isspace() for ch in url):
         raise Invalid("url must not contain spaces")
     return url
+
+
+def url_host(url: str) -> tuple[str, int]:
+    """The host and port of a URL ``check_url`` accepted."""
+    parts = urlsplit(url)
+    return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
 
 
 def check_request_types(types: tuple[str, ...]) -> tuple[str, ...]:

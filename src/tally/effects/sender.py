@@ -7,7 +7,14 @@ a tenth of the CPU of httpx's async connection pool per request, which
 matters because deliveries share the machine with event processing. It
 does one thing: POST a body and read the status; redirects are not
 followed, proxies are not used. Any 2xx is success; another status, a
-timeout or a connection error is a failure described in one short sentence.
+timeout or a connection error is a failure described in one short sentence
+that quotes nothing the receiver sent (its body is read and dropped).
+
+A webhook is posted through a ``Guard`` (``tally.effects.targets``): the
+host is resolved and checked right before a connection is opened, and the
+socket goes to an address just checked (the ``Host`` header and TLS's SNI
+still name the host). The billing sink, the operator's own, is posted
+without one.
 """
 
 from __future__ import annotations
@@ -15,16 +22,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from http import HTTPStatus
 from types import TracebackType
 from urllib.parse import urlsplit
 
 import h11
 
+from tally.effects.targets import BlockedTarget, Resolver, SystemResolver, addresses
+
 USER_AGENT = "tally-webhooks/0.1"
 MAX_ERROR = 300
 READ_CHUNK = 65536
-KEEP_BODY = 200  # bytes of a failed answer kept for the log
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +43,15 @@ class Sent:
     error: str | None
 
 
-Origin = tuple[str, str, int]  # scheme, host, port
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """How a webhook's host is resolved and which addresses it may reach."""
+
+    allow_private: bool = False
+    resolver: Resolver = field(default_factory=SystemResolver)
+
+
+Origin = tuple[str, str, int, bool]  # scheme, host, port, guarded
 
 
 class _Connection:
@@ -78,17 +95,30 @@ class Client:
                 conn.close()
         self._idle.clear()
 
-    async def _open(self, origin: Origin) -> _Connection:
-        scheme, host, port = origin
+    async def _open(self, origin: Origin, guard: Guard | None) -> _Connection:
+        scheme, host, port, _ = origin
         tls = None
         if scheme == "https":
             if self._tls is None:
                 self._tls = ssl.create_default_context()
             tls = self._tls
-        reader, writer = await asyncio.open_connection(
-            host, port, ssl=tls, server_hostname=host if tls else None
-        )
-        return _Connection(reader, writer)
+        sni = host if tls else None
+        if guard is None:
+            reader, writer = await asyncio.open_connection(host, port, ssl=tls, server_hostname=sni)
+            return _Connection(reader, writer)
+        checked = await addresses(host, port, guard.resolver, allow_private=guard.allow_private)
+        failure: OSError | None = None
+        for ip in checked:  # the addresses just checked, in the resolver's order
+            try:
+                reader, writer = await asyncio.open_connection(
+                    str(ip), port, ssl=tls, server_hostname=sni
+                )
+            except OSError as err:
+                failure = err
+                continue
+            return _Connection(reader, writer)
+        assert failure is not None
+        raise failure
 
     def _release(self, origin: Origin, conn: _Connection) -> None:
         idle = self._idle.setdefault(origin, [])
@@ -97,15 +127,18 @@ class Client:
         else:
             conn.close()
 
-    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
-        """(status, start of the answer's body); raises on transport errors."""
+    async def post(
+        self, url: str, body: bytes, headers: dict[str, str], guard: Guard | None = None
+    ) -> int:
+        """The answer's status; raises on transport errors (and ``BlockedTarget``
+        when ``guard`` refuses the host)."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {url[:100]!r}")
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        origin = (parts.scheme, parts.hostname, port)
+        origin = (parts.scheme, parts.hostname, port, guard is not None)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        host = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
+        host = parts.netloc.rpartition("@")[2]  # as written (brackets of IPv6 kept)
         request = h11.Request(
             method="POST",
             target=target,
@@ -123,12 +156,12 @@ class Client:
                 return await self._exchange(origin, conn, request, body, reused=True)
             except _Stale:
                 continue  # the receiver closed it while it was idle: try another
-        conn = await self._open(origin)
+        conn = await self._open(origin, guard)
         return await self._exchange(origin, conn, request, body, reused=False)
 
     async def _exchange(
         self, origin: Origin, conn: _Connection, request: h11.Request, body: bytes, *, reused: bool
-    ) -> tuple[int, bytes]:
+    ) -> int:
         state = conn.h11
         answered = False
         try:
@@ -139,7 +172,6 @@ class Client:
             )
             await conn.writer.drain()
             status = 0
-            kept = b""
             while True:
                 event = state.next_event()
                 if event is h11.NEED_DATA:
@@ -150,8 +182,6 @@ class Client:
                     continue
                 if isinstance(event, h11.Response):
                     status, answered = event.status_code, True
-                elif isinstance(event, h11.Data) and len(kept) < KEEP_BODY:
-                    kept += bytes(event.data[: KEEP_BODY - len(kept)])
                 elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
                     break
         except (_Stale, ConnectionError, OSError) as err:
@@ -167,23 +197,37 @@ class Client:
             self._release(origin, conn)
         else:
             conn.close()
-        return status, kept
+        return status
 
 
 def make_client(timeout_seconds: float, concurrency: int = 64) -> Client:
     return Client(timeout_seconds, max_idle=concurrency)
 
 
-async def post(client: Client, url: str, body: bytes, headers: dict[str, str]) -> Sent:
+async def post(
+    client: Client, url: str, body: bytes, headers: dict[str, str], guard: Guard | None = None
+) -> Sent:
+    """POST ``body``; a webhook passes its ``guard``."""
     try:
         async with asyncio.timeout(client.timeout):
-            status, answer = await client.post(url, body, headers)
+            status = await client.post(url, body, headers, guard)
     except TimeoutError:
         return Sent(False, None, "the receiver did not answer within the timeout")
-    except (OSError, h11.ProtocolError, ValueError) as err:
+    except BlockedTarget as err:
+        return Sent(False, None, f"not sent: {err.message}"[:MAX_ERROR])
+    except h11.ProtocolError:  # its message may quote what the receiver sent
+        return Sent(False, None, "the receiver's answer is not valid HTTP/1.1")
+    except (OSError, ValueError) as err:
         reason = str(err) or type(err).__name__
         return Sent(False, None, f"the request failed: {reason}"[:MAX_ERROR])
     if 200 <= status < 300:
         return Sent(True, status, None)
-    text = answer.decode("utf-8", "replace")
-    return Sent(False, status, f"the receiver answered {status}: {text}"[:MAX_ERROR])
+    return Sent(False, status, f"the receiver answered {status} {_phrase(status)}".rstrip())
+
+
+def _phrase(status: int) -> str:
+    """The standard reason phrase of ``status`` (never the receiver's own)."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""

@@ -7,6 +7,7 @@ costs the same on day 1 and day 300 and keyless events pay nothing for it.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 
 MIGRATIONS: list[str] = [
@@ -282,7 +283,36 @@ def migrate(conn: sqlite3.Connection) -> int:
     return version
 
 
+OWNER_ONLY = 0o600
+SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def restrict_files(path: str) -> None:
+    """Make the database file readable and writable by its owner only (0600),
+    whatever the umask: it holds webhook secrets and every event. A new file
+    is created so before SQLite opens it; SQLite gives its ``-wal`` and
+    ``-shm`` files the database file's mode. An existing database (and side
+    files) of ours that others can read is tightened."""
+    if path == ":memory:" or path.startswith("file:") or not path:
+        return
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, OWNER_ONLY)
+    except FileExistsError:
+        pass
+    else:
+        os.fchmod(fd, OWNER_ONLY)  # the umask may have taken bits away
+        os.close(fd)
+    for name in (path, *(path + suffix for suffix in SIDE_FILES)):
+        try:
+            info = os.stat(name)
+            if info.st_mode & 0o777 != OWNER_ONLY and info.st_uid == os.geteuid():
+                os.chmod(name, OWNER_ONLY)
+        except OSError:  # absent, or not ours to change
+            continue
+
+
 def connect(path: str, *, synchronous: str = "FULL", readonly: bool = False) -> sqlite3.Connection:
+    restrict_files(path)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
