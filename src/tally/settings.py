@@ -92,6 +92,7 @@ ENV_VARS: tuple[tuple[str, str, str], ...] = (
         "TALLY_DELIVERY_NICE",
         "how much tally deliver lowers its CPU priority (0 keeps it)",
     ),
+    ("console", "TALLY_CONSOLE", "serve the web console at / (on/off)"),
 )
 
 
@@ -118,6 +119,7 @@ class Settings:
     delivery_retry_max_seconds: float = 6 * 3600.0
     delivery_concurrency: int = 64
     delivery_nice: int = 10
+    console: bool = True
     max_request_bytes: int = 4 * 1024 * 1024
     max_event_body_bytes: int = 32 * 1024
 

@@ -1,0 +1,6 @@
+"""entity_views"""
+
+from __future__ import annotations
+
+pages: list = []
+data: list = []
