@@ -139,7 +139,7 @@ def test_company_usage_firings_meter_records_and_health(billing_backend: Backend
         await s.ingest([event(w.env, status="failed", error="x")])
         await s.ingest([event(other.id)])
         health = await s.pipeline_health(w.env, now - HOUR)
-        assert health.pending == 3 and health.oldest_pending_id is not None
+        assert health.pending == 3 and health.oldest_pending_at == T0
         assert (health.received, health.processed, health.failed) == (4, 0, 1)
         await process_all(s)
         await fan_out(s, backend)

@@ -78,7 +78,7 @@ class MeterRecord:
 @dataclass(frozen=True, slots=True)
 class PipelineHealth:
     pending: int
-    oldest_pending_id: str | None
+    oldest_pending_at: int | None  # loaded_at of the oldest pending event
     received: int  # events received in the window
     processed: int  # of them, processed
     failed: int  # of them, failed

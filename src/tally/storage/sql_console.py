@@ -195,6 +195,11 @@ class SqlConsole:
                 "AND environment_id = ?",
                 (environment_id,),
             ).fetchone()
+            oldest_at = None
+            if oldest is not None:
+                oldest_at = conn.execute(
+                    "SELECT loaded_at FROM events WHERE id = ?", (oldest,)
+                ).fetchone()[0]
             by_status = dict(
                 conn.execute(
                     "SELECT status, COUNT(*) FROM events WHERE environment_id = ? AND id >= ? "
@@ -215,7 +220,7 @@ class SqlConsole:
             )
             return PipelineHealth(
                 pending=int(pending),
-                oldest_pending_id=oldest,
+                oldest_pending_at=oldest_at,
                 received=sum(int(v) for v in by_status.values()),
                 processed=int(by_status.get("processed", 0)),
                 failed=int(by_status.get("failed", 0)),
