@@ -107,10 +107,10 @@ def test_secure_cookie_over_https(tmp_path: Path, api: Api) -> None:
 
 def test_wrong_and_publishable_keys_are_refused(api: Api) -> None:
     wrong = sign_in(api.client, "sch_dev_" + "x" * 32)
-    assert wrong.status_code == 401
+    assert wrong.status_code == 200 and "tally_console=" not in wrong.headers.get("set-cookie", "")
     assert "unknown or has been revoked" in wrong.text
     public = sign_in(api.client, api.publishable)
-    assert public.status_code == 401
+    assert public.status_code == 200 and 'role="alert"' in public.text
     assert "publishable key" in public.text and "secret key" in public.text
     assert api.publishable not in public.text  # never echoed back
     assert api.client.get("/console/data/events").status_code == 401
@@ -167,3 +167,14 @@ def test_console_off(tmp_path: Path) -> None:
 def test_key_never_in_a_redirect(api: Api) -> None:
     answer = sign_in(api.client, api.secret)
     assert api.secret not in answer.headers["location"]
+
+
+def test_the_environment_kind_is_unmistakable(api: Api) -> None:
+    _, production = api.new_key("production")
+    assert sign_in(api.client, production).status_code == 303
+    page = api.client.get("/console/events").text
+    assert '<div class="env-banner env-production" role="status">' in page
+    assert '<span class="env-kind">production</span>' in page
+    other = TestClient(api.app)
+    assert sign_in(other, api.other_env).status_code == 303
+    assert '<div class="env-banner env-staging"' in other.get("/console/events").text

@@ -136,7 +136,8 @@ class Console:
         try:
             token, _ = await self.sessions.open(str(form.get("key") or ""))
         except SignInRefused as refused:
-            return await self.sign_in_page(request, str(refused), 401)
+            # 200: the form again, with why (a 4xx document is a console error in browsers)
+            return await self.sign_in_page(request, str(refused))
         response = RedirectResponse("/console/events", 303)
         set_session_cookie(response, request, COOKIE, token, SESSION_SECONDS)
         response.delete_cookie(SIGN_IN_COOKIE, path="/", httponly=True, samesite="strict")

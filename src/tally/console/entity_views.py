@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from tally.clock import to_micros
 from tally.console.event_views import row
-from tally.console.format import DAY_US, bars, daily_series
+from tally.console.format import DAY_US, bars, daily_series, iso
 from tally.errors import Invalid, NotFound
 from tally.metering.catalog import UsageFilter
 from tally.metering.periods import ALL_TIME, BILLING, DAY, MONTH, WEEK
@@ -133,7 +133,9 @@ async def company_page(c: Console, request: Request, session: ConsoleSession) ->
         periods=PERIODS,
         chart_bars=bars(series),
         chart_total=sum(v for _, v in series),
-        chart_first=series[0][0],
+        chart_top=max(v for _, v in series),
+        chart_first_day=iso(series[0][0])[:10],
+        chart_last_day=iso(series[-1][0])[:10],
         subtypes=subtypes,
         chosen=chosen,
         firings=[(f, names.get(("feature", f.feature_id), f.feature_id)) for f in firings],

@@ -44,6 +44,20 @@ async def event_types_page(c: Console, request: Request, session: ConsoleSession
     return c.render(request, session, "event_types.html", rows=rows, days=SPARK_DAYS)
 
 
+def rate(count: int, seconds: int) -> str:
+    """``count`` events over ``seconds`` as a rate in the unit that reads best."""
+    per_second = count / seconds
+    for value, unit in ((per_second, "s"), (per_second * 60, "min")):
+        if value >= 1:
+            return f"{_short(value)}/{unit}"
+    return f"{_short(per_second * 3600)}/h"
+
+
+def _short(value: float) -> str:
+    rounded = round(value, 1)
+    return num(int(rounded)) if rounded == int(rounded) else num(rounded)
+
+
 def figures(health: PipelineHealth, now: int) -> dict[str, str]:
     """The health page's figures, formatted (the page and its live refresh)."""
     oldest = health.oldest_pending_at
@@ -51,7 +65,7 @@ def figures(health: PipelineHealth, now: int) -> dict[str, str]:
     return {
         "pending": num(health.pending),
         "oldest_pending": duration(now - oldest) if oldest is not None else "none waiting",
-        "processing_rate": f"{num(health.processed / WINDOW_SECONDS)}/s",
+        "processing_rate": rate(health.processed, WINDOW_SECONDS),
         "processed": num(health.processed),
         "received": num(health.received),
         "failed": num(health.failed),
