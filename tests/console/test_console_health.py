@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-from tally.console.format import num, sparkline
+from tally.console.format import num
 from tests.api.conftest import Api
 from tests.console.conftest import sign_in
 
@@ -28,9 +28,10 @@ def test_event_types_with_counts_and_sparklines(console: Api) -> None:
         r'<a href="/console/events\?subtype=([\w-]+)">.*?<td class="num">([\d,]+)</td>', page, re.S
     )
     assert rows == [("api-call", "1,234"), ("export", "3")]
-    points = re.findall(r'<polyline points="([^"]*)"/>', page)
-    assert points[1] == sparkline([0] * 27 + [2, 0, 1])
-    assert points[0] == sparkline([0] * 29 + [1234])
+    assert 'data-days="/console/data/event-types/days"' in page
+    days = console.client.get("/console/data/event-types/days").json()
+    assert days["first_day"] == "2026-02-14"
+    assert days["series"] == {"api-call": [0] * 29 + [1234], "export": [0] * 27 + [2, 0, 1]}
 
 
 def test_health_figures_and_live_data(console: Api) -> None:
@@ -55,4 +56,5 @@ def test_another_environment_has_its_own_figures(console: Api) -> None:
     other = console.client.__class__(console.app)
     assert sign_in(other, console.other_env).status_code == 303
     assert "secret-subtype" not in other.get("/console/event-types").text
+    assert other.get("/console/data/event-types/days").json()["series"] == {}
     assert other.get("/console/data/health").json()["pending"] == "0"

@@ -66,6 +66,11 @@ def test_event_filters_status_and_id_ranges_and_counts(backend: Backend) -> None
         assert [e.id for e in ranged] == [third, second]
         counts = await s.count_events_by_status(env.id, EventFilter())
         assert counts == {"pending": 2, "failed": 2}
+        assert await s.count_events_by_status(env.id, EventFilter(status="failed")) == {"failed": 2}
+        assert await s.count_events_by_status(env.id, EventFilter(id_min=third)) == {
+            "pending": 1,
+            "failed": 1,
+        }
         assert await s.count_events_by_status(env.id, EventFilter(event_subtype="other")) == {
             "pending": 1
         }
@@ -101,7 +106,7 @@ def test_event_type_stats_and_daily_counts(backend: Backend) -> None:
     async def scenario(s: Storage) -> None:
         env, _ = await s.ensure_environment("development", "development")
         other, _ = await s.ensure_environment("staging", "staging")
-        await s.ingest(
+        stored = await s.ingest(
             [
                 event(env.id, subtype="a", captured=T0 - 2 * DAY),
                 event(env.id, subtype="a", captured=T0),
@@ -112,9 +117,13 @@ def test_event_type_stats_and_daily_counts(backend: Backend) -> None:
             ]
         )
         stats = await s.event_type_stats(env.id, 100)
+        # first and last seen: when tally received them (their ids say)
+        a_first, a_last, b = (
+            ids.made_at_micros(r.event_id) for r in (stored[0], stored[2], stored[3])
+        )
         assert [(t.subtype, t.count, t.first_seen_at, t.last_seen_at) for t in stats] == [
-            ("a", 3, T0 - 2 * DAY, T0 + 1),
-            ("b", 1, T0 - DAY, T0 - DAY),
+            ("a", 3, a_first, a_last),
+            ("b", 1, b, b),
         ]
         daily = await s.daily_event_counts(env.id, T0 - DAY - DAY // 2)
         day0 = T0 - T0 % DAY
@@ -163,6 +172,10 @@ def test_company_usage_firings_meter_records_and_health(billing_backend: Backend
         assert await s.list_meter_records(other.id, 10) == []
         health = await s.pipeline_health(w.env, now - HOUR)
         assert (health.pending, health.processed, health.failed) == (0, 3, 1)
+        assert await s.count_events_by_status(w.env, EventFilter()) == {
+            "processed": 3,
+            "failed": 1,
+        }
         assert health.deliveries_pending == 3 + 2  # meter records and two limit notices
         other_health = await s.pipeline_health(other.id, now - HOUR)
         assert (other_health.received, other_health.processed, other_health.failed) == (1, 1, 0)

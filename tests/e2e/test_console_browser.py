@@ -264,6 +264,9 @@ def test_console_in_a_browser(
     # -- event types and health ---------------------------------------------------------
     page.click("header nav >> text=Event types")
     assert "api-call" in page.inner_text("#event-types")
+    page.wait_for_function(
+        "document.querySelector('#event-types svg.spark polyline').getAttribute('points') !== ''"
+    )
     w.shot("event-types")
     page.click("header nav >> text=Health")
     page.wait_for_selector("#health-events")

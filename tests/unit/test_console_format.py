@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from markupsafe import Markup
 
-from tally.console.format import DAY_US, bars, daily_series, duration, num, sparkline, when
+from tally.console.format import DAY_US, bars, daily_series, duration, num, when
 from tally.console.health_views import rate
 
 
@@ -53,8 +53,3 @@ def test_bars_scale_to_the_tallest() -> None:
     assert [b.height for b in drawn] == [0.0, 50.0, 100.0]
     assert [b.y for b in drawn] == [104.0, 54.0, 4.0]
     assert drawn[1].label == "1970-01-02: 5"
-
-
-def test_sparkline_points() -> None:
-    assert sparkline([0, 10], width=100, height=12) == "0.0,11.0 100.0,1.0"
-    assert sparkline([]) == ""

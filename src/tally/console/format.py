@@ -99,17 +99,6 @@ def bars(series: Sequence[tuple[int, int]], width: int = 600, height: int = 120)
     return out
 
 
-def sparkline(values: Sequence[int], width: int = 120, height: int = 24) -> str:
-    """The ``points`` of an SVG polyline through ``values``."""
-    if not values:
-        return ""
-    top = max(values) or 1
-    step = width / max(len(values) - 1, 1)
-    return " ".join(
-        f"{i * step:.1f},{height - 1 - v / top * (height - 2):.1f}" for i, v in enumerate(values)
-    )
-
-
 def register(env: object) -> None:
     """Make these the filters and globals of a Jinja environment."""
     filters = env.filters  # type: ignore[attr-defined]

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from tally.clock import to_micros
-from tally.console.format import DAY_US, daily_series, duration, num, sparkline
+from tally.console.format import DAY_US, daily_series, duration, iso, num
 from tally.storage.base_console import ConsoleSession, PipelineHealth
 
 if TYPE_CHECKING:
@@ -22,26 +22,29 @@ MAX_TYPES = 500
 
 
 async def event_types_page(c: Console, request: Request, session: ConsoleSession) -> Response:
-    env = session.key.environment_id
+    """The subtypes at once (an index-only read); their daily volumes, which
+    read every event of 30 days, arrive after the page (``event_type_days``)."""
+    stats = await c.storage.event_type_stats(session.key.environment_id, MAX_TYPES)
+    return c.render(request, session, "event_types.html", rows=stats, days=SPARK_DAYS)
+
+
+async def event_type_days(c: Console, request: Request, session: ConsoleSession) -> Response:
+    """Events per subtype per UTC day over the last ``SPARK_DAYS`` days."""
     now = to_micros(c.clock.now())
     today = now - now % DAY_US
-    stats = await c.storage.event_type_stats(env, MAX_TYPES)
-    daily = await c.storage.daily_event_counts(env, today - (SPARK_DAYS - 1) * DAY_US)
+    daily = await c.storage.daily_event_counts(
+        session.key.environment_id, today - (SPARK_DAYS - 1) * DAY_US
+    )
     per_type: dict[str, dict[int, int]] = {}
     for d in daily:
         per_type.setdefault(d.name, {})[d.day_start] = d.count
-    rows = []
-    for t in stats:
-        series = daily_series(per_type.get(t.subtype, {}), today, SPARK_DAYS)
-        values = [v for _, v in series]
-        rows.append(
-            {
-                "stats": t,
-                "spark": sparkline(values),
-                "last_30": sum(values),
-            }
-        )
-    return c.render(request, session, "event_types.html", rows=rows, days=SPARK_DAYS)
+    series = {
+        subtype: [v for _, v in daily_series(points, today, SPARK_DAYS)]
+        for subtype, points in per_type.items()
+    }
+    return JSONResponse(
+        {"first_day": iso(today - (SPARK_DAYS - 1) * DAY_US)[:10], "series": series}
+    )
 
 
 def rate(count: int, seconds: int) -> str:
@@ -98,4 +101,7 @@ pages: list[Any] = [
     ("/event-types", event_types_page, ["GET"]),
     ("/health", health_page, ["GET"]),
 ]
-data: list[Any] = [("/health", health_data, ["GET"])]
+data: list[Any] = [
+    ("/health", health_data, ["GET"]),
+    ("/event-types/days", event_type_days, ["GET"]),
+]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from tally import ids
 from tally.model import EventFilter
 from tally.storage.base_console import (
     ConsoleSession,
@@ -24,6 +25,37 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 Conn = Any
 DAY_US = 86_400_000_000
+
+
+# ``environment_id`` as an expression no index covers: with it, a count of
+# pending events walks the small pending index (events_pending) instead of
+# every event of the environment (both SQLite and PostgreSQL pick it then)
+_ENV_BY_STATUS = "environment_id || '' = ?"
+
+
+def _conditions(environment_id: str, where: EventFilter) -> tuple[list[str], list[Any]]:
+    from tally.storage.sql_storage import event_conditions
+
+    return event_conditions(environment_id, where)
+
+
+def _count(conn: Conn, clauses: list[str], args: list[Any]) -> int:
+    sql = f"SELECT COUNT(*) FROM events WHERE {' AND '.join(clauses)}"
+    return int(conn.execute(sql, args).fetchone()[0])
+
+
+def _pending(clauses: list[str], where: EventFilter) -> list[str]:
+    """``clauses`` of pending events, walking the pending index unless a
+    filter has a better one (company, user, subtype, …)."""
+    narrowed = any(
+        (where.company_id, where.user_id, where.flag_id, where.event_subtype, where.idempotency_key)
+    )
+    head = clauses[0] if narrowed else _ENV_BY_STATUS
+    return [head, *clauses[1:], "status = 'pending'"]
+
+
+def _nonzero(counts: dict[str, int]) -> dict[str, int]:
+    return {status: n for status, n in counts.items() if n}
 
 
 class SqlConsole:
@@ -78,13 +110,17 @@ class SqlConsole:
     async def count_events_by_status(
         self, environment_id: str, where: EventFilter
     ) -> dict[str, int]:
-        from tally.storage.sql_storage import event_conditions
-
-        clauses, args = event_conditions(environment_id, where)
-        sql = f"SELECT status, COUNT(*) FROM events WHERE {' AND '.join(clauses)} GROUP BY status"
+        clauses, args = _conditions(environment_id, where)
 
         def run(conn: Conn) -> dict[str, int]:
-            return {row[0]: int(row[1]) for row in conn.execute(sql, args).fetchall()}
+            if where.status is not None:
+                return _nonzero({where.status: _count(conn, clauses, args)})
+            total = _count(conn, clauses, args)
+            failed = _count(conn, [*clauses, "status = 'failed'"], args)
+            pending = _count(conn, _pending(clauses, where), args)
+            return _nonzero(
+                {"pending": pending, "processed": total - pending - failed, "failed": failed}
+            )
 
         return await self._read(run)
 
@@ -107,15 +143,19 @@ class SqlConsole:
         return await self._read(run)
 
     async def event_type_stats(self, environment_id: str, limit: int) -> list[EventTypeStats]:
+        # index-only (environment_id, subtype, id): first and last seen are
+        # the receipt times the ids carry
         sql = (
-            "SELECT subtype, COUNT(*), MIN(captured_at), MAX(captured_at) FROM events "
+            "SELECT subtype, COUNT(*), MIN(id), MAX(id) FROM events "
             "WHERE environment_id = ? AND subtype IS NOT NULL GROUP BY subtype "
             "ORDER BY subtype LIMIT ?"
         )
 
         def run(conn: Conn) -> list[EventTypeStats]:
             return [
-                EventTypeStats(row[0], int(row[1]), row[2], row[3])
+                EventTypeStats(
+                    row[0], int(row[1]), ids.made_at_micros(row[2]), ids.made_at_micros(row[3])
+                )
                 for row in conn.execute(sql, (environment_id, limit)).fetchall()
             ]
 
@@ -185,14 +225,11 @@ class SqlConsole:
         return await self._read(run)
 
     async def pipeline_health(self, environment_id: str, since: int) -> PipelineHealth:
-        from tally import ids
-
         id_min = ids.first_id_at("evt", since)
 
         def run(conn: Conn) -> PipelineHealth:
             pending, oldest = conn.execute(
-                "SELECT COUNT(*), MIN(id) FROM events WHERE status = 'pending' "
-                "AND environment_id = ?",
+                f"SELECT COUNT(*), MIN(id) FROM events WHERE status = 'pending' AND {_ENV_BY_STATUS}",
                 (environment_id,),
             ).fetchone()
             oldest_at = None
@@ -200,13 +237,11 @@ class SqlConsole:
                 oldest_at = conn.execute(
                     "SELECT loaded_at FROM events WHERE id = ?", (oldest,)
                 ).fetchone()[0]
-            by_status = dict(
-                conn.execute(
-                    "SELECT status, COUNT(*) FROM events WHERE environment_id = ? AND id >= ? "
-                    "GROUP BY status",
-                    (environment_id, id_min),
-                ).fetchall()
-            )
+            window = ["environment_id = ?", "id >= ?"]
+            args = [environment_id, id_min]
+            received = _count(conn, window, args)
+            failed = _count(conn, [*window, "status = 'failed'"], args)
+            waiting_now = _count(conn, _pending(window, EventFilter()), args)
             waiting = conn.execute(
                 "SELECT COUNT(*) FROM deliveries WHERE status = 'pending' AND environment_id = ?",
                 (environment_id,),
@@ -221,9 +256,9 @@ class SqlConsole:
             return PipelineHealth(
                 pending=int(pending),
                 oldest_pending_at=oldest_at,
-                received=sum(int(v) for v in by_status.values()),
-                processed=int(by_status.get("processed", 0)),
-                failed=int(by_status.get("failed", 0)),
+                received=received,
+                processed=received - failed - waiting_now,
+                failed=failed,
                 deliveries_pending=int(waiting),
                 deliveries_failed=int(settled.get("failure", 0)),
                 deliveries_succeeded=int(settled.get("success", 0)),

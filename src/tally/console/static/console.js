@@ -148,11 +148,37 @@ function liveFigures(root) {
   window.setTimeout(refresh, 2000);
 }
 
+// sparklines of the event types page: the same points as format.sparkline
+function sparkPoints(values, width, height) {
+  const top = Math.max(...values) || 1;
+  const step = width / Math.max(values.length - 1, 1);
+  return values.map((v, i) => (i * step).toFixed(1) + "," + (height - 1 - (v / top) * (height - 2)).toFixed(1)).join(" ");
+}
+
+async function sparklines(table) {
+  try {
+    const answer = await fetch(table.dataset.days, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+    if (!answer.ok) throw new Error("HTTP " + answer.status);
+    const data = await answer.json();
+    for (const row of table.tBodies[0].rows) {
+      const values = data.series[row.dataset.subtype] || new Array(30).fill(0);
+      const svg = row.querySelector("svg.spark");
+      svg.querySelector("polyline").setAttribute("points", sparkPoints(values, 120, 24));
+      svg.classList.remove("loading");
+      const total = values.reduce((a, b) => a + b, 0);
+      row.querySelector("[data-in-days]").textContent = numberFormat.format(total);
+    }
+  } catch (err) {
+    table.querySelectorAll("[data-in-days]").forEach((cell) => { cell.textContent = "unavailable"; });
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   localTimes(document);
   const table = document.querySelector("table[data-live]");
   if (table) liveEvents(table);
   document.querySelectorAll("[data-refresh]").forEach(liveFigures);
+  document.querySelectorAll("table[data-days]").forEach(sparklines);
   // a form being sent shows it (and cannot be sent twice)
   document.querySelectorAll("form[data-busy]").forEach((form) => {
     form.addEventListener("submit", () => {
