@@ -119,3 +119,23 @@ def test_another_environment_sees_none_of_it(console: Api) -> None:
     assert 'id="failed-groups"' not in other.get("/console/failed").text
     assert other.get(f"/console/events/{event_id}").status_code == 404
     assert "staging" in other.get("/console/events").text
+
+
+def test_hostile_values_are_escaped(console: Api) -> None:
+    hostile = "<script>alert(1)</script>"
+    body = {"event": hostile, "company": {"id": hostile}, "traits": {"x": "</code>" + hostile}}
+    answer = console.post("/events", {"event_type": "track", "body": body})
+    assert answer.status_code == 201, answer.text
+    event_id = answer.json()["data"]["event_id"]
+    while console.run(console.storage.process_pending, 100):
+        pass
+    pages = [
+        "/console/events",
+        f"/console/events/{event_id}",
+        "/console/event-types",
+        "/console/companies",
+    ]
+    for path in pages:
+        text = console.client.get(path).text
+        assert hostile not in text, path
+        assert "&lt;script&gt;" in text, path
