@@ -81,3 +81,19 @@ def test_another_environment_sees_no_company(console: Api) -> None:
     assert "No companies yet" in other.get("/console/companies").text
     assert "No users yet" in other.get("/console/users").text
     assert other.get(f"/console/companies/{company_id}").status_code == 404
+
+
+def test_events_filter_by_company_and_user_key_values(console: Api) -> None:
+    company_id = metered_company(console)
+    answer = console.post("/events", {"event_type": "track", "body": {"event": "solo"}})
+    assert answer.status_code == 201
+    by_id = console.client.get(f"/console/events?company={company_id}").text
+    by_key = console.client.get("/console/events?company=acme").text
+    rows = re.findall(r'<tr data-id="(evt_[0-9a-f]+)"', by_key)
+    assert len(rows) == 3 and rows == re.findall(r'<tr data-id="(evt_[0-9a-f]+)"', by_id)
+    assert (
+        len(re.findall(r'<tr data-id="', console.client.get("/console/events?user=u1").text)) == 3
+    )
+    assert (
+        re.findall(r'<tr data-id="', console.client.get("/console/events?company=acm").text) == []
+    )

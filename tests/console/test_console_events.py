@@ -139,3 +139,16 @@ def test_hostile_values_are_escaped(console: Api) -> None:
         text = console.client.get(path).text
         assert hostile not in text, path
         assert "&lt;script&gt;" in text, path
+
+
+def test_older_events_page_by_page(console: Api) -> None:
+    events = [{"event_type": "track", "body": {"event": "page"}} for _ in range(120)]
+    assert console.post("/event-batch", {"events": events}).status_code == 201
+    first = console.client.get("/console/events?subtype=page").text
+    seen = row_ids(first)
+    older = re.search(r'href="/console/events\?([^"]+)" id="older"', first)
+    assert len(seen) == 50 and older
+    second = console.client.get("/console/events?" + older.group(1).replace("&amp;", "&")).text
+    more = row_ids(second)
+    assert len(more) == 50 and more[0] < seen[-1] and not set(more) & set(seen)
+    assert "subtype=page" in older.group(1) and "Newest" in second

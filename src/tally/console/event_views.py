@@ -18,6 +18,7 @@ from tally.errors import Invalid, NotFound
 from tally.ingest.timeparse import parse_timestamp
 from tally.model import EVENT_TYPES, EventFilter, StoredEvent
 from tally.storage.base_console import ConsoleSession
+from tally.storage.base_entities import EntityFilter
 
 if TYPE_CHECKING:
     from tally.console.app import Console
@@ -81,6 +82,10 @@ def parse_query(request: Request, now_us: int) -> EventQuery:
     values.update(type=kind, status=status, range=span)
     values["from"], start = _time(request, "from")
     values["to"], end = _time(request, "to")
+    before = (params.get("before") or "").strip()
+    if len(before) > 64:
+        raise Invalid("before must be an event id")
+    values["before"] = before
     if span:
         since = now_us - RANGES[span][1] * 1_000_000
         start = since if start is None else max(start, since)
@@ -92,10 +97,14 @@ def parse_query(request: Request, now_us: int) -> EventQuery:
         idempotency_key=values["idempotency_key"] or None,
         status=status or None,
         id_min=ids.first_id_at("evt", start) if start is not None else None,
-        id_max=ids.first_id_at("evt", end) if end is not None else None,
+        id_max=_earliest(ids.first_id_at("evt", end) if end is not None else None, before or None),
         limit=PAGE_ROWS,
     )
     return EventQuery(values, where)
+
+
+def _earliest(a: str | None, b: str | None) -> str | None:
+    return min(a, b) if a is not None and b is not None else a or b
 
 
 def _names(names: dict[tuple[str, str], str], kind: str, object_id: str | None) -> str:
@@ -134,9 +143,38 @@ def _now(c: Console) -> int:
     return to_micros(c.clock.now())
 
 
+async def _entity_id(c: Console, env: str, kind: str, value: str | None) -> str | None:
+    """The id of the company or user a filter names: its id, or a key value
+    (``acme``, an email) that exactly one of them has."""
+    prefix, search = (
+        ("comp_", c.storage.list_companies)
+        if kind == "company"
+        else ("user_", c.storage.list_users)
+    )
+    if value is None or value.startswith(prefix):
+        return value
+    found = await search(env, EntityFilter(q=value, limit=100))
+    exact = [e.id for e in found if any(k.value == value for k in e.keys)]
+    if len(exact) > 1:
+        raise Invalid(f"{len(exact)} {kind} records have a key {value!r}: filter by the id")
+    return exact[0] if exact else value
+
+
+async def resolved_query(c: Console, request: Request, env: str) -> EventQuery:
+    """``parse_query``, with company and user filters given as key values
+    turned into ids."""
+    query = parse_query(request, _now(c))
+    where = replace(
+        query.where,
+        company_id=await _entity_id(c, env, "company", query.where.company_id),
+        user_id=await _entity_id(c, env, "user", query.where.user_id),
+    )
+    return EventQuery(query.values, where)
+
+
 async def events_page(c: Console, request: Request, session: ConsoleSession) -> Response:
     env = session.key.environment_id
-    query = parse_query(request, _now(c))
+    query = await resolved_query(c, request, env)
     events = await c.storage.list_events(env, query.where)
     counts = await c.storage.count_events_by_status(env, replace(query.where, status=None))
     names = await _preview(c, env, events)
@@ -164,7 +202,7 @@ async def live_events(c: Console, request: Request, session: ConsoleSession) -> 
     ``LIVE_ROWS`` of them, the newest), how many there were, and, with
     ``counts=1``, the counts per status."""
     env = session.key.environment_id
-    query = parse_query(request, _now(c))
+    query = await resolved_query(c, request, env)
     newer_than = request.query_params.get("newer_than") or ""
     if len(newer_than) > 64:
         raise Invalid("newer_than must be an event id")
