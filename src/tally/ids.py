@@ -61,3 +61,15 @@ def new_id(prefix: str) -> str:
 def random_token(nbytes: int = 24) -> str:
     """A URL-safe random secret."""
     return secrets.token_urlsafe(nbytes).replace("-", "x").replace("_", "y")
+
+
+def first_id_at(prefix: str, micros: int) -> str:
+    """The smallest id made at or after ``micros`` (µs since the epoch): ids
+    sort by time, so ``id >= first_id_at(…, t)`` selects what was made since ``t``."""
+    ms = max(0, -(-micros // 1000))
+    return f"{prefix}_{_encode(ms << 80)}"
+
+
+def made_at_micros(object_id: str) -> int:
+    """When an id was made (µs since the epoch, millisecond precision)."""
+    return (decode(object_id.rsplit("_", 1)[-1]) >> 80) * 1000

@@ -108,6 +108,11 @@ class EventFilter:
     event_subtype: str | None = None
     event_types: tuple[str, ...] = ()
     idempotency_key: str | None = None
+    status: str | None = None  # pending | processed | failed
+    # ids sort by receipt time (``tally.ids``): a time range is an id range
+    id_min: str | None = None  # id >= id_min
+    id_max: str | None = None  # id < id_max
+    newer_than: str | None = None  # id > newer_than (the console's live list)
     limit: int = 100
     offset: int = 0
 

@@ -107,6 +107,7 @@ ENV_VARS: tuple[tuple[str, str, str], ...] = (
         "TALLY_HTTP_MAX_CONNECTIONS",
         "most open connections one HTTP process keeps; one over it is closed at once",
     ),
+    ("console", "TALLY_CONSOLE", "serve the web console at / (on/off)"),
 )
 
 
@@ -136,6 +137,7 @@ class Settings:
     webhook_allow_private: bool = False
     http_header_timeout_seconds: float = 10.0
     http_max_connections: int = 2048
+    console: bool = True
     max_request_bytes: int = 4 * 1024 * 1024
     max_event_body_bytes: int = 32 * 1024
 

@@ -20,6 +20,7 @@ from tally.api.openapi import openapi_document
 from tally.api.state import AppState
 from tally.background import start_loops
 from tally.clock import Clock, SystemClock
+from tally.console.app import console_routes
 from tally.effects.sender import Guard
 from tally.effects.targets import Resolver, SystemResolver
 from tally.errors import TallyError
@@ -103,6 +104,7 @@ def create_app(
             *companies.routes,
             *catalog.routes,
             *webhooks.routes,
+            *(console_routes(state) if settings.console else []),
         ],
         exception_handlers={
             TallyError: _tally_error,

@@ -21,11 +21,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tally import ids
 from tally.api import webhook_shapes as shapes
 from tally.api.http import ok, query_int, query_list, query_str, read_body
 from tally.api.state import AppState
-from tally.clock import to_micros
 from tally.effects.endpoints import (
     REQUEST_TYPES,
     WebhookChanges,
@@ -33,10 +31,8 @@ from tally.effects.endpoints import (
     check_url,
     url_host,
 )
-from tally.effects.payloads import test_payload
-from tally.effects.records import AttemptResult, WebhookEventFilter
-from tally.effects.sender import make_client, post
-from tally.effects.signing import signed_headers
+from tally.effects.probe import send_test
+from tally.effects.records import WebhookEventFilter
 from tally.effects.targets import addresses
 from tally.errors import Invalid, NotFound
 from tally.ingest.parse import decode_json
@@ -171,26 +167,17 @@ async def test_webhook(request: Request) -> Response:
     hook = await state.storage.get_webhook(key.environment_id, webhook_id)
     if hook is None:
         raise _not_found(webhook_id)
-    delivery_id = ids.new_id("whev")
-    started = to_micros(state.clock.now())
-    payload = test_payload(delivery_id, hook, body.request_type, started)
-    headers = signed_headers(payload, hook.secret, started // 1_000_000)
-    async with make_client(state.settings.delivery_timeout_seconds, 1) as client:
-        sent = await post(client, hook.url, payload, headers, state.guard)
-    result = AttemptResult(
-        delivery_id,
-        1,
-        sent.ok,
-        sent.response_code,
-        sent.error,
-        started,
-        to_micros(state.clock.now()),
-        None,
+    result = await send_test(
+        state.storage,
+        state.clock,
+        state.settings.delivery_timeout_seconds,
+        hook,
+        body.request_type,
+        state.guard,
     )
-    await state.storage.log_test_delivery(hook, delivery_id, body.request_type, payload, result)
     return ok(
         shapes.TestWebhookResponseData(
-            response_code=sent.response_code or 0, success=sent.ok, failure_reason=sent.error
+            response_code=result.response_code or 0, success=result.ok, failure_reason=result.error
         )
     )
 

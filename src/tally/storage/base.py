@@ -19,11 +19,12 @@ from tally.model import (
     StoredEvent,
 )
 from tally.storage.base_catalog import CatalogStore
+from tally.storage.base_console import ConsoleStore
 from tally.storage.base_entities import EntityStore
 from tally.storage.base_webhooks import DeliveryStore, WebhookStore
 
 
-class Storage(EntityStore, CatalogStore, WebhookStore, DeliveryStore, Protocol):
+class Storage(EntityStore, CatalogStore, WebhookStore, DeliveryStore, ConsoleStore, Protocol):
     async def start(self) -> None:
         """Open connections and run pending migrations."""
 

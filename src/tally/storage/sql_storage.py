@@ -26,6 +26,7 @@ from tally.model import (
     NewEvent,
     StoredEvent,
 )
+from tally.storage.sql_console import SqlConsole
 from tally.storage.sql_outbox import SqlOutbox
 from tally.storage.sql_webhooks import SqlWebhooks
 from tally.storage.sqlite_catalog import SqliteCatalog
@@ -40,7 +41,7 @@ _EVENT_COLUMNS = (
     "subtype, idempotency_key, sent_at, trusted_client_clock, backfill, error_message, "
     "enriched_at, company_id, user_id, flag_id, feature_ids"
 )
-_KEY_COLUMNS = (
+KEY_COLUMNS = (
     "k.id, k.environment_id, k.kind, k.read_only, k.prefix, k.created_at, k.revoked_at, e.name"
 )
 PRUNE_EVERY_US = 10 * 1_000_000
@@ -73,7 +74,32 @@ def _event_from_row(row: Sequence[Any]) -> StoredEvent:
     )
 
 
-def _key_from_row(row: Sequence[Any]) -> ApiKey:
+def event_conditions(environment_id: str, where: EventFilter) -> tuple[list[str], list[Any]]:
+    """The WHERE conditions (joined with AND) and parameters of ``where``."""
+    clauses = ["environment_id = ?"]
+    args: list[Any] = [environment_id]
+    for column, value in (
+        ("company_id", where.company_id),
+        ("user_id", where.user_id),
+        ("flag_id", where.flag_id),
+        ("subtype", where.event_subtype),
+        ("idempotency_key", where.idempotency_key),
+        ("status", where.status),
+    ):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            args.append(value)
+    for op, value in ((">=", where.id_min), ("<", where.id_max), (">", where.newer_than)):
+        if value is not None:
+            clauses.append(f"id {op} ?")
+            args.append(value)
+    if where.event_types:
+        clauses.append(f"type IN ({','.join('?' * len(where.event_types))})")
+        args.extend(where.event_types)
+    return clauses, args
+
+
+def key_from_row(row: Sequence[Any]) -> ApiKey:
     return ApiKey(
         id=row[0],
         environment_id=row[1],
@@ -86,7 +112,7 @@ def _key_from_row(row: Sequence[Any]) -> ApiKey:
     )
 
 
-class SqlStorage(SqliteEntities, SqliteCatalog, SqlWebhooks, SqlOutbox, abc.ABC):
+class SqlStorage(SqliteEntities, SqliteCatalog, SqlWebhooks, SqlOutbox, SqlConsole, abc.ABC):
     """``Storage`` on a SQL database. A backend says how to connect, how to
     store a batch of events (``_insert_events``), how to forget old
     idempotency keys (``_prune``) and how to process a batch (``_process``).
@@ -290,11 +316,11 @@ class SqlStorage(SqliteEntities, SqliteCatalog, SqlWebhooks, SqlOutbox, abc.ABC)
                 (key_id, environment_id, key_hash, prefix, kind, int(read_only), self._now()),
             )
             row = conn.execute(
-                f"SELECT {_KEY_COLUMNS} FROM api_keys k JOIN environments e "
+                f"SELECT {KEY_COLUMNS} FROM api_keys k JOIN environments e "
                 "ON e.id = k.environment_id WHERE k.id = ?",
                 (key_id,),
             ).fetchone()
-            return _key_from_row(row)
+            return key_from_row(row)
 
         result: ApiKey = await self._writer.call(run)
         return result
@@ -302,23 +328,23 @@ class SqlStorage(SqliteEntities, SqliteCatalog, SqlWebhooks, SqlOutbox, abc.ABC)
     async def find_api_key(self, key_hash: str) -> ApiKey | None:
         def run(conn: Conn) -> ApiKey | None:
             row = conn.execute(
-                f"SELECT {_KEY_COLUMNS} FROM api_keys k JOIN environments e "
+                f"SELECT {KEY_COLUMNS} FROM api_keys k JOIN environments e "
                 "ON e.id = k.environment_id WHERE k.key_hash = ? AND k.revoked_at IS NULL",
                 (key_hash,),
             ).fetchone()
-            return _key_from_row(row) if row else None
+            return key_from_row(row) if row else None
 
         return await self._read(run)
 
     async def list_api_keys(self, environment_name: str | None = None) -> list[ApiKey]:
         def run(conn: Conn) -> list[ApiKey]:
-            sql = f"SELECT {_KEY_COLUMNS} FROM api_keys k JOIN environments e ON e.id = k.environment_id"
+            sql = f"SELECT {KEY_COLUMNS} FROM api_keys k JOIN environments e ON e.id = k.environment_id"
             args: tuple[Any, ...] = ()
             if environment_name is not None:
                 sql += " WHERE e.name = ?"
                 args = (environment_name,)
             rows = conn.execute(sql + " ORDER BY k.created_at, k.id", args).fetchall()
-            return [_key_from_row(r) for r in rows]
+            return [key_from_row(r) for r in rows]
 
         return await self._read(run)
 
@@ -334,11 +360,11 @@ class SqlStorage(SqliteEntities, SqliteCatalog, SqlWebhooks, SqlOutbox, abc.ABC)
                 "UPDATE api_keys SET revoked_at = ? WHERE id = ?", (self._now(), rows[0][0])
             )
             row = conn.execute(
-                f"SELECT {_KEY_COLUMNS} FROM api_keys k JOIN environments e "
+                f"SELECT {KEY_COLUMNS} FROM api_keys k JOIN environments e "
                 "ON e.id = k.environment_id WHERE k.id = ?",
                 (rows[0][0],),
             ).fetchone()
-            return _key_from_row(row)
+            return key_from_row(row)
 
         result: ApiKey | None = await self._writer.call(run)
         return result
@@ -402,21 +428,7 @@ class SqlStorage(SqliteEntities, SqliteCatalog, SqlWebhooks, SqlOutbox, abc.ABC)
         return await self._read(run)
 
     async def list_events(self, environment_id: str, where: EventFilter) -> list[StoredEvent]:
-        clauses = ["environment_id = ?"]
-        args: list[Any] = [environment_id]
-        for column, value in (
-            ("company_id", where.company_id),
-            ("user_id", where.user_id),
-            ("flag_id", where.flag_id),
-            ("subtype", where.event_subtype),
-            ("idempotency_key", where.idempotency_key),
-        ):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                args.append(value)
-        if where.event_types:
-            clauses.append(f"type IN ({','.join('?' * len(where.event_types))})")
-            args.extend(where.event_types)
+        clauses, args = event_conditions(environment_id, where)
         sql = (
             f"SELECT {_EVENT_COLUMNS} FROM events WHERE {' AND '.join(clauses)} "
             "ORDER BY id DESC LIMIT ? OFFSET ?"

@@ -260,6 +260,20 @@ MIGRATIONS: list[str] = [
     CREATE INDEX deliveries_due_kind ON deliveries (kind, next_attempt_at, id)
         WHERE status = 'pending';
     """,
+    # 5: the web console: its sign-in sessions (a hash of the cookie's
+    # token, never the token), and failed events by environment (the
+    # console's failed view groups them; few rows, so the index is cheap)
+    """
+    CREATE TABLE console_sessions (
+        token_hash TEXT PRIMARY KEY,
+        key_id TEXT NOT NULL,
+        csrf_token TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    CREATE INDEX console_sessions_expiry ON console_sessions (expires_at);
+    CREATE INDEX events_failed ON events (environment_id, id) WHERE status = 'failed';
+    """,
 ]
 
 
