@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from tally.clock import FrozenClock
 from tally.effects.endpoints import WebhookChanges
 from tally.effects.signing import signature
-from tests.api.conftest import Api
+from tests.api.conftest import NOW, Api, open_api
 from tests.console.conftest import csrf_of, sign_in
 from tests.support.receiver import Receiver
 
@@ -67,6 +69,21 @@ def test_a_failing_receiver_shows_why(console: Api, receiver: Receiver) -> None:
         data={"csrf_token": csrf_of(console.client)},
     )
     assert re.search(r'id="test-result">.*failed with HTTP 503', answer.text, re.S)
+
+
+def test_send_test_keeps_to_allowed_targets(tmp_path: Path, receiver: Receiver) -> None:
+    """A private endpoint stored before the rule (or whose name now resolves to
+    a private address) gets no request from the console's button either."""
+    with open_api(tmp_path, FrozenClock(NOW), webhook_allow_private=False) as api:
+        assert sign_in(api.client, api.secret).status_code == 303
+        hook = make_hook(api, receiver.url)
+        answer = api.client.post(
+            f"/console/webhooks/{hook.id}/test",  # type: ignore[attr-defined]
+            data={"csrf_token": csrf_of(api.client)},
+        )
+        assert re.search(r'id="test-result">.*failed', answer.text, re.S), answer.text
+        assert "TALLY_WEBHOOK_ALLOW_PRIVATE" in answer.text
+    assert receiver.requests == []
 
 
 def test_read_only_key_cannot_send(api: Api, receiver: Receiver) -> None:

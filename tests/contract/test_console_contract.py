@@ -135,8 +135,7 @@ def test_event_type_stats_and_daily_counts(backend: Backend) -> None:
     backend.run(scenario)
 
 
-def test_company_usage_firings_meter_records_and_health(billing_backend: Backend) -> None:
-    backend = billing_backend
+def test_company_usage_firings_meter_records_and_health(backend: Backend) -> None:
 
     async def scenario(s: Storage) -> None:
         w = await world(s, allocation=5)
