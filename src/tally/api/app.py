@@ -9,11 +9,12 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tally.api import catalog, companies, events, webhooks
+from tally.api import catalog, companies, events, metrics, webhooks
 from tally.api.auth import Authenticator
 from tally.api.http import error_response, ok, plain_error
 from tally.api.openapi import openapi_document
@@ -21,6 +22,8 @@ from tally.api.state import AppState
 from tally.background import start_loops
 from tally.clock import Clock, SystemClock
 from tally.errors import TallyError
+from tally.observe.metrics import share_through
+from tally.observe.requests import ObserveRequests
 from tally.settings import Settings
 from tally.storage import open_storage
 from tally.storage.base import Storage
@@ -64,6 +67,8 @@ def create_app(
 ) -> Starlette:
     """Build the app. Storage is opened (and closed) by the app's lifespan."""
     clock = clock or SystemClock()
+    if settings.metrics_dir:  # one of the processes of a tally serve
+        share_through(settings.metrics_dir)
     store = storage or open_storage(settings, clock)
     state = AppState(
         settings=settings,
@@ -93,7 +98,9 @@ def create_app(
             *companies.routes,
             *catalog.routes,
             *webhooks.routes,
+            *metrics.routes,
         ],
+        middleware=[Middleware(ObserveRequests)],
         exception_handlers={
             TallyError: _tally_error,
             HTTPException: _http_error,

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from tally.errors import Forbidden, Unauthorized
 from tally.keys import hash_key
 from tally.model import ApiKey
+from tally.observe.requests import note_environment
 from tally.storage.base import Storage
 
 HEADER = "x-schematic-api-key"
@@ -44,6 +45,7 @@ class Authenticator:
                 self._cache[raw] = (key, now + ttl)
         if key is None:
             raise Unauthorized("invalid API key: it is unknown or has been revoked")
+        note_environment(key.environment_id)
         return key
 
     async def writer(self, raw: str | None) -> ApiKey:

@@ -36,6 +36,9 @@ from typing import Any
 
 from tally.errors import TallyError
 from tally.model import IngestResult, NewEvent
+from tally.observe.logs import configure as configure_logging
+from tally.observe.metrics import share_through
+from tally.settings import Settings
 from tally.storage import process_wire as wire
 from tally.storage.base import Storage
 
@@ -99,10 +102,11 @@ class _Serve(asyncio.Protocol):
 async def serve(socket_path: str) -> None:
     """Run the storage process until standard input closes or a signal comes."""
     from tally.background import start_loops
-    from tally.settings import Settings
     from tally.storage import open_storage
 
     settings = replace(Settings.from_env(), storage_socket="")  # this is the storage
+    if settings.metrics_dir:
+        share_through(settings.metrics_dir)
     storage = open_storage(settings)
     await storage.start()
     loop = asyncio.get_running_loop()
@@ -142,7 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m tally.storage.process SOCKET_PATH", file=sys.stderr)
         return 2
-    logging.basicConfig(level=os.environ.get("TALLY_LOG_LEVEL", "warning").upper())
+    settings = Settings.from_env()
+    configure_logging(settings.log_level, settings.log_format, "storage")
     try:
         import uvloop
 
