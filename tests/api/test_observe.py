@@ -14,9 +14,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.api.conftest import Api, TestClient
 from tests.api.helpers import assert_error, body, track
+from tests.support.metrics import Samples, ingested, parse, value
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def loopback(api: Api) -> TestClient:
@@ -28,23 +28,7 @@ def scrape(api: Api) -> tuple[str, Samples]:
     response = loopback(api).get("/metrics")
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain; version=")
-    text = response.text
-    found = {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-    return text, found
-
-
-def value(found: Samples, name: str, **labels: str) -> float:
-    return found.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-def ingested(found: Samples, kind: str, key_kind: str, outcome: str) -> float:
-    return value(
-        found, "tally_events_ingested_total", type=kind, key_kind=key_kind, outcome=outcome
-    )
+    return response.text, parse(response.text)
 
 
 def test_metrics_off_loopback_without_a_token_is_403(api: Api) -> None:

@@ -87,6 +87,8 @@ class Worker:
                 claimed = 0
                 await asyncio.sleep(1.0)
             self.processed += claimed
+            if claimed:
+                log.debug("processed a batch of %d events", claimed)
             if claimed < self._batch_size:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=self._idle)

@@ -125,6 +125,12 @@ async def serve(socket_path: str) -> None:
             stop.set()
 
     await loop.connect_read_pipe(_Parent, sys.stdin)
+    log.info(
+        "storage process ready on %s (worker %s, delivery %s)",
+        settings.database_url,
+        "on" if settings.worker else "off",
+        "on" if settings.deliver else "off",
+    )
     print(READY, flush=True)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # nobody reads the pipe any more
     try:
