@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tally.model import IngestResult, NewEvent
-from tally.observe.metrics import LAG_BUCKETS, Metrics, observe_many
+from tally.observe.metrics import HTTP_BUCKETS, LAG_BUCKETS, Metrics, observe_many
 
 
 def samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -43,6 +43,9 @@ def _event(kind: str, status: str = "pending") -> NewEvent:
     return NewEvent("env_1", kind, status, "{}", 1, 1, 1)
 
 
+KEY = (("key_kind", "publishable"), ("outcome", "accepted"), ("type", "track"))
+
+
 def test_ingested_counts_each_outcome_by_type_and_key_kind() -> None:
     registry = CollectorRegistry()
     m = Metrics(registry)
@@ -61,6 +64,9 @@ def test_ingested_counts_each_outcome_by_type_and_key_kind() -> None:
         IngestResult("evt_4", 1, False),
     ]
     m.ingested("publishable", events, results)
+    held = samples(registry)
+    assert held[("tally_events_ingested_total", KEY)] == 0  # held until flushed
+    m.flush()
     got = samples(registry)
 
     def count(kind: str, key_kind: str, outcome: str) -> float:
@@ -80,6 +86,7 @@ def test_http_label_values_stay_bounded() -> None:
     m = Metrics(registry)
     m.http_request("BREW", "unmatched", 405, 0.002)
     m.http_request("GET", "/events/{event_id}", 200, 0.002)
+    m.flush()
     labels = {
         dict(key[1])["method"]
         for key in samples(registry)
@@ -101,3 +108,30 @@ def test_processed_counts_outcomes_and_lags_in_seconds() -> None:
     assert got[("tally_processing_lag_seconds_bucket", (("le", "2.5"),))] == 2
     assert got[("tally_processing_lag_seconds_bucket", (("le", "300.0"),))] == 2
     assert got[("tally_processing_lag_seconds_bucket", (("le", "900.0"),))] == 3
+
+
+def test_flushed_http_requests_give_the_samples_of_one_observe_each() -> None:
+    rng = random.Random(3)
+    durations = [rng.choice(HTTP_BUCKETS) * rng.choice([0.5, 1, 1.01, 30]) for _ in range(300)]
+    registry, plain = CollectorRegistry(), CollectorRegistry()
+    m = Metrics(registry)
+    h = Histogram(
+        "tally_http_request_duration_seconds",
+        "h",
+        ("method", "route", "status"),
+        buckets=HTTP_BUCKETS,
+        registry=plain,
+    )
+    for i, seconds in enumerate(durations):
+        status = 201 if i % 3 else 400
+        m.http_request("POST", "/events", status, seconds)
+        h.labels("POST", "/events", str(status)).observe(seconds)
+        if i == 100:
+            m.flush()  # flushing twice adds up
+    m.flush()
+    m.flush()  # nothing held: nothing added
+    want = samples(plain)
+    got = {k: v for k, v in samples(registry).items() if k[0].startswith("tally_http")}
+    assert got.keys() == want.keys()
+    for key, value in want.items():
+        assert abs(got[key] - value) < 1e-9, key

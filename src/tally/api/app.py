@@ -22,7 +22,7 @@ from tally.api.state import AppState
 from tally.background import start_loops
 from tally.clock import Clock, SystemClock
 from tally.errors import TallyError
-from tally.observe.metrics import share_through
+from tally.observe.metrics import flush_every, share_through
 from tally.observe.requests import ObserveRequests
 from tally.settings import Settings
 from tally.storage import open_storage
@@ -82,6 +82,7 @@ def create_app(
         await store.start()
         stop = asyncio.Event()
         tasks = start_loops(settings, store, stop, clock)
+        tasks.append(asyncio.create_task(flush_every(stop), name="tally-metrics-flush"))
         try:
             yield
         finally:

@@ -89,6 +89,7 @@ class _Local:
 def render(backlog: PendingBacklog | None, now_us: int) -> bytes:
     """The exposition text: the recorded metrics plus, when ``backlog`` is
     given, the pending gauges."""
+    metrics().flush()  # what this process holds; the others flush on their own
     registry = CollectorRegistry(auto_describe=False)
     directory = shared_directory()
     if directory is not None:

@@ -11,16 +11,21 @@ multiprocess mode, where an increment is a write to a memory-mapped file),
 and a scrape of any of them adds them all up. ``tally worker`` and ``tally
 deliver`` keep theirs in memory.
 
-Recording is cheap on purpose: the hot paths count once per request or per
-commit, with labelled children looked up in a dict rather than built per
-call, and a batch's processing lags go into the histogram in one step per
-bucket (``observe_many``), not one locked write per event.
+Recording is cheap on purpose: an HTTP request and its events only update
+a few plain counts, which the process writes into the metrics every
+``FLUSH_SECONDS`` and before it answers a scrape (``flush``); a group commit
+or a processing batch records once, and a batch's processing lags go into
+the histogram in one step per bucket (``observe_many``), not one per event.
+Labelled children are looked up in a dict rather than built per call.
 """
 
 from __future__ import annotations
 
+import asyncio
 import bisect
+import contextlib
 import os
+import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -44,6 +49,7 @@ HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
 COMMIT_SIZE_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 COMMIT_SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+FLUSH_SECONDS = 1.0  # how long an HTTP process holds its request and ingest counts
 DELIVERY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -136,6 +142,11 @@ class Metrics:
             registry=r,
         )
         self._children: dict[tuple[Any, ...], Any] = {}
+        # the hot path's figures, held until flush()
+        self._lock = threading.Lock()
+        self._http: dict[tuple[str, str, int], list[int]] = {}
+        self._http_sums: dict[tuple[str, str, int], float] = {}
+        self._ingested: dict[tuple[str, str, str], int] = {}
         self._zero()
 
     def _zero(self) -> None:
@@ -167,26 +178,50 @@ class Metrics:
 
     # -- recorded by the parts above ----------------------------------------------
     def http_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """One HTTP request (held in this process until ``flush``)."""
         if method not in _METHODS:
             method = "other"
-        self._child(self.http_duration, method, route, str(status)).observe(seconds)
+        key = (method, route, status)
+        bucket = bisect.bisect_left(HTTP_BUCKETS, seconds)
+        with self._lock:
+            row = self._http.get(key)
+            if row is None:
+                row = self._http[key] = [0] * (len(HTTP_BUCKETS) + 1)
+                self._http_sums[key] = 0.0
+            row[bucket] += 1
+            self._http_sums[key] += seconds
 
     def ingested(
         self, key_kind: str, events: Sequence[NewEvent], results: Sequence[IngestResult]
     ) -> None:
-        """One request's events, counted once per (type, outcome)."""
-        counts: dict[tuple[str, str], int] = {}
-        for event, result in zip(events, results, strict=True):
-            if result.duplicate:
-                outcome = "duplicate"
-            elif event.status == "failed":
-                outcome = "failed"
-            else:
-                outcome = "accepted"
-            kind = event.type if event.type in _TYPES else "other"
-            counts[(kind, outcome)] = counts.get((kind, outcome), 0) + 1
-        for (kind, outcome), n in counts.items():
-            self._child(self.events_ingested, kind, key_kind, outcome).inc(n)
+        """One request's events by (type, outcome) (held in this process until ``flush``)."""
+        counts = self._ingested
+        with self._lock:
+            for event, result in zip(events, results, strict=True):
+                if result.duplicate:
+                    outcome = "duplicate"
+                elif event.status == "failed":
+                    outcome = "failed"
+                else:
+                    outcome = "accepted"
+                key = (event.type if event.type in _TYPES else "other", key_kind, outcome)
+                counts[key] = counts.get(key, 0) + 1
+
+    def flush(self) -> None:
+        """Write what ``http_request`` and ``ingested`` hold into the metrics.
+        The HTTP processes call it every ``FLUSH_SECONDS`` and before
+        answering a scrape: a request then costs a few dict updates, not
+        three locked writes to shared memory."""
+        with self._lock:
+            if not self._http and not self._ingested:
+                return
+            http, sums, ingested = self._http, self._http_sums, self._ingested
+            self._http, self._http_sums, self._ingested = {}, {}, {}
+        for (method, route, status), row in http.items():
+            child = self._child(self.http_duration, method, route, str(status))
+            add_to_histogram(child, row, sums[(method, route, status)])
+        for labels, n in ingested.items():
+            self._child(self.events_ingested, *labels).inc(n)
 
     def group_commit(self, events: int, seconds: float) -> None:
         self.commit_events.observe(events)
@@ -227,10 +262,16 @@ def observe_many(histogram: Any, amounts: Sequence[float]) -> None:
     per_bucket = [0] * len(bounds)
     for amount in amounts:
         per_bucket[bisect.bisect_left(bounds, amount)] += 1
+    add_to_histogram(histogram, per_bucket, sum(amounts))
+
+
+def add_to_histogram(histogram: Any, per_bucket: Sequence[int], total: float) -> None:
+    """Add observations counted per bucket (one count per upper bound, the
+    last for +Inf) and their ``total`` to a histogram (or labelled child)."""
     for bucket, n in zip(histogram._buckets, per_bucket, strict=True):
         if n:
             bucket.inc(n)
-    histogram._sum.inc(sum(amounts))
+    histogram._sum.inc(total)
 
 
 _current: Metrics | None = None
@@ -259,6 +300,14 @@ def share_through(directory: str) -> None:
     disable_created_metrics()
     _directory = directory
     _current = Metrics(CollectorRegistry())
+
+
+async def flush_every(stop: asyncio.Event, seconds: float = FLUSH_SECONDS) -> None:
+    """Flush this process's held counts every ``seconds`` until ``stop``, then once more."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=seconds)
+        metrics().flush()
 
 
 def shared_directory() -> str | None:

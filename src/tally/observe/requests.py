@@ -14,7 +14,7 @@ hidden at the default ``TALLY_LOG_LEVEL=warning``, shown at info or below.
 from __future__ import annotations
 
 import logging
-import os
+import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -45,7 +45,9 @@ def request_id(headers: Sequence[tuple[bytes, bytes]]) -> str:
             if _SAFE.fullmatch(value):
                 return value.decode("ascii")
             break
-    return os.urandom(8).hex()
+    # not a secret, only unique enough to find a request's lines: the random
+    # module's generator (re-seeded in a forked child) costs no system call
+    return f"{random.getrandbits(64):016x}"
 
 
 def note_environment(environment_id: str) -> None:
