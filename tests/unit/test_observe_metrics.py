@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -135,3 +139,23 @@ def test_flushed_http_requests_give_the_samples_of_one_observe_each() -> None:
     assert got.keys() == want.keys()
     for key, value in want.items():
         assert abs(got[key] - value) < 1e-9, key
+
+
+def test_outside_tally_serve_metrics_stay_in_memory_whatever_the_environment_says(
+    tmp_path: Path,
+) -> None:
+    """A stray PROMETHEUS_MULTIPROC_DIR (a tally worker started from a shell
+    that has one) neither breaks recording nor writes files there."""
+    script = (
+        "from tally.observe.metrics import metrics\n"
+        "from tally.observe.exposition import render\n"
+        "metrics().processing_error('event')\n"
+        "print(render(None, 0).decode())\n"
+    )
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert 'tally_processing_errors_total{cause="event"} 1.0' in done.stdout
+    assert list(tmp_path.iterdir()) == []

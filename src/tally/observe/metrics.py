@@ -282,6 +282,8 @@ def metrics() -> Metrics:
     """This process's metrics (in memory unless ``share_through`` was called)."""
     global _current
     if _current is None:
+        # in memory, whatever PROMETHEUS_MULTIPROC_DIR the environment holds
+        values.ValueClass = values.MutexValue
         disable_created_metrics()
         _current = Metrics(CollectorRegistry(auto_describe=True))
     return _current
