@@ -164,33 +164,15 @@ def _observed(args: argparse.Namespace, settings: Settings, role: str, fn: Any) 
     """``fn(storage)`` of a ``tally worker`` or ``tally deliver``: its logs
     set up for ``role``, its metrics served on ``--metrics-port`` meanwhile."""
     from tally.observe.logs import configure
+    from tally.observe.metrics_server import serving_metrics
 
     configure(settings.log_level, settings.log_format, role)
 
     async def run(storage: Storage) -> Any:
-        if args.metrics_port is None:
+        backlog = storage.pending_backlog if role == "worker" else None
+        port, host, token = args.metrics_port, args.metrics_host, settings.metrics_token
+        async with serving_metrics(host, port, token, backlog):
             return await fn(storage)
-        from tally.clock import to_micros
-        from tally.observe.metrics_server import MetricsServer
-
-        loop = asyncio.get_running_loop()
-
-        def backlog() -> Any:  # on the server's thread: ask the loop
-            pending = asyncio.run_coroutine_threadsafe(storage.pending_backlog(), loop)
-            return pending.result(timeout=10)
-
-        server = MetricsServer(
-            args.metrics_host,
-            args.metrics_port,
-            settings.metrics_token,
-            lambda: to_micros(SystemClock().now()),
-            backlog if role == "worker" else None,
-        ).start()
-        print(f"metrics at http://{args.metrics_host}:{server.port}/metrics", flush=True)
-        try:
-            return await fn(storage)
-        finally:
-            await asyncio.to_thread(server.stop)
 
     return run
 

@@ -8,9 +8,11 @@ import sys
 
 import pytest
 
+from tally.errors import ConfigError
 from tally.observe.exposition import access, is_loopback
 from tally.observe.logs import Formatter, RequestInfo, current_request, log_config, redact
 from tally.observe.requests import MAX_REQUEST_ID, request_id
+from tally.settings import Settings
 
 
 def record(message: str, *args: object, **extra: object) -> logging.LogRecord:
@@ -123,3 +125,10 @@ def test_metrics_access_rule() -> None:
     for wrong in (None, "", "Bearer", "Bearer s3cre", "Basic s3cret", "Bearer s3cret2"):
         refused = access("203.0.113.9", wrong, "s3cret")
         assert refused is not None and refused.status == 401
+
+
+def test_log_format_setting() -> None:
+    assert Settings.from_env({}).log_format == "text"
+    assert Settings.from_env({"TALLY_LOG_FORMAT": "json"}).log_format == "json"
+    with pytest.raises(ConfigError, match="TALLY_LOG_FORMAT must be text or json"):
+        Settings.from_env({"TALLY_LOG_FORMAT": "xml"})

@@ -4,12 +4,16 @@ exposition as ``tally serve``'s."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from tally.clock import SystemClock, to_micros
 from tally.model import PendingBacklog
 from tally.observe.exposition import CONTENT_TYPE, access, render
 
@@ -90,3 +94,34 @@ class MetricsServer:
             handler.send_header("WWW-Authenticate", "Bearer")
         handler.end_headers()
         handler.wfile.write(body)
+
+
+def _on_loop(
+    loop: asyncio.AbstractEventLoop, backlog: Callable[[], Awaitable[PendingBacklog]]
+) -> PendingBacklog:
+    """``await backlog()`` on ``loop``, from the server's thread."""
+    return asyncio.run_coroutine_threadsafe(backlog(), loop).result(timeout=10)  # type: ignore[arg-type]
+
+
+@contextlib.asynccontextmanager
+async def serving_metrics(
+    host: str,
+    port: int | None,
+    token: str,
+    backlog: Callable[[], Awaitable[PendingBacklog]] | None,
+) -> AsyncIterator[None]:
+    """Serve ``/metrics`` on ``host:port`` (nothing when ``port`` is None)
+    while the body runs; ``backlog`` (storage's ``pending_backlog``) is
+    awaited on the running loop for each scrape."""
+    if port is None:
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    read = None if backlog is None else functools.partial(_on_loop, loop, backlog)
+    clock = SystemClock()
+    server = MetricsServer(host, port, token, lambda: to_micros(clock.now()), read).start()
+    print(f"metrics at http://{host}:{server.port}/metrics", flush=True)
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(server.stop)
