@@ -166,8 +166,19 @@ def pending(found: Samples) -> tuple[float, float]:
     )
 
 
-def test_pending_gauge_and_lag_follow_a_stopped_and_started_worker(tmp_path: Path) -> None:
-    with running_server(tmp_path, {"TALLY_WORKER": "off"}) as server:
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """None: the server's own SQLite file."""
+    url: str | None = (
+        request.getfixturevalue("postgres_url") if request.param == "postgres" else None
+    )
+    return url
+
+
+def test_pending_gauge_and_lag_follow_a_stopped_and_started_worker(
+    tmp_path: Path, database_url: str | None
+) -> None:
+    with running_server(tmp_path, {"TALLY_WORKER": "off"}, database_url) as server:
         url = f"{server.base_url}/metrics"
         for _ in range(4):
             response = post(
@@ -216,3 +227,30 @@ def test_pending_gauge_and_lag_follow_a_stopped_and_started_worker(tmp_path: Pat
         assert pending(scrape(url))[0] == 1
         # the serve's own processing metrics saw none of it (its worker is off)
         assert value(scrape(url), "tally_processing_lag_seconds_count") == 0
+
+
+def test_tally_deliver_serves_its_delivery_metrics(tmp_path: Path) -> None:
+    port = free_port()
+    log = tmp_path / "deliver.log"
+    database_url = f"sqlite:///{tmp_path / 'd.db'}"
+    with open(log, "wb") as out:
+        deliver = subprocess.Popen(
+            tally_command("deliver", "--database-url", database_url, "--metrics-port", str(port)),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert deliver.poll() is None, log.read_text()
+            try:
+                found = scrape(f"http://127.0.0.1:{port}/metrics")
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+        assert ("tally_deliveries_total", (("kind", "webhook"), ("outcome", "failed"))) in found
+        assert "tally_events_pending" not in {name for name, _ in found}  # the worker's figure
+    finally:
+        deliver.send_signal(signal.SIGTERM)
+        assert deliver.wait(timeout=30) == 0, log.read_text()
