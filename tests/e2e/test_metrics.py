@@ -143,6 +143,19 @@ def test_counters_move_by_exactly_the_events_sent_across_two_http_processes(
     assert list((tmp_path / "tmp").glob("tally-metrics-*")) == []
 
 
+def test_a_killed_server_leaves_no_metrics_directory(tmp_path: Path) -> None:
+    """SIGKILL gives tally serve no chance to clean up: its storage process,
+    which outlives it, removes the directory as it stops."""
+    (tmp_path / "tmp").mkdir()
+    with running_server(tmp_path, {"TMPDIR": str(tmp_path / "tmp")}) as server:
+        assert metrics_dir(tmp_path / "tmp").is_dir()
+        server.kill()
+        deadline = time.monotonic() + 30
+        while list((tmp_path / "tmp").glob("tally-metrics-*")):
+            assert time.monotonic() < deadline, "the metrics directory outlived the server"
+            time.sleep(0.1)
+
+
 def test_off_loopback_scrapes_need_the_bearer_token(tmp_path: Path) -> None:
     with running_server(tmp_path, {"TALLY_METRICS_TOKEN": "tok-5e1f"}) as server:
         url = f"{server.base_url}/metrics"

@@ -24,6 +24,7 @@ import contextlib
 import logging
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -145,6 +146,8 @@ async def serve(socket_path: str) -> None:
         # tally serve may be gone without cleaning up: a uvicorn stopped by a
         # signal exits by raising it again
         remove_socket(socket_path)
+        if settings.metrics_dir:  # the last of its processes to stop
+            shutil.rmtree(settings.metrics_dir, ignore_errors=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
