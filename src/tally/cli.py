@@ -7,7 +7,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -26,6 +28,17 @@ def _add_database(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--database-url",
         help="where events live (default sqlite:///./tally.db, or TALLY_DATABASE_URL)",
+    )
+
+
+def _add_metrics(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--metrics-port", type=int, help="serve Prometheus metrics at /metrics on this port"
+    )
+    parser.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address the metrics port binds (default 127.0.0.1; others need TALLY_METRICS_TOKEN)",
     )
 
 
@@ -54,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--burst", action="store_true", help="process every pending event, then exit"
     )
     _add_database(worker)
+    _add_metrics(worker)
 
     deliver = sub.add_parser(
         "deliver", help="deliver webhooks and billing meter records (without serving HTTP)"
@@ -64,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="deliver everything due now, then exit (retries due later are left)",
     )
     _add_database(deliver)
+    _add_metrics(deliver)
 
     keys = sub.add_parser("keys", help="manage API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
@@ -144,6 +159,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
     return Settings.from_env(database_url=getattr(args, "database_url", None), **extra)
+
+
+def _observed(args: argparse.Namespace, settings: Settings, role: str, fn: Any) -> Any:
+    """``fn(storage)`` of a ``tally worker`` or ``tally deliver``: its logs
+    set up for ``role``, its metrics served on ``--metrics-port`` meanwhile."""
+    from tally.observe.logs import configure
+    from tally.observe.metrics_server import serving_metrics
+
+    configure(settings.log_level, settings.log_format, role)
+
+    async def run(storage: Storage) -> Any:
+        backlog = storage.pending_backlog if role == "worker" else None
+        port, host, token = args.metrics_port, args.metrics_host, settings.metrics_token
+        async with serving_metrics(host, port, token, backlog):
+            return await fn(storage)
+
+    return run
 
 
 async def _with_storage(settings: Settings, fn: Any) -> Any:
@@ -273,7 +305,7 @@ async def _worker(args: argparse.Namespace) -> int:
         print(f"stopped after processing {worker.processed} events")
         return 0
 
-    result: int = await _with_storage(settings, run)
+    result: int = await _with_storage(settings, _observed(args, settings, "worker", run))
     return result
 
 
@@ -314,7 +346,7 @@ async def _deliver(args: argparse.Namespace) -> int:
         print(f"stopped after {deliverer.attempts} attempts ({deliverer.delivered} delivered)")
         return 0
 
-    result: int = await _with_storage(settings, run)
+    result: int = await _with_storage(settings, _observed(args, settings, "deliver", run))
     return result
 
 
@@ -358,6 +390,7 @@ def serve(args: argparse.Namespace) -> int:
 
     from tally.api.app import create_app
     from tally.api.connections import protocol
+    from tally.observe.logs import log_config
 
     settings = _settings(args, host=args.host, port=args.port, http_workers=args.workers)
     first = asyncio.run(_with_storage(settings, _bootstrap))
@@ -376,10 +409,15 @@ def serve(args: argparse.Namespace) -> int:
             '  client.track(event="api-call", company={"id": "acme"}, user={"id": "u1"})\n',
             flush=True,
         )
+    # every process of this server records its metrics into files here; a
+    # scrape of any HTTP process adds them up (tally/observe/metrics.py)
+    metrics_dir = tempfile.mkdtemp(prefix="tally-metrics-")
+    settings = replace(settings, metrics_dir=metrics_dir)
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
         "log_level": settings.log_level,
+        "log_config": log_config(settings.log_level, settings.log_format, "http"),
         "access_log": False,
         "loop": "auto",
         "http": protocol(settings),  # head timeout, connection cap
@@ -392,7 +430,11 @@ def serve(args: argparse.Namespace) -> int:
         # server, not in it (tally/storage/process.py says why)
         from tally.storage.process import StorageProcess
 
-        storage_process = StorageProcess(settings.as_environ())
+        try:
+            storage_process = StorageProcess(settings.as_environ())
+        except BaseException:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+            raise
         settings = replace(
             settings, storage_socket=storage_process.socket_path, worker=False, deliver=False
         )
@@ -412,4 +454,5 @@ def serve(args: argparse.Namespace) -> int:
     finally:
         if storage_process is not None:
             storage_process.stop()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0

@@ -101,6 +101,15 @@ class StoredEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class PendingBacklog:
+    """The events waiting to be processed: how many, and when the oldest was
+    stored (µs since epoch; None when none is pending)."""
+
+    count: int
+    oldest_loaded_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class EventFilter:
     company_id: str | None = None
     user_id: str | None = None

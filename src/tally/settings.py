@@ -18,6 +18,7 @@ from tally.effects.triggers import DEFAULT_WARNING_PERCENT, EffectRules
 from tally.errors import ConfigError
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+LOG_FORMATS = ("text", "json")
 DEFAULT_DATABASE_URL = "sqlite:///./tally.db"
 
 # Every setting: (field name, environment variable, one-line description).
@@ -44,6 +45,13 @@ ENV_VARS: tuple[tuple[str, str, str], ...] = (
     ),
     ("storage_socket", "TALLY_STORAGE_SOCKET", "set by tally serve: its storage process's socket"),
     ("log_level", "TALLY_LOG_LEVEL", "log level of the server (info, warning, …)"),
+    ("log_format", "TALLY_LOG_FORMAT", "log lines as readable text or one JSON object each"),
+    (
+        "metrics_token",
+        "TALLY_METRICS_TOKEN",
+        "bearer token that lets a client off loopback read /metrics (unset: loopback only)",
+    ),
+    ("metrics_dir", "TALLY_METRICS_DIR", "set by tally serve: where its processes share metrics"),
     ("http_workers", "TALLY_HTTP_WORKERS", "HTTP server processes of tally serve"),
     ("worker", "TALLY_WORKER", "run the processing worker inside tally serve (on/off)"),
     (
@@ -122,6 +130,9 @@ class Settings:
     storage_process: bool = True
     storage_socket: str = ""
     log_level: str = "warning"
+    log_format: str = "text"
+    metrics_token: str = ""
+    metrics_dir: str = ""
     http_workers: int = 1
     worker: bool = True
     worker_batch_size: int = 2000
@@ -172,6 +183,8 @@ class Settings:
             raise ConfigError(
                 "TALLY_KEY_CACHE_SECONDS must be a finite number of seconds, 0 or more"
             )
+        if self.log_format.lower() not in LOG_FORMATS:
+            raise ConfigError(f"TALLY_LOG_FORMAT must be text or json, not {self.log_format!r}")
         if self.http_workers < 1:
             raise ConfigError("TALLY_HTTP_WORKERS must be at least 1")
         if self.worker_batch_size < 1:

@@ -9,11 +9,12 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tally.api import catalog, companies, events, webhooks
+from tally.api import catalog, companies, events, metrics, webhooks
 from tally.api.auth import Authenticator
 from tally.api.http import error_response, ok, plain_error
 from tally.api.openapi import openapi_document
@@ -25,6 +26,8 @@ from tally.effects.sender import Guard
 from tally.effects.targets import Resolver, SystemResolver
 from tally.errors import TallyError
 from tally.key_notice import KeyNotice, notice_path
+from tally.observe.metrics import flush_every, share_through
+from tally.observe.requests import ObserveRequests
 from tally.settings import Settings
 from tally.storage import open_storage
 from tally.storage.base import Storage
@@ -72,6 +75,8 @@ def create_app(
     """Build the app. Storage is opened (and closed) by the app's lifespan;
     ``resolver`` resolves webhook hosts (tests pass a table)."""
     clock = clock or SystemClock()
+    if settings.metrics_dir:  # one of the processes of a tally serve
+        share_through(settings.metrics_dir)
     store = storage or open_storage(settings, clock)
     state = AppState(
         settings=settings,
@@ -88,6 +93,7 @@ def create_app(
         await store.start()
         stop = asyncio.Event()
         tasks = start_loops(settings, store, stop, clock)
+        tasks.append(asyncio.create_task(flush_every(stop), name="tally-metrics-flush"))
         try:
             yield
         finally:
@@ -104,8 +110,10 @@ def create_app(
             *companies.routes,
             *catalog.routes,
             *webhooks.routes,
+            *metrics.routes,
             *(console_routes(state) if settings.console else []),
         ],
+        middleware=[Middleware(ObserveRequests)],
         exception_handlers={
             TallyError: _tally_error,
             HTTPException: _http_error,

@@ -12,6 +12,7 @@ from tally.errors import Forbidden, Unauthorized
 from tally.key_notice import KeyNotice
 from tally.keys import hash_key
 from tally.model import ApiKey
+from tally.observe.requests import note_environment
 from tally.storage.base import Storage
 
 HEADER = "x-schematic-api-key"
@@ -40,6 +41,7 @@ class Authenticator:
             self._cache.put(raw, key)
         if key is None:
             raise Unauthorized("invalid API key: it is unknown or has been revoked")
+        note_environment(key.environment_id)
         return key
 
     async def writer(self, raw: str | None) -> ApiKey:

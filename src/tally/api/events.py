@@ -16,7 +16,16 @@ from tally.api.http import envelope, ok, query_int, query_list, query_str
 from tally.api.state import AppState
 from tally.errors import Invalid, NotFound
 from tally.ingest.parse import Context, parse_capture_batch, parse_create_event, parse_event_batch
-from tally.model import EVENT_TYPES, ApiKey, EventFilter, StoredEvent
+from tally.model import (
+    EVENT_TYPES,
+    ApiKey,
+    EventFilter,
+    IngestResult,
+    NewEvent,
+    StoredEvent,
+)
+from tally.observe.metrics import metrics
+from tally.observe.requests import note_stored
 
 MAX_LIMIT = 250
 
@@ -59,10 +68,19 @@ async def _write_request(
     return state, _context(state, headers, key), data
 
 
+def _stored(key: ApiKey, events: Sequence[NewEvent], results: list[IngestResult]) -> None:
+    """Count a request's events and tell its access line which it stored."""
+    metrics().ingested(key.kind, events, results)
+    note_stored(results)
+
+
 async def create_event(scope: Scope, receive: Receive, send: Send) -> None:
     state, ctx, data = await _write_request(scope, receive, capture=False)
     event = parse_create_event(data, ctx)
-    (result,) = await state.storage.ingest([event])
+    events = [event]
+    results = await state.storage.ingest(events)
+    _stored(ctx.key, events, results)
+    (result,) = results
     await send_json(send, 201, envelope(shapes.raw_event(result, ctx.remote_ip, ctx.user_agent)))
 
 
@@ -70,6 +88,7 @@ async def create_event_batch(scope: Scope, receive: Receive, send: Send) -> None
     state, ctx, data = await _write_request(scope, receive, capture=False)
     events = parse_event_batch(data, ctx)
     results = await state.storage.ingest(events)
+    _stored(ctx.key, events, results)
     payload = shapes.EventBatchResponseData(
         events=[shapes.raw_event(r, ctx.remote_ip, ctx.user_agent) for r in results]
     )
@@ -80,6 +99,7 @@ async def capture_batch(scope: Scope, receive: Receive, send: Send) -> None:
     state, ctx, data = await _write_request(scope, receive, capture=True)
     events = parse_capture_batch(data, ctx)
     results = await state.storage.ingest(events)
+    _stored(ctx.key, events, results)
     payload = shapes.CaptureBatchResponseData(
         events=[
             shapes.CaptureEventResult(

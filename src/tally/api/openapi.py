@@ -192,6 +192,25 @@ def openapi_document() -> bytes:
                 "responses": {"200": {"description": "up"}},
             }
         },
+        # operational, not part of the Schematic API (docs/monitoring.md)
+        "/metrics": {
+            "get": {
+                "operationId": "metrics",
+                "tags": ["operations"],
+                "summary": "Prometheus metrics of this tally (not an API route)",
+                "description": "The Prometheus text exposition. Loopback clients may always "
+                "read it; other clients only with Authorization: Bearer <TALLY_METRICS_TOKEN>.",
+                "security": [],
+                "x-tally-operational": True,
+                "responses": {
+                    "200": {
+                        "description": "the exposition",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    **_errors(401, 403),
+                },
+            }
+        },
     }
     doc = {
         "openapi": "3.1.0",

@@ -30,6 +30,7 @@ from tally.effects.schedule import RetrySchedule
 from tally.effects.sender import Client, Guard, Sent, make_client, post
 from tally.effects.signing import signed_headers
 from tally.effects.targets import Resolver, SystemResolver
+from tally.observe.metrics import metrics
 from tally.settings import Settings
 from tally.storage.base import Storage
 
@@ -117,6 +118,9 @@ class Deliverer:
         retry_at = None
         if not sent.ok:
             retry_at = self._config.schedule.next_attempt_at(finished, item.attempt, self._rng)
+        outcome = "delivered" if sent.ok else ("retry" if retry_at is not None else "failed")
+        kind = "webhook" if item.kind == WEBHOOK else "meter_record"
+        metrics().delivery(kind, outcome, max(0, finished - started) / 1_000_000)
         return AttemptResult(
             item.id,
             item.attempt,
@@ -152,6 +156,7 @@ class Deliverer:
         self.attempts += len(results)
         self.delivered += sum(1 for r in results if r.ok)
         for hook_id in disabled:
+            metrics().endpoints_disabled.inc()
             log.warning("switched webhook endpoint %s off: most of its deliveries fail", hook_id)
 
     async def step(self, client: Client) -> int:
@@ -199,6 +204,7 @@ class Deliverer:
                     try:
                         claimed = await self._claim(free)
                     except Exception:
+                        metrics().database_retry("delivery")
                         log.exception("claiming deliveries failed (storage unavailable?)")
                         claimed = []
                         await _sleep_or_stop(stop, 1.0)
@@ -229,6 +235,7 @@ class Deliverer:
                         await self._record(results)
                         results = []
                     except Exception:
+                        metrics().database_retry("delivery")
                         log.exception("recording deliveries failed; retrying")
                         if stop.is_set():
                             return  # the leases run out: they are delivered again

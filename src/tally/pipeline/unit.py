@@ -29,6 +29,7 @@ class PendingEvent:
     quantity: int
     captured_at: int
     backfill: bool
+    loaded_at: int = 0  # when it was stored (µs): the processing lag starts there
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ import sqlite3
 
 import psycopg
 
+from tally.observe.metrics import metrics
 from tally.storage.base import Storage
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class Worker:
         try:
             return await self._storage.process_pending(self._batch_size)
         except EVENT_ERRORS:
+            metrics().processing_error("event")
             log.exception("a batch failed; processing one event at a time to find the cause")
         try:
             return await self._storage.process_pending(1)
@@ -59,6 +61,8 @@ class Worker:
                 "it was set aside so that the events behind it go on"
             )
             event_id = await self._storage.fail_next_pending(message[:1000])
+            if event_id:
+                metrics().set_aside()
             log.error("set event %s aside: %s", event_id, message)
             return 1 if event_id else 0
 
@@ -77,10 +81,14 @@ class Worker:
             try:
                 claimed = await self.step()
             except Exception:
+                metrics().processing_error("storage")
+                metrics().database_retry("processing")
                 log.exception("processing failed (storage unavailable?); retrying in 1 s")
                 claimed = 0
                 await asyncio.sleep(1.0)
             self.processed += claimed
+            if claimed:
+                log.debug("processed a batch of %d events", claimed)
             if claimed < self._batch_size:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=self._idle)

@@ -16,6 +16,7 @@ from tally.model import (
     EventSummary,
     IngestResult,
     NewEvent,
+    PendingBacklog,
     StoredEvent,
 )
 from tally.storage.base_catalog import CatalogStore
@@ -60,6 +61,11 @@ class Storage(EntityStore, CatalogStore, WebhookStore, DeliveryStore, ConsoleSto
     async def process_pending(self, limit: int) -> int:
         """Claim up to ``limit`` pending events, oldest first, and process them
         in one transaction; returns how many were claimed (0: nothing to do)."""
+        ...
+
+    async def pending_backlog(self) -> PendingBacklog:
+        """How many events are pending and when the oldest was stored, off
+        the pending-events index (the metrics read it at every scrape)."""
         ...
 
     async def fail_next_pending(self, message: str) -> str | None:

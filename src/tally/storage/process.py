@@ -24,6 +24,7 @@ import contextlib
 import logging
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,6 +37,9 @@ from typing import Any
 
 from tally.errors import TallyError
 from tally.model import IngestResult, NewEvent
+from tally.observe.logs import configure as configure_logging
+from tally.observe.metrics import share_through
+from tally.settings import Settings
 from tally.storage import process_wire as wire
 from tally.storage.base import Storage
 
@@ -99,10 +103,11 @@ class _Serve(asyncio.Protocol):
 async def serve(socket_path: str) -> None:
     """Run the storage process until standard input closes or a signal comes."""
     from tally.background import start_loops
-    from tally.settings import Settings
     from tally.storage import open_storage
 
     settings = replace(Settings.from_env(), storage_socket="")  # this is the storage
+    if settings.metrics_dir:
+        share_through(settings.metrics_dir)
     storage = open_storage(settings)
     await storage.start()
     loop = asyncio.get_running_loop()
@@ -121,6 +126,12 @@ async def serve(socket_path: str) -> None:
             stop.set()
 
     await loop.connect_read_pipe(_Parent, sys.stdin)
+    log.info(
+        "storage process ready on %s (worker %s, delivery %s)",
+        settings.database_url,
+        "on" if settings.worker else "off",
+        "on" if settings.deliver else "off",
+    )
     print(READY, flush=True)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # nobody reads the pipe any more
     try:
@@ -135,6 +146,8 @@ async def serve(socket_path: str) -> None:
         # tally serve may be gone without cleaning up: a uvicorn stopped by a
         # signal exits by raising it again
         remove_socket(socket_path)
+        if settings.metrics_dir:  # the last of its processes to stop
+            shutil.rmtree(settings.metrics_dir, ignore_errors=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -142,7 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m tally.storage.process SOCKET_PATH", file=sys.stderr)
         return 2
-    logging.basicConfig(level=os.environ.get("TALLY_LOG_LEVEL", "warning").upper())
+    settings = Settings.from_env()
+    configure_logging(settings.log_level, settings.log_format, "storage")
     try:
         import uvloop
 

@@ -24,14 +24,16 @@ from tally.model import (
     EventSummary,
     IngestResult,
     NewEvent,
+    PendingBacklog,
     StoredEvent,
 )
+from tally.observe.metrics import metrics
 from tally.storage.sql_console import SqlConsole
 from tally.storage.sql_outbox import SqlOutbox
 from tally.storage.sql_webhooks import SqlWebhooks
 from tally.storage.sqlite_catalog import SqliteCatalog
 from tally.storage.sqlite_entities import SqliteEntities
-from tally.storage.sqlite_writer import WriterThread
+from tally.storage.sqlite_writer import DRIVER_ERRORS, WriterThread
 
 T = TypeVar("T")
 Conn = Any  # Conn or pg_adapter.PgConnection: the same calls
@@ -239,7 +241,11 @@ class SqlStorage(SqliteEntities, SqliteCatalog, SqlWebhooks, SqlOutbox, SqlConso
 
     async def _read(self, fn: Callable[[Conn], T]) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, lambda: fn(self._reader()))
+        try:
+            return await loop.run_in_executor(self._readers, lambda: fn(self._reader()))
+        except DRIVER_ERRORS:
+            metrics().database_error("read")
+            raise
 
     def _now(self) -> int:
         return to_micros(self._clock.now())
@@ -256,6 +262,18 @@ class SqlStorage(SqliteEntities, SqliteCatalog, SqlWebhooks, SqlOutbox, SqlConso
         def run(conn: Conn) -> bool:
             row = conn.execute("SELECT 1 FROM events WHERE status = 'pending' LIMIT 1").fetchone()
             return row is not None
+
+        return await self._read(run)
+
+    async def pending_backlog(self) -> PendingBacklog:
+        def run(conn: Conn) -> PendingBacklog:
+            (count,) = conn.execute(
+                "SELECT COUNT(*) FROM events WHERE status = 'pending'"
+            ).fetchone()
+            oldest = conn.execute(
+                "SELECT loaded_at FROM events WHERE status = 'pending' ORDER BY id LIMIT 1"
+            ).fetchone()
+            return PendingBacklog(int(count), oldest[0] if oldest else None)
 
         return await self._read(run)
 

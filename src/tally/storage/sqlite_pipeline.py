@@ -13,6 +13,7 @@ import msgspec
 from tally import ids
 from tally.effects.billing import STRIPE_CUSTOMER_KEY
 from tally.effects.triggers import EffectRules
+from tally.observe.metrics import metrics
 from tally.pipeline.process import NO_EFFECTS, decode_bodies, needs_of, process_events
 from tally.pipeline.unit import (
     Changes,
@@ -20,6 +21,7 @@ from tally.pipeline.unit import (
     EntityState,
     KeyRef,
     Needs,
+    Outcome,
     PendingEvent,
     Snapshot,
     StoredEntity,
@@ -33,6 +35,14 @@ _CHUNK = 500
 def _chunks(values: list[str]) -> Iterable[list[str]]:
     for start in range(0, len(values), _CHUNK):
         yield values[start : start + _CHUNK]
+
+
+def _record(events: list[PendingEvent], outcomes: list[Outcome], now: int) -> None:
+    """The batch's metrics: events processed and failed, and each processed
+    event's lag (``enriched_at`` is ``now``)."""
+    loaded = {e.id: e.loaded_at for e in events}
+    lags = [now - loaded[o.event_id] for o in outcomes if o.status == "processed"]
+    metrics().processed(len(lags), len(outcomes) - len(lags), lags)
 
 
 class ConcurrentChange(Exception):
@@ -78,19 +88,22 @@ class SqliteUnitOfWork:
         for attempt in range(1, self.max_attempts + 1):
             self.conn.execute("SAVEPOINT tally_batch")
             try:
-                self._attempt(events, bodies, needs, now)
+                outcomes = self._attempt(events, bodies, needs, now)
             except Exception as err:
                 self.conn.execute("ROLLBACK TO SAVEPOINT tally_batch")
                 if not self.is_conflict(err) or attempt == self.max_attempts:
                     raise
+                metrics().database_retry("processing_conflict")
                 continue
             self.conn.execute("RELEASE SAVEPOINT tally_batch")
             break
+        _record(events, outcomes, now)
         return len(events)
 
     def _attempt(
         self, events: list[PendingEvent], bodies: list[Any], needs: Needs, now: int
-    ) -> None:
+    ) -> list[Outcome]:
+        """Process and write the batch once; returns how each event ended."""
         snapshot = self.load_snapshot(needs)
         changes = process_events(events, bodies, snapshot, ids.new_id, self.rules)
         self.conn.execute("SAVEPOINT tally_apply")
@@ -103,16 +116,20 @@ class SqliteUnitOfWork:
             # run the batch again, failing the events that overflow
             self.conn.execute("ROLLBACK TO SAVEPOINT tally_apply")
             snapshot.counters = self._read_counters(changes.counters)
-            self.apply(process_events(events, bodies, snapshot, ids.new_id, self.rules), now)
+            changes = process_events(events, bodies, snapshot, ids.new_id, self.rules)
+            self.apply(changes, now)
         self.conn.execute("RELEASE SAVEPOINT tally_apply")
+        return changes.outcomes
 
     def claim_pending(self, limit: int) -> list[PendingEvent]:
         rows = self.conn.execute(
-            "SELECT id, environment_id, type, subtype, body, quantity, captured_at, backfill "
-            f"FROM events WHERE status = 'pending' ORDER BY id LIMIT ?{self.claim_suffix}",
+            "SELECT id, environment_id, type, subtype, body, quantity, captured_at, backfill, "
+            f"loaded_at FROM events WHERE status = 'pending' ORDER BY id LIMIT ?{self.claim_suffix}",
             (limit,),
         ).fetchall()
-        return [PendingEvent(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7])) for r in rows]
+        return [
+            PendingEvent(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), r[8]) for r in rows
+        ]
 
     def _read_counters(self, keys: Iterable[CounterKey]) -> dict[CounterKey, int]:
         found: dict[CounterKey, int] = {}

@@ -19,8 +19,13 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
+
+import psycopg
+
+from tally.observe.metrics import metrics
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +48,8 @@ class _CallJob(_Job):
 
 
 _STOP = object()
+# what the database drivers raise (the metrics count these as database errors)
+DRIVER_ERRORS = (sqlite3.Error, psycopg.Error)
 
 
 def _settle(pairs: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
@@ -146,6 +153,7 @@ class WriterThread:
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
         try:
+            started = time.perf_counter()
             conn.execute(self._begin)
             try:
                 results = self._batch_fn(conn, [job.items for job in batch])
@@ -153,11 +161,14 @@ class WriterThread:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+            metrics().group_commit(sum(job.size for job in batch), time.perf_counter() - started)
             with self._count_lock:
                 self.commits += 1
             outcome = [(job.future, res, None) for job, res in zip(batch, results, strict=True)]
         except Exception as err:
             log.exception("group commit of %d jobs failed", len(batch))
+            if isinstance(err, DRIVER_ERRORS):
+                metrics().database_error("group_commit")
             outcome = [(job.future, None, err) for job in batch]
         self._deliver(batch, outcome)
 
@@ -172,6 +183,8 @@ class WriterThread:
                 raise
             outcome = [(job.future, value, None)]
         except Exception as err:
+            if isinstance(err, DRIVER_ERRORS):
+                metrics().database_error("transaction")
             outcome = [(job.future, None, err)]
         self._deliver([job], outcome)
 

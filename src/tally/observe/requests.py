@@ -1,0 +1,112 @@
+"""Around every HTTP request: its id, its metrics and its access line.
+
+The id is the client's ``X-Request-Id`` when that is 1 to 128 safe
+characters (letters, digits, ``. _ : -``), else a new random one; the
+response echoes it. While the request is handled, log lines carry it
+(``logs.current_request``), and the routes add what the access line
+reports: the environment (``note_environment``, from the API key) and the
+events stored (``note_stored``).
+
+The access line is one ``tally.access`` record at info level per request:
+hidden at the default ``TALLY_LOG_LEVEL=warning``, shown at info or below.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from tally.model import IngestResult
+from tally.observe.logs import RequestInfo, current_request
+from tally.observe.metrics import metrics
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+ASGIApp = Callable[
+    [Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]
+]
+
+HEADER = b"x-request-id"
+MAX_REQUEST_ID = 128
+_SAFE = re.compile(rb"[A-Za-z0-9._:\-]{1,%d}" % MAX_REQUEST_ID)
+UNMATCHED = "unmatched"  # the route label of a request no route matched
+
+access_log = logging.getLogger("tally.access")
+
+
+def request_id(headers: Sequence[tuple[bytes, bytes]]) -> str:
+    """The client's request id when it is safe to keep, else a new one."""
+    for name, value in headers:
+        if name == HEADER:
+            if _SAFE.fullmatch(value):
+                return value.decode("ascii")
+            break
+    # not a secret, only unique enough to find a request's lines: the random
+    # module's generator (re-seeded in a forked child) costs no system call
+    return f"{random.getrandbits(64):016x}"
+
+
+def note_environment(environment_id: str) -> None:
+    info = current_request.get()
+    if info is not None:
+        info.environment_id = environment_id
+
+
+def note_stored(results: Sequence[IngestResult]) -> None:
+    info = current_request.get()
+    if info is not None:
+        info.stored = results
+
+
+class ObserveRequests:
+    """ASGI middleware: request id, HTTP metrics by route template, access line."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        info = RequestInfo(request_id(scope["headers"]))
+        echo = (HEADER, info.request_id.encode("ascii"))
+        status = 500  # unless a response starts
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), echo]
+            await send(message)
+
+        token = current_request.set(info)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            seconds = time.perf_counter() - started
+            route = scope.get("route")
+            template = getattr(route, "path", None) or UNMATCHED
+            metrics().http_request(scope["method"], template, status, seconds)
+            if access_log.isEnabledFor(logging.INFO):
+                _access_line(info, scope["method"], template, status, seconds)
+            current_request.reset(token)
+
+
+def _access_line(info: RequestInfo, method: str, route: str, status: int, seconds: float) -> None:
+    extra: dict[str, Any] = {
+        "request_id": info.request_id,
+        "method": method,
+        "route": route,
+        "status": status,
+        "duration_ms": round(seconds * 1000, 3),
+        "environment_id": info.environment_id,
+    }
+    if info.stored is not None:
+        extra["event_ids"] = [r.event_id for r in info.stored if not r.duplicate]
+        extra["duplicates"] = sum(1 for r in info.stored if r.duplicate)
+    access_log.info("%s %s %d", method, route, status, extra=extra)
