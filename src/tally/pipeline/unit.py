@@ -29,6 +29,10 @@ class PendingEvent:
     quantity: int
     captured_at: int
     backfill: bool
+    idempotency_key: str | None = None
+    # sent with a secret key (or by the operator's own tools, with none):
+    # only such an event may set a billing key (``stripe_customer_id``)
+    secret: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,3 +110,5 @@ class Changes:
     watches: dict[CounterKey, Watch] = field(default_factory=dict)  # counters allocations watch
     notices: list[Notice] = field(default_factory=list)  # identity webhooks for the outbox
     meter_records: list[MeterRecord] = field(default_factory=list)
+    # idempotency keys the batch's failed events let go: (env, type, key, event id)
+    released: list[tuple[str, str, str, str]] = field(default_factory=list)

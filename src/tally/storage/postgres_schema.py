@@ -5,6 +5,7 @@ tracked in ``tally_schema``. Times are BIGINT microseconds since the epoch
 from __future__ import annotations
 
 from tally.storage.pg_adapter import PgConnection
+from tally.storage.sqlite_schema import ONE_VALUE_PER_KEY_NAME
 
 MIGRATIONS: list[str] = [
     # 1: environments, keys, events, idempotency keys
@@ -248,6 +249,8 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (delivery_id, number)
     );
     """,
+    # 4: one value per key name and entity
+    ONE_VALUE_PER_KEY_NAME,
 ]
 
 _LOCK_ID = 7_411_873_101  # pg_advisory_xact_lock: one migrator at a time
