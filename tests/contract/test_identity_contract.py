@@ -360,3 +360,45 @@ def test_an_event_set_aside_as_failed_releases_its_key(backend: Backend) -> None
         assert not resent.duplicate
 
     backend.run(scenario)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_migration_keeps_the_first_value_of_a_key_name(
+    kind: str, tmp_path: Any, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database of schema 3 where an old race left two values of one key
+    name: migration 4 keeps the value added first, then the unique index holds."""
+    if kind == "sqlite":
+        from tally.storage import sqlite_schema as schema
+
+        conn: Any = schema.connect(str(tmp_path / "m.db"))
+    else:
+        from tally.storage import postgres_schema as schema
+        from tally.storage.pg_adapter import PgConnection
+
+        conn = PgConnection.connect(request.getfixturevalue("postgres_url"))
+    try:
+        full = list(schema.MIGRATIONS)
+        monkeypatch.setattr(schema, "MIGRATIONS", full[:3])
+        assert schema.migrate(conn) == 3
+        conn.execute(
+            "INSERT INTO companies (id, environment_id, name, traits, created_at, updated_at) "
+            "VALUES ('comp_1', 'env_1', 'Acme', '{}', 1, 1)"
+        )
+        for value, created in (("cus_late", 3), ("cus_first", 2), ("cus_tie_b", 2)):
+            conn.execute(
+                "INSERT INTO company_keys (environment_id, key, value, entity_id, created_at) "
+                "VALUES ('env_1', 'stripe_customer_id', ?, 'comp_1', ?)",
+                (value, created),
+            )
+        monkeypatch.setattr(schema, "MIGRATIONS", full)
+        assert schema.migrate(conn) == len(full)
+        rows = conn.execute("SELECT key, value FROM company_keys").fetchall()
+        assert [tuple(r) for r in rows] == [("stripe_customer_id", "cus_first")]
+        with pytest.raises(Exception, match=r"(?i)unique"):
+            conn.execute(
+                "INSERT INTO company_keys (environment_id, key, value, entity_id, created_at) "
+                "VALUES ('env_1', 'stripe_customer_id', 'cus_again', 'comp_1', 4)"
+            )
+    finally:
+        conn.close()

@@ -58,7 +58,8 @@ DAY = timedelta(days=1)
 MINUTE = timedelta(minutes=1)
 INT64_MAX = 2**63 - 1
 
-COMPANY_KEY_NAMES = ("id", "domain")
+BILLING = "stripe_customer_id"
+COMPANY_KEY_NAMES = ("id", "domain", BILLING)
 USER_KEY_NAMES = ("email", "id")
 KEY_VALUES = ("a", "b", "c")
 SUBTYPES = ("api-call", "query_run")
@@ -437,9 +438,11 @@ class Identities:
         traits: dict[str, Any] | None = None,
         *,
         adds: bool = True,
+        secret: bool = True,
     ) -> int:
         """Identify (``adds``) or track: an event never changes the value of
-        a key its entity holds; a track event writes keys only when it creates."""
+        a key its entity holds; a track event writes keys only when it creates;
+        only a secret key's event may add a company's billing key."""
         if not keys:
             raise Fail("empty keys")
         matched = {
@@ -450,12 +453,18 @@ class Identities:
         found = set(matched.values())
         if len(found) > 1:
             raise Fail("ambiguous")
+        if found:
+            held = self.keys[next(iter(found))]
+            if any(held.get(k, v) != v for k, v in keys.items()):
+                raise Fail("key conflict")
+        held_billing = bool(found) and BILLING in self.keys[next(iter(found))]
+        adds_billing = BILLING in keys and not held_billing and (not found or adds)
+        if kind == "company" and adds_billing and not secret:
+            raise Fail("billing key")
         if not found:
             eid = self.create(env, kind, name, traits or {})
         else:
             eid = found.pop()
-            if any(self.keys[eid].get(k, v) != v for k, v in keys.items()):
-                raise Fail("key conflict")
             if not adds:
                 return eid
             if name is not None:
@@ -467,17 +476,21 @@ class Identities:
                 self.set_key(eid, k, v)
         return eid
 
-    def process(self, env: str, type_: str, body: dict[str, Any]) -> tuple[int | None, int | None]:
+    def process(
+        self, env: str, type_: str, body: dict[str, Any], *, secret: bool = True
+    ) -> tuple[int | None, int | None]:
         """(company, user) of one event; raises ``Fail`` (changing nothing)."""
         company = user = None
         if type_ == "identify":
             if body.get("company") is not None:
                 c = body["company"]
-                company = self.upsert(env, "company", c["keys"], c.get("name"), c.get("traits"))
+                company = self.upsert(
+                    env, "company", c["keys"], c.get("name"), c.get("traits"), secret=secret
+                )
             user = self.upsert(env, "user", body["keys"], body.get("name"), body.get("traits"))
         elif type_ == "track":
             if body.get("company"):
-                company = self.upsert(env, "company", body["company"], adds=False)
+                company = self.upsert(env, "company", body["company"], adds=False, secret=secret)
             if body.get("user"):
                 user = self.upsert(env, "user", body["user"], adds=False)
         if company is not None and user is not None:
@@ -683,7 +696,9 @@ async def _run(path: str, seeds: list[Seed], start: datetime, ops: list[Any]) ->
         assert pending[0] == 0, "events left pending after draining"
         rows = conn.execute(
             "SELECT id, environment_id, type, status, body, backfill, error_message, "
-            "company_id, user_id, enriched_at, feature_ids, subtype FROM events ORDER BY id"
+            "company_id, user_id, enriched_at, feature_ids, subtype, "
+            "(SELECT kind FROM api_keys WHERE api_keys.id = events.api_key_id) "
+            "FROM events ORDER BY id"
         ).fetchall()
         stored_ids = {r[0] for r in rows}
         assert stored_ids == acknowledged, "stored events differ from the acknowledged ones"
@@ -709,7 +724,10 @@ def _check_against_model(
         "SELECT id FROM environments WHERE name = ?", (ENVIRONMENTS[0],)
     ).fetchone()[0]
     for row in rows:
-        event_id, env, type_, status, body, _, error, company_id, user_id, enriched, fids, sub = row
+        event_id, env, type_, status, body, _, error, company_id, user_id, enriched, fids, sub = (
+            row[:12]
+        )
+        secret = row[12] != "publishable"
         assert status in ("processed", "failed"), (event_id, status)
         if status == "failed":
             assert error, f"failed event {event_id} has no error_message"
@@ -722,7 +740,7 @@ def _check_against_model(
         parsed = json.loads(body)
         before = copy.deepcopy(model)
         try:
-            company, user = model.process(env, type_, parsed)
+            company, user = model.process(env, type_, parsed, secret=secret)
         except Fail as reason:
             model.__dict__.update(before.__dict__)  # the whole event rolls back
             assert status == "failed", f"{event_id} should have failed ({reason}): {body}"
@@ -872,6 +890,11 @@ def test_a_scenario_with_every_kind_of_event() -> None:
             spec("track", {**track_a, "quantity": -1}),  # refused: needs a secret key
             spec("track", track_a, clock="trusted", offset=DAY),  # refused: same
             spec("track", {**track_a, "quantity": 3}),
+            # fails: only a secret key may set the billing key
+            spec(
+                "identify",
+                {"keys": {"email": "p"}, "company": {"keys": {"id": "a", BILLING: "s"}}},
+            ),
         ],
     )
     later = Chunk(
@@ -879,7 +902,14 @@ def test_a_scenario_with_every_kind_of_event() -> None:
         secret=True,
         advance=DAY,  # k1 is free again
         capture=False,
-        events=[spec("track", {**track_a, "quantity": 7}, key="k1")],
+        events=[
+            spec("track", {**track_a, "quantity": 7}, key="k1"),
+            # a secret key's identify adds it; a track naming another value fails
+            spec(
+                "identify", {"keys": {"email": "a"}, "company": {"keys": {"id": "a", BILLING: "s"}}}
+            ),
+            spec("track", {"event": "api-call", "company": {"id": "a", BILLING: "t"}}),
+        ],
     )
     anchored = Chunk(
         environment=0,
@@ -897,10 +927,15 @@ def test_a_scenario_with_every_kind_of_event() -> None:
         ("ingest", anchored),
     ]
     summary = run_scenario(seeds, start, ops)
-    assert summary.failed_in_processing == {"ambiguous": 2, "empty keys": 1}
+    assert summary.failed_in_processing == {
+        "ambiguous": 2,
+        "empty keys": 1,
+        "billing key": 1,
+        "key conflict": 1,
+    }
     assert summary.refused == 2
-    assert summary.stored == 14  # 15 submitted, one duplicate dropped
-    assert summary.processed == 14 - 2 - 3
+    assert summary.stored == 17  # 18 submitted, one duplicate dropped
+    assert summary.processed == 17 - 2 - 5
     assert summary.billing_counters == 1  # the anchored company's one event
 
 
