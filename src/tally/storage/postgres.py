@@ -110,16 +110,14 @@ def insert_events(
     new_id = ids.new_id
     for events in batches:
         planned: list[Planned] = []
-        job_first: dict[Ident, tuple[str, int]] = {}
-        job_claims: list[tuple[str, str, str, str, int, int]] = []
-        job_rows: list[tuple[Any, ...]] = []
+        first_row, first_claim = len(rows), len(claims)
         refused = False
         for ev in events:
             event_id = new_id("evt")
             ident = None
             if ev.idempotency_key is not None and ev.status in KEY_CHECKED:
                 ident = (ev.environment_id, ev.type, ev.idempotency_key)
-                if ident in job_first or ident in first:  # a duplicate inside the batches
+                if ident in first:  # a duplicate inside the batches: never stored
                     planned.append((event_id, ev.captured_at, ident))
                     continue
                 if ev.status != PENDING:
@@ -133,16 +131,17 @@ def insert_events(
                         planned.append(NOT_STORED)
                         continue
                 else:
-                    job_first[ident] = (event_id, ev.captured_at)
-                    job_claims.append((*ident, event_id, ev.captured_at, ev.received_at))
-            job_rows.append(event_row(event_id, ev, loaded_at))
+                    first[ident] = (event_id, ev.captured_at)
+                    claims.append((*ident, event_id, ev.captured_at, ev.received_at))
+            rows.append(event_row(event_id, ev, loaded_at))
             planned.append((event_id, ev.captured_at, ident))
-        if refused:  # nothing of this batch is stored
-            plan.append([_unstored(entry, first, job_first) for entry in planned])
+        if refused:  # nothing of this batch is stored, no key of it claimed
+            mine = {claim[:3]: claim[3] for claim in claims[first_claim:]}
+            plan.append([_unstored(entry, mine) for entry in planned])
+            for ident in mine:
+                del first[ident]
+            del rows[first_row:], claims[first_claim:]
             continue
-        first.update(job_first)
-        claims.extend(job_claims)
-        rows.extend(job_rows)
         plan.append(planned)
 
     if rows:
@@ -178,20 +177,18 @@ def insert_events(
     return out
 
 
-def _unstored(
-    entry: Planned, first: dict[Ident, tuple[str, int]], job_first: dict[Ident, tuple[str, int]]
-) -> Planned:
-    """An event's result in a batch that a refused event refused: still a
-    duplicate when it was one (the caller raises the first refusal that is
-    not), else not stored."""
+def _unstored(entry: Planned, mine: dict[Ident, str]) -> Planned:
+    """An event's result in a batch that a refused event refused (``mine``:
+    the keys its events would have claimed): still a duplicate when it was
+    one (the route raises the first refusal that is not), else not stored."""
     if isinstance(entry, IngestResult):
         return entry if entry.duplicate else NOT_STORED
     event_id, _, ident = entry
-    if ident is not None and ident in first:
-        return entry  # held by an event of an earlier batch: resolved with it
-    if ident is not None and job_first[ident][0] != event_id:
-        return IngestResult(job_first[ident][0], 0, True)  # of this batch's own event
-    return NOT_STORED
+    if ident is None or mine.get(ident) == event_id:
+        return NOT_STORED
+    if ident in mine:
+        return IngestResult(mine[ident], 0, True)  # of this batch's own event
+    return entry  # held by an event of an earlier batch: resolved with it
 
 
 class PgUnitOfWork(SqliteUnitOfWork):

@@ -116,21 +116,19 @@ def insert_events(
         conn, {ident for events in batches for ev in events if (ident := ident_of(ev))}
     )
     rows: list[tuple[Any, ...]] = []
-    key_rows: dict[Ident, tuple[Any, ...]] = {}
-    kept: dict[Ident, tuple[str, int, int]] = {}
+    kept: dict[Ident, tuple[str, int, int]] = {}  # the keys this commit claims
     new_id = ids.new_id
     out: list[list[IngestResult]] = []
     for events in batches:
         results: list[IngestResult] = []
-        job_rows: list[tuple[Any, ...]] = []
-        job_kept: dict[Ident, tuple[str, int, int]] = {}
+        first_row = len(rows)
         refused = False
         for ev in events:
             key = ev.idempotency_key
             ident = None
             if key is not None and ev.status in KEY_CHECKED:  # ident_of, inline: hot
                 ident = (ev.environment_id, ev.type, key)
-                prior = job_kept.get(ident) or kept.get(ident) or stored.get(ident)
+                prior = kept.get(ident) or stored.get(ident)
                 if prior is not None and is_duplicate(prior[2], ev.received_at):
                     results.append(IngestResult(prior[0], prior[1], True))
                     continue
@@ -139,21 +137,21 @@ def insert_events(
                 results.append(NOT_STORED)
                 continue
             event_id = new_id("evt")
-            job_rows.append(event_row(event_id, ev, loaded_at))
+            rows.append(event_row(event_id, ev, loaded_at))
             if ident is not None and ev.status == PENDING:
-                job_kept[ident] = (event_id, ev.captured_at, ev.received_at)
+                kept[ident] = (event_id, ev.captured_at, ev.received_at)
             results.append(IngestResult(event_id, ev.captured_at, False))
-        if refused:  # nothing of this batch is stored
-            out.append([r if r.duplicate else NOT_STORED for r in results])
-            continue
-        rows.extend(job_rows)
-        kept.update(job_kept)
-        for ident, (event_id, captured_at, received_at) in job_kept.items():
-            key_rows[ident] = (*ident, event_id, captured_at, received_at)
+        if refused:  # nothing of this batch is stored, no key of it claimed
+            del rows[first_row:]
+            mine = {r.event_id for r in results if not r.duplicate}
+            for ident in [i for i, held in kept.items() if held[0] in mine]:
+                del kept[ident]
+            results = [r if r.duplicate else NOT_STORED for r in results]
         out.append(results)
     insert_rows(conn, INSERT_EVENT_HEAD, EVENT_COLUMNS, rows)
-    if key_rows:
-        insert_rows(conn, _UPSERT_KEY_HEAD, 6, list(key_rows.values()), _UPSERT_KEY_TAIL)
+    if kept:
+        key_rows = [(*ident, *held) for ident, held in kept.items()]
+        insert_rows(conn, _UPSERT_KEY_HEAD, 6, key_rows, _UPSERT_KEY_TAIL)
     return out
 
 
