@@ -402,3 +402,74 @@ def test_migration_keeps_the_first_value_of_a_key_name(
             )
     finally:
         conn.close()
+
+
+def test_two_workers_adding_one_key_name_cannot_both_win(postgres_url: str) -> None:
+    """PostgreSQL workers process at once. Worker A adds acme's billing key
+    (not committed yet); worker B's event adds another value of it: B waits
+    on the unique index, then reads again and fails as a conflict."""
+    import threading
+
+    from tally.storage.pg_adapter import PgConnection
+    from tally.storage.postgres import PgUnitOfWork, PostgresStorage
+
+    async def setup() -> tuple[str, str]:
+        s = PostgresStorage(postgres_url)
+        await s.start()
+        try:
+            secret, _, _ = await create_key(s, "development")
+            env = secret.environment_id
+            acme = await s.upsert_company(env, EntityUpsert(keys={"id": "acme"}))
+            events = [
+                new_event(
+                    env,
+                    "identify",
+                    {
+                        "keys": {"id": user},
+                        "company": {"keys": {"id": "acme", STRIPE_CUSTOMER_KEY: cus}},
+                    },
+                    api_key_id=secret.id,
+                )
+                for user, cus in (("u1", "cus_a"), ("u2", "cus_b"))
+            ]
+            for ev in events:
+                await s.ingest([ev])
+            return env, acme.id
+        finally:
+            await s.close()
+
+    import asyncio
+
+    _env, acme = asyncio.run(setup())
+    a, b = PgConnection.connect(postgres_url), PgConnection.connect(postgres_url)
+    try:
+        a.execute("BEGIN")
+        assert PgUnitOfWork(a).process_pending(1, T0) == 1  # u1, cus_a: not committed
+        done: list[int] = []
+
+        def worker_b() -> None:
+            b.execute("BEGIN")
+            done.append(PgUnitOfWork(b).process_pending(1, T0))
+            b.execute("COMMIT")
+
+        thread = threading.Thread(target=worker_b)
+        thread.start()
+        thread.join(timeout=1.0)
+        assert thread.is_alive(), "worker B should wait for A's key"
+        a.execute("COMMIT")
+        thread.join(timeout=30)
+        assert done == [1]
+        rows = a.execute(
+            "SELECT body, status, error_message FROM events WHERE type = 'identify' ORDER BY id"
+        ).fetchall()
+        assert [(r[1], "'stripe_customer_id'" in (r[2] or "")) for r in rows] == [
+            ("processed", False),
+            ("failed", True),
+        ]
+        keys = a.execute(
+            "SELECT key, value FROM company_keys WHERE entity_id = ? ORDER BY key", (acme,)
+        ).fetchall()
+        assert [tuple(k) for k in keys] == [("id", "acme"), (STRIPE_CUSTOMER_KEY, "cus_a")]
+    finally:
+        a.close()
+        b.close()

@@ -96,6 +96,9 @@ class EntityState:
     trait_updates: dict[str, Any] = field(default_factory=dict)  # the batch's trait changes
     keys: dict[str, str] = field(default_factory=dict)  # known keys, name → value
     added_keys: dict[str, str] = field(default_factory=dict)  # to write
+    # a secret-key REST upsert's new values replace the entity's old ones;
+    # an event's never do (the unique index refuses a second value instead)
+    replaces_keys: bool = False
     last_seen: int | None = None
     revision: int = 0  # bumped by every real change (name, traits, keys)
 

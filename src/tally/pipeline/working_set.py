@@ -129,6 +129,8 @@ class WorkingSet:
             self._touch(entity)
         elif keys == CREATE:
             return self._set(entity, name, traits)
+        else:
+            entity.replaces_keys = entity.replaces_keys or keys == REWRITE
         for key, value in resolution.keys.items():
             if key == "id" and value == entity.id:
                 continue  # the entity's own id is not a key

@@ -255,7 +255,7 @@ class SqliteUnitOfWork:
                 if e.last_seen is not None:
                     seen[e.kind].append((e.last_seen, now, e.id, e.last_seen))
             for key, value in e.added_keys.items():
-                if not e.new:
+                if e.replaces_keys and not e.new:
                     deletes[e.kind].append((e.id, key, value))
                 inserts[e.kind].append((e.environment_id, key, value, e.id, now))
         for kind in ("company", "user"):
@@ -274,7 +274,8 @@ class SqliteUnitOfWork:
                 "AND (last_seen_at IS NULL OR last_seen_at < ?)",
                 sorted(seen[kind], key=lambda row: str(row[2])),
             )
-            # a new value of a key name replaces the old one: deletes before inserts
+            # a REST upsert's new value of a key name replaces the old one
+            # (deletes before inserts); an event's only adds
             many(
                 f"DELETE FROM {key_table} WHERE entity_id = ? AND key = ? AND value != ?",
                 sorted(deletes[kind]),
