@@ -44,8 +44,28 @@ class ApiKey:
         return self.kind == "secret"
 
 
+# The status of a ``NewEvent`` on its way to storage. Stored events are
+# ``pending``, ``processed`` or ``failed``; the two others never are:
+PENDING = "pending"
+FAILED = "failed"  # stored as failed, its key looked up by nobody
+# a rule refused the event, but it carries a valid type and idempotency key:
+# a retry is a duplicate before anything else (see README, "Retries"), so
+# storage answers it as the duplicate of the event holding its key, if one
+# does; otherwise a REFUSED event (REST) is not stored and its request is
+# refused with nothing of it stored, and a FAILING one (``/batch``) is stored
+# as ``failed``, holding no key
+REFUSED = "refused"
+FAILING = "failing"
+KEY_CHECKED = frozenset((PENDING, REFUSED, FAILING))  # statuses whose key is looked up
+
+
+def stored_status(status: str) -> str:
+    """The status an event of ``status`` is stored with."""
+    return FAILED if status == FAILING else status
+
+
 class NewEvent(msgspec.Struct, array_like=True):
-    """An event ruled on and ready to store (status ``pending`` or ``failed``).
+    """An event ruled on and ready to store (status: see ``PENDING`` above).
     A msgspec struct: it is made once per event on the hot path, and it
     travels to the SQLite storage process as a msgpack array."""
 
@@ -74,6 +94,14 @@ class IngestResult(msgspec.Struct, frozen=True, array_like=True):
     event_id: str
     captured_at: int
     duplicate: bool
+
+    @property
+    def stored(self) -> bool:
+        """False for the events of a request that a REFUSED event refused."""
+        return bool(self.event_id)
+
+
+NOT_STORED = IngestResult("", 0, False)
 
 
 @dataclass(frozen=True, slots=True)

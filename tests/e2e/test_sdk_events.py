@@ -590,6 +590,9 @@ def test_create_event_every_body_type(sdk: Schematic) -> None:
     )
     assert again.data.event_id == created["track"]
     assert again.data.captured_at == first.data.captured_at
+    # ...and says so in a field the SDK's model keeps as an extra (issue 9 item 18)
+    assert again.data.model_extra == {"duplicate": True}
+    assert first.data.model_extra == {}
     same_key = sdk.events.list_events(idempotency_key="rest-1").data
     assert [e.id for e in same_key] == [created["track"]]
     assert same_key[0].quantity == 3
@@ -698,6 +701,8 @@ def test_create_event_batch(sdk: Schematic) -> None:
     assert returned[4] == seed.data.event_id
     assert results[4].captured_at == seed.data.captured_at
     assert returned[6] == returned[5]
+    duplicates = [(r.model_extra or {}).get("duplicate", False) for r in results]
+    assert duplicates == [False, False, False, False, True, False, True, False]
     assert results[7].captured_at == before - timedelta(days=1)
     assert len(set(returned)) == 7
 

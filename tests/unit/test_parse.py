@@ -723,7 +723,7 @@ def test_bad_capture_events_fail_while_their_neighbours_stay_pending() -> None:
         "pending",
         "failed",
         "failed",
-        "failed",
+        "failing",  # failed unless its key is held: storage decides
         "failed",
         "failed",
         "failed",
@@ -860,3 +860,50 @@ def test_deeply_nested_capture_event_is_refused_cleanly() -> None:
 def test_malformed_capture_batch_is_refused_as_a_whole(data: bytes) -> None:
     with pytest.raises(Invalid, match=r"^request body "):
         parse_capture_batch(data, ctx())
+
+
+@pytest.mark.parametrize("flag", ["trusted_client_clock", "backfill"])
+@pytest.mark.parametrize("sent_at", ["not a time", "", "2026-13-45T00:00:00Z"])
+def test_publishable_clock_flag_gets_the_secret_key_message_first(flag: str, sent_at: str) -> None:
+    """Who may set the clock is ruled before what the clock says (issue 9 item 9)."""
+    sent = {"event_type": "track", "body": TRACK, "sent_at": sent_at, flag: True}
+    assert refused(sent, PUBLISHABLE) == SPEC_NEEDS_SECRET
+    (failed,) = parse_capture_batch(
+        enc({"events": [{**sent, "type": "track", "event_type": None}]}), ctx(PUBLISHABLE)
+    )
+    assert failed.error_message == SPEC_NEEDS_SECRET
+    # a secret key gets the sent_at message
+    assert "sent_at" in refused(sent, SECRET)
+
+
+def test_a_keyed_refusal_is_left_to_storage() -> None:
+    """A refused event with a valid type and key is ruled on only if its key
+    is free: REST gets the event (``refused``) and the error; /batch a
+    ``failing`` event; without a key, or with an invalid one, nothing changes."""
+    from tally.ingest.parse import rule_create_event, rule_event_batch
+
+    stale = {
+        "event_type": "track",
+        "body": TRACK,
+        "sent_at": "2026-01-01T00:00:00Z",
+        "trusted_client_clock": True,
+    }
+    event, error = rule_create_event(enc({**stale, "idempotency_key": "k"}), ctx())
+    assert (event.status, event.idempotency_key, event.type) == ("refused", "k", "track")
+    assert isinstance(error, Invalid) and event.error_message == error.message
+    assert "34 days" in error.message
+    with pytest.raises(Invalid, match="34 days"):
+        rule_create_event(enc(stale), ctx())
+    with pytest.raises(Invalid, match="idempotency_key"):
+        rule_create_event(enc({**stale, "idempotency_key": ""}), ctx())
+    events, refusals = rule_event_batch(
+        enc(
+            {"events": [{**stale, "trusted_client_clock": None}, {**stale, "idempotency_key": "b"}]}
+        ),
+        ctx(),
+    )
+    assert [e.status for e in events] == ["pending", "refused"]
+    assert list(refusals) == [1]
+    capture = {**stale, "type": "track", "event_type": None, "idempotency_key": "c"}
+    (failing,) = parse_capture_batch(enc({"events": [capture]}), ctx())
+    assert (failing.status, failing.idempotency_key) == ("failing", "c")

@@ -52,7 +52,7 @@ from tally.errors import NotFound, TallyError
 from tally.ingest.parse import Context, parse_capture_batch, parse_event_batch
 from tally.ingest.rules import IDEMPOTENCY_WINDOW_US
 from tally.keys import create_key
-from tally.model import ApiKey, IngestResult, NewEvent
+from tally.model import KEY_CHECKED, ApiKey, IngestResult, NewEvent
 from tally.storage.sqlite import SqliteStorage
 from tests.support.usage import assert_counters_match, read_counters
 
@@ -61,7 +61,8 @@ DAY = timedelta(days=1)
 MINUTE = timedelta(minutes=1)
 INT64_MAX = 2**63 - 1
 
-COMPANY_KEY_NAMES = ("id", "domain")
+BILLING = "stripe_customer_id"
+COMPANY_KEY_NAMES = ("id", "domain", BILLING)
 USER_KEY_NAMES = ("email", "id")
 KEY_VALUES = ("a", "b", "c")
 SUBTYPES = ("api-call", "query_run")
@@ -414,7 +415,13 @@ class Identities:
         keys: dict[str, str],
         name: str | None = None,
         traits: dict[str, Any] | None = None,
+        *,
+        adds: bool = True,
+        secret: bool = True,
     ) -> int:
+        """Identify (``adds``) or track: an event never changes the value of
+        a key its entity holds; a track event writes keys only when it creates;
+        only a secret key's event may add a company's billing key."""
         if not keys:
             raise Fail("empty keys")
         matched = {
@@ -425,10 +432,20 @@ class Identities:
         found = set(matched.values())
         if len(found) > 1:
             raise Fail("ambiguous")
+        if found:
+            held = self.keys[next(iter(found))]
+            if any(held.get(k, v) != v for k, v in keys.items()):
+                raise Fail("key conflict")
+        held_billing = bool(found) and BILLING in self.keys[next(iter(found))]
+        adds_billing = BILLING in keys and not held_billing and (not found or adds)
+        if kind == "company" and adds_billing and not secret:
+            raise Fail("billing key")
         if not found:
             eid = self.create(env, kind, name, traits or {})
         else:
             eid = found.pop()
+            if not adds:
+                return eid
             if name is not None:
                 self.name[eid] = name
             if traits:
@@ -446,19 +463,23 @@ class Identities:
         del self.name[eid], self.traits[eid]
         self.members = {(c, u) for c, u in self.members if c != eid}
 
-    def process(self, env: str, type_: str, body: dict[str, Any]) -> tuple[int | None, int | None]:
+    def process(
+        self, env: str, type_: str, body: dict[str, Any], *, secret: bool = True
+    ) -> tuple[int | None, int | None]:
         """(company, user) of one event; raises ``Fail`` (changing nothing)."""
         company = user = None
         if type_ == "identify":
             if body.get("company") is not None:
                 c = body["company"]
-                company = self.upsert(env, "company", c["keys"], c.get("name"), c.get("traits"))
+                company = self.upsert(
+                    env, "company", c["keys"], c.get("name"), c.get("traits"), secret=secret
+                )
             user = self.upsert(env, "user", body["keys"], body.get("name"), body.get("traits"))
         elif type_ == "track":
             if body.get("company"):
-                company = self.upsert(env, "company", body["company"])
+                company = self.upsert(env, "company", body["company"], adds=False, secret=secret)
             if body.get("user"):
-                user = self.upsert(env, "user", body["user"])
+                user = self.upsert(env, "user", body["user"], adds=False)
         if company is not None and user is not None:
             self.members.add((company, user))
         return company, user
@@ -558,7 +579,9 @@ def _parse(chunk: Chunk, key: ApiKey, received: datetime) -> list[NewEvent]:
                 assert event.captured_at == to_micros(received - spec.sent_offset)
             assert event.backfill == (spec.clock == "backfill")
         else:
-            assert event.status == "failed", spec
+            # with a key and a type, failed unless the key is held (storage decides)
+            scoped = spec.idempotency_key is not None and spec.broken != "unknown type"
+            assert event.status == ("failing" if scoped else "failed"), spec
             assert event.error_message, spec
     return parsed
 
@@ -570,19 +593,26 @@ class Idempotency:
     def __init__(self) -> None:
         self.kept: dict[tuple[str, str, str], tuple[str, int]] = {}
 
-    def check(self, events: list[NewEvent], results: list[IngestResult]) -> None:
+    def check(self, events: list[NewEvent], results: list[IngestResult], path: str) -> None:
+        """A held key makes a duplicate of any event, valid or refused; a key
+        is let go only when the event holding it fails in processing."""
         assert len(results) == len(events)
         for event, result in zip(events, results, strict=True):
             key = event.idempotency_key
-            ident = (event.environment_id, event.type, key) if key is not None else None
-            prior = (
-                self.kept.get(ident) if ident is not None and event.status == "pending" else None
-            )
+            checked = key is not None and event.status in KEY_CHECKED
+            ident = (event.environment_id, event.type, key) if checked else None
+            prior = self.kept.get(ident) if ident is not None else None
             if prior is not None and event.received_at - prior[1] < IDEMPOTENCY_WINDOW_US:
-                assert result.duplicate, f"{ident} within 24 h was not dropped"
-                assert result.event_id == prior[0]
-                continue
-            assert not result.duplicate, f"{ident} dropped, but it is not a duplicate"
+                if result.duplicate:
+                    assert result.event_id == prior[0]
+                    continue
+                with reading(path) as conn:
+                    (status,) = conn.execute(
+                        "SELECT status FROM events WHERE id = ?", (prior[0],)
+                    ).fetchone()
+                assert status == "failed", f"{ident} within 24 h was not dropped"
+            else:
+                assert not result.duplicate, f"{ident} dropped, but it is not a duplicate"
             if ident is not None and event.status == "pending":
                 self.kept[ident] = (result.event_id, event.received_at)
 
@@ -608,10 +638,12 @@ async def _run(path: str, seeds: list[Seed], start: datetime, ops: list[Any]) ->
             secret, publishable = keys[chunk.environment]
             events = _parse(chunk, secret if chunk.secret else publishable, at)
             results = await storage.ingest(events)
-            idem.check(events, results)
+            idem.check(events, results, path)
             acknowledged.update(r.event_id for r in results)
             refused.update(
-                r.event_id for e, r in zip(events, results, strict=True) if e.status == "failed"
+                r.event_id
+                for e, r in zip(events, results, strict=True)
+                if e.status in ("failed", "failing") and not r.duplicate
             )
 
         async def process(limit: int) -> None:
@@ -679,7 +711,9 @@ async def _run(path: str, seeds: list[Seed], start: datetime, ops: list[Any]) ->
         assert pending[0] == 0, "events left pending after draining"
         rows = conn.execute(
             "SELECT id, environment_id, type, status, body, backfill, error_message, "
-            "company_id, user_id, enriched_at, feature_ids, subtype FROM events ORDER BY id"
+            "company_id, user_id, enriched_at, feature_ids, subtype, "
+            "(SELECT kind FROM api_keys WHERE api_keys.id = events.api_key_id) "
+            "FROM events ORDER BY id"
         ).fetchall()
         stored_ids = {r[0] for r in rows}
         assert stored_ids == acknowledged, "stored events differ from the acknowledged ones"
@@ -709,7 +743,10 @@ def _check_against_model(
         "SELECT id FROM environments WHERE name = ?", (ENVIRONMENTS[0],)
     ).fetchone()[0]
     for row in rows:
-        event_id, env, type_, status, body, _, error, company_id, user_id, enriched, fids, sub = row
+        event_id, env, type_, status, body, _, error, company_id, user_id, enriched, fids, sub = (
+            row[:12]
+        )
+        secret = row[12] != "publishable"
         assert status in ("processed", "failed"), (event_id, status)
         if status == "failed":
             assert error, f"failed event {event_id} has no error_message"
@@ -727,7 +764,7 @@ def _check_against_model(
         parsed = json.loads(body)
         before = copy.deepcopy(model)
         try:
-            company, user = model.process(env, type_, parsed)
+            company, user = model.process(env, type_, parsed, secret=secret)
         except Fail as reason:
             model.__dict__.update(before.__dict__)  # the whole event rolls back
             assert status == "failed", f"{event_id} should have failed ({reason}): {body}"
@@ -885,6 +922,11 @@ def test_a_scenario_with_every_kind_of_event() -> None:
             spec("track", {**track_a, "quantity": -1}),  # refused: needs a secret key
             spec("track", track_a, clock="trusted", offset=DAY),  # refused: same
             spec("track", {**track_a, "quantity": 3}),
+            # fails: only a secret key may set the billing key
+            spec(
+                "identify",
+                {"keys": {"email": "p"}, "company": {"keys": {"id": "a", BILLING: "s"}}},
+            ),
         ],
     )
     later = Chunk(
@@ -892,7 +934,14 @@ def test_a_scenario_with_every_kind_of_event() -> None:
         secret=True,
         advance=DAY,  # k1 is free again
         capture=False,
-        events=[spec("track", {**track_a, "quantity": 7}, key="k1")],
+        events=[
+            spec("track", {**track_a, "quantity": 7}, key="k1"),
+            # a secret key's identify adds it; a track naming another value fails
+            spec(
+                "identify", {"keys": {"email": "a"}, "company": {"keys": {"id": "a", BILLING: "s"}}}
+            ),
+            spec("track", {"event": "api-call", "company": {"id": "a", BILLING: "t"}}),
+        ],
     )
     anchored = Chunk(
         environment=0,
@@ -910,10 +959,15 @@ def test_a_scenario_with_every_kind_of_event() -> None:
         ("ingest", anchored),
     ]
     summary = run_scenario(seeds, start, ops)
-    assert summary.failed_in_processing == {"ambiguous": 2, "empty keys": 1}
+    assert summary.failed_in_processing == {
+        "ambiguous": 2,
+        "empty keys": 1,
+        "billing key": 1,
+        "key conflict": 1,
+    }
     assert summary.refused == 2
-    assert summary.stored == 14  # 15 submitted, one duplicate dropped
-    assert summary.processed == 14 - 2 - 3
+    assert summary.stored == 17  # 18 submitted, one duplicate dropped
+    assert summary.processed == 17 - 2 - 5
     assert summary.billing_counters == 1  # the anchored company's one event
 
 
@@ -1037,11 +1091,12 @@ def test_processing_keeps_the_ids_a_flag_check_event_was_stored_with() -> None:
 
 
 def test_a_key_changed_and_changed_back_in_one_batch() -> None:
-    """One batch moves a user's email to a new value and back to the stored
-    one: both events are processed and the key ends as it started. (Found by
-    the property test: the batch raised "a user key was claimed by another
-    transaction" although SQLite has no other writer, and raised again on
-    every retry, so the events behind it could never be processed.)"""
+    """One batch tries to move a user's email to a new value and back to the
+    stored one. An event never changes a key's value: the move fails, naming
+    the key, and the events behind it are processed with the key as it was.
+    (Found by the property test when events could move keys: the batch raised
+    "a user key was claimed by another transaction" although SQLite has no
+    other writer, and raised again on every retry.)"""
     at = datetime(2026, 3, 15, 12, tzinfo=UTC)
 
     async def main(path: str) -> None:
@@ -1058,10 +1113,11 @@ def test_a_key_changed_and_changed_back_in_one_batch() -> None:
         finally:
             await storage.close()
         with reading(path) as conn:
-            statuses = [r[0] for r in conn.execute("SELECT status FROM events ORDER BY id")]
+            rows = conn.execute("SELECT status, error_message FROM events ORDER BY id").fetchall()
             keys = conn.execute("SELECT key, value FROM user_keys ORDER BY key").fetchall()
             users = conn.execute("SELECT COUNT(*) FROM users").fetchone()[0]
-        assert statuses == ["processed"] * 4
+        assert [r[0] for r in rows] == ["processed", "failed", "processed", "processed"]
+        assert "another value for the key 'email'" in rows[1][1]
         assert keys == [("email", "c"), ("id", "u")]
         assert users == 1
 

@@ -15,7 +15,13 @@ from tally.api.asgi import Endpoint, Receive, Scope, Send, WriteHeaders, read_bo
 from tally.api.http import envelope, ok, query_int, query_list, query_str
 from tally.api.state import AppState
 from tally.errors import Invalid, NotFound
-from tally.ingest.parse import Context, parse_capture_batch, parse_create_event, parse_event_batch
+from tally.ingest.parse import (
+    Context,
+    batch_refusal,
+    parse_capture_batch,
+    rule_create_event,
+    rule_event_batch,
+)
 from tally.model import (
     EVENT_TYPES,
     ApiKey,
@@ -23,6 +29,7 @@ from tally.model import (
     IngestResult,
     NewEvent,
     StoredEvent,
+    stored_status,
 )
 from tally.observe.metrics import metrics
 from tally.observe.requests import note_stored
@@ -76,18 +83,23 @@ def _stored(key: ApiKey, events: Sequence[NewEvent], results: list[IngestResult]
 
 async def create_event(scope: Scope, receive: Receive, send: Send) -> None:
     state, ctx, data = await _write_request(scope, receive, capture=False)
-    event = parse_create_event(data, ctx)
+    event, error = rule_create_event(data, ctx)
     events = [event]
     results = await state.storage.ingest(events)
-    _stored(ctx.key, events, results)
     (result,) = results
+    if error is not None and not result.duplicate:
+        raise error  # refused, and no event holds its key: nothing was stored
+    _stored(ctx.key, events, results)
     await send_json(send, 201, envelope(shapes.raw_event(result, ctx.remote_ip, ctx.user_agent)))
 
 
 async def create_event_batch(scope: Scope, receive: Receive, send: Send) -> None:
     state, ctx, data = await _write_request(scope, receive, capture=False)
-    events = parse_event_batch(data, ctx)
+    events, refusals = rule_event_batch(data, ctx)
     results = await state.storage.ingest(events)
+    for index, error in sorted(refusals.items()):
+        if not results[index].duplicate:
+            raise batch_refusal(index, error)  # storage stored none of the batch
     _stored(ctx.key, events, results)
     payload = shapes.EventBatchResponseData(
         events=[shapes.raw_event(r, ctx.remote_ip, ctx.user_agent) for r in results]
@@ -104,9 +116,9 @@ async def capture_batch(scope: Scope, receive: Receive, send: Send) -> None:
         events=[
             shapes.CaptureEventResult(
                 event_id=r.event_id,
-                status="duplicate" if r.duplicate else e.status,
+                status="duplicate" if r.duplicate else stored_status(e.status),
                 duplicate=r.duplicate,
-                error_message=e.error_message,
+                error_message=None if r.duplicate else e.error_message,
             )
             for e, r in zip(events, results, strict=True)
         ]

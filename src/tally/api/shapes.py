@@ -17,12 +17,14 @@ from tally.model import EventSummary, IngestResult, StoredEvent
 BODY_PREVIEW_CHARS = 200
 
 
-class RawEventResponseData(msgspec.Struct):
+class RawEventResponseData(msgspec.Struct, omit_defaults=True):
     captured_at: str
     remote_ip: str
     user_agent: str
     event_id: str | None = None
     remote_addr: str | None = None
+    # a retry dropped as the duplicate of ``event_id`` (a field the SDKs ignore)
+    duplicate: bool = False
 
 
 class PreviewObject(msgspec.Struct):
@@ -105,6 +107,7 @@ def raw_event(result: IngestResult, remote_ip: str, user_agent: str) -> RawEvent
         user_agent=user_agent,
         event_id=result.event_id,
         remote_addr=remote_ip,
+        duplicate=result.duplicate,
     )
 
 

@@ -17,7 +17,7 @@ from tally.clock import to_micros
 from tally.errors import Forbidden, Invalid, TallyError, TooLarge
 from tally.ingest import rules, wire
 from tally.ingest.timeparse import parse_timestamp
-from tally.model import EVENT_TYPES, ApiKey, NewEvent
+from tally.model import EVENT_TYPES, FAILING, PENDING, REFUSED, ApiKey, NewEvent
 
 MAX_EVENT_BATCH = 1000
 MAX_CAPTURE_BATCH = 100
@@ -81,6 +81,18 @@ def decode_json(data: bytes, decoder: msgspec.json.Decoder[Any], what: str) -> A
         raise Invalid(f"{what} is nested too deeply") from None
 
 
+class KeyedRefusal(Exception):
+    """A rule refused an event that carries a valid type and idempotency key.
+    Its key may be held by the event it retries, which makes it a duplicate
+    before anything else (README, "Retries"): storage decides, with ``event``
+    (status ``refused``) standing in for it."""
+
+    def __init__(self, error: TallyError, event: NewEvent) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.event = event
+
+
 def build_event(
     ctx: Context,
     event_type: str | None,
@@ -92,7 +104,9 @@ def build_event(
     *,
     type_field: str = "event_type",
 ) -> NewEvent:
-    """Rule on one event; raise a ``TallyError`` naming what is wrong."""
+    """Rule on one event; raise a ``TallyError`` naming what is wrong, or a
+    ``KeyedRefusal`` when the event names a key scope (a valid type and
+    idempotency key) that a retry may already hold."""
     if not ctx.key.can_write:
         raise Forbidden("read-only API keys cannot write events")
     if event_type is None:
@@ -100,6 +114,24 @@ def build_event(
     if event_type not in EVENT_TYPES:
         raise Invalid(f"{type_field} must be one of {_TYPES_TEXT}, not {event_type[:64]!r}")
     key = rules.check_idempotency_key(idempotency_key)
+    try:
+        return _rule_event(ctx, event_type, body, sent_at_text, key, trusted_client_clock, backfill)
+    except TallyError as err:
+        if key is None:
+            raise
+        raise KeyedRefusal(err, refused_event(ctx, event_type, key, err.message)) from None
+
+
+def _rule_event(
+    ctx: Context,
+    event_type: str,
+    body: msgspec.Raw,
+    sent_at_text: str | None,
+    key: str | None,
+    trusted_client_clock: bool | None,
+    backfill: bool | None,
+) -> NewEvent:
+    """The rules on an event whose type and key are known to be valid."""
     raw = bytes(body)
     if not raw or raw == b"null":
         raise Invalid(f"body is required for {event_type} events")
@@ -112,6 +144,8 @@ def build_event(
 
     trusted = bool(trusted_client_clock) or bool(backfill)
     secret = ctx.key.is_secret
+    if trusted and not secret:  # who may set the clock, before what it says
+        raise Invalid(rules.MSG_NEEDS_SECRET)
     sent_at: datetime | None = None
     if sent_at_text is not None:
         try:
@@ -134,7 +168,7 @@ def build_event(
     event = NewEvent(
         environment_id=ctx.key.environment_id,
         type=event_type,
-        status="pending",
+        status=PENDING,
         body=raw.decode("utf-8", "replace"),
         quantity=1,
         captured_at=captured_us,
@@ -157,10 +191,38 @@ def build_event(
     return event
 
 
-def parse_create_event(data: bytes, ctx: Context) -> NewEvent:
-    """``POST /events``: one ``CreateEventRequestBody``."""
+def refused_event(ctx: Context, event_type: str, key: str, message: str) -> NewEvent:
+    """What storage needs to answer a refused REST event: its key scope."""
+    return NewEvent(
+        environment_id=ctx.key.environment_id,
+        type=event_type,
+        status=REFUSED,
+        body="{}",
+        quantity=1,
+        captured_at=ctx.received_us,
+        received_at=ctx.received_us,
+        idempotency_key=key,
+        error_message=message,
+        api_key_id=ctx.key.id,
+    )
+
+
+def rule_create_event(data: bytes, ctx: Context) -> tuple[NewEvent, TallyError | None]:
+    """``POST /events``: the event, and the error that refuses it when its
+    key is not held (the event then has status ``refused``)."""
     env = decode_json(data, wire.CREATE_DECODER, "request body")
-    return _from_create_envelope(env, ctx)
+    try:
+        return _from_create_envelope(env, ctx), None
+    except KeyedRefusal as refusal:
+        return refusal.event, refusal.error
+
+
+def parse_create_event(data: bytes, ctx: Context) -> NewEvent:
+    """``POST /events``: one ``CreateEventRequestBody``; raises what refuses it."""
+    event, error = rule_create_event(data, ctx)
+    if error is not None:
+        raise error
+    return event
 
 
 def _from_create_envelope(env: wire.CreateEventEnvelope, ctx: Context) -> NewEvent:
@@ -175,22 +237,42 @@ def _from_create_envelope(env: wire.CreateEventEnvelope, ctx: Context) -> NewEve
     )
 
 
-def parse_event_batch(data: bytes, ctx: Context) -> list[NewEvent]:
-    """``POST /event-batch``: all events are valid, or none is stored."""
+def batch_refusal(index: int, err: TallyError) -> TallyError:
+    """The error of an event batch whose event ``index`` was refused."""
+    return type(err)(
+        f"events[{index}] was refused, so nothing in this batch was stored: {err.message}"
+    )
+
+
+def rule_event_batch(data: bytes, ctx: Context) -> tuple[list[NewEvent], dict[int, TallyError]]:
+    """``POST /event-batch``: the events, and by index the errors of those
+    refused (status ``refused``) unless their keys are held. An event refused
+    without a key refuses the batch here."""
     batch = decode_json(data, wire.EVENT_BATCH_DECODER, "request body")
     if len(batch.events) > MAX_EVENT_BATCH:
         raise Invalid(
             f"an event batch holds at most {MAX_EVENT_BATCH} events, not {len(batch.events)}"
         )
     events = []
+    refusals: dict[int, TallyError] = {}
     for index, raw in enumerate(batch.events):
         try:
             env = decode_json(bytes(raw), wire.CREATE_DECODER, "event")
             events.append(_from_create_envelope(env, ctx))
+        except KeyedRefusal as refusal:
+            events.append(refusal.event)
+            refusals[index] = refusal.error
         except TallyError as err:
-            raise type(err)(
-                f"events[{index}] was refused, so nothing in this batch was stored: {err.message}"
-            ) from None
+            raise batch_refusal(index, err) from None
+    return events, refusals
+
+
+def parse_event_batch(data: bytes, ctx: Context) -> list[NewEvent]:
+    """``POST /event-batch``: all events are valid, or none is stored."""
+    events, refusals = rule_event_batch(data, ctx)
+    if refusals:
+        index = min(refusals)
+        raise batch_refusal(index, refusals[index])
     return events
 
 
@@ -216,6 +298,13 @@ def _capture_event(raw: bytes, ctx: Context) -> NewEvent:
             env.backfill,
             type_field="type",
         )
+    except KeyedRefusal as refusal:
+        # failed unless its key is held (then it is the duplicate it is)
+        failing = failed_event(ctx, raw, refusal.error.message)
+        failing.status = FAILING
+        failing.type = refusal.event.type
+        failing.idempotency_key = refusal.event.idempotency_key
+        return failing
     except TallyError as err:
         return failed_event(ctx, raw, err.message)
 

@@ -200,7 +200,7 @@ class Metrics:
             for event, result in zip(events, results, strict=True):
                 if result.duplicate:
                     outcome = "duplicate"
-                elif event.status == "failed":
+                elif stored_status(event.status) == "failed":
                     outcome = "failed"
                 else:
                     outcome = "accepted"

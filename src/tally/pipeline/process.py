@@ -40,7 +40,7 @@ from tally.pipeline.unit import (
     PendingEvent,
     Snapshot,
 )
-from tally.pipeline.working_set import Resolution, WorkingSet
+from tally.pipeline.working_set import ADD, CREATE, Resolution, WorkingSet
 
 NO_EFFECTS = EffectRules()
 
@@ -98,12 +98,12 @@ def process_events(
     billed: list[tuple[PendingEvent, str, str]] = []  # event, company id, subtype
     for event, body in zip(events, bodies, strict=True):
         if isinstance(body, ProcessingFailed):
-            outcomes.append(Outcome(event.id, "failed", error_message=str(body)))
+            _fail(ws.changes, event, body)
             continue
         try:
             outcome = _process(ws, event, body)
         except ProcessingFailed as err:
-            outcomes.append(Outcome(event.id, "failed", error_message=str(err)))
+            _fail(ws.changes, event, err)
             continue
         outcomes.append(outcome)
         if (
@@ -128,6 +128,14 @@ def process_events(
             )
         )
     return ws.changes
+
+
+def _fail(changes: Changes, event: PendingEvent, err: ProcessingFailed) -> None:
+    """The event fails and lets its idempotency key go (in the transaction
+    that marks it failed), so that the corrected resend is stored."""
+    changes.outcomes.append(Outcome(event.id, "failed", error_message=str(err)))
+    if event.idempotency_key is not None:
+        changes.released.append((event.environment_id, event.type, event.idempotency_key, event.id))
 
 
 def upsert_changes(
@@ -159,11 +167,14 @@ def _identify(ws: WorkingSet, event: PendingEvent, body: wire.IdentifyBody) -> O
     # resolve everything first: a failure must leave the working set untouched
     company_res = ws.resolve("company", env, body.company.keys) if body.company else None
     user_res = ws.resolve("user", env, body.keys)
+    for res in (company_res, user_res):
+        if res is not None:
+            ws.check_keys(res, adds=True, secret=event.secret)
     company = None
     revisions = _revisions(company_res, user_res)
     if company_res is not None and body.company is not None:
-        company = ws.upsert(company_res, env, body.company.name, body.company.traits)
-    user = ws.upsert(user_res, env, body.name, body.traits)
+        company = ws.upsert(company_res, env, body.company.name, body.company.traits, keys=ADD)
+    user = ws.upsert(user_res, env, body.name, body.traits, keys=ADD)
     if company is not None:
         ws.link(env, company, user)
     if not event.backfill:
@@ -180,13 +191,16 @@ def _track(ws: WorkingSet, event: PendingEvent, body: wire.TrackBody) -> Outcome
     env = event.environment_id
     company_res = ws.resolve("company", env, body.company) if body.company else None
     user_res = ws.resolve("user", env, body.user) if body.user else None
+    for res in (company_res, user_res):
+        if res is not None:  # a track event adds keys only to what it creates
+            ws.check_keys(res, adds=False, secret=event.secret)
     if company_res is not None and company_res.entity is not None:
         _check_counters(
             ws, event, company_res.entity.id, company_res.entity.billing_anchor, body.event
         )
     revisions = _revisions(company_res, user_res)
-    company = ws.upsert(company_res, env) if company_res is not None else None
-    user = ws.upsert(user_res, env) if user_res is not None else None
+    company = ws.upsert(company_res, env, keys=CREATE) if company_res is not None else None
+    user = ws.upsert(user_res, env, keys=CREATE) if user_res is not None else None
     if company is not None and user is not None:
         ws.link(env, company, user)
     subtype = body.event

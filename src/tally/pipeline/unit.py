@@ -29,6 +29,10 @@ class PendingEvent:
     quantity: int
     captured_at: int
     backfill: bool
+    idempotency_key: str | None = None
+    # sent with a secret key (or by the operator's own tools, with none):
+    # only such an event may set a billing key (``stripe_customer_id``)
+    secret: bool = True
     loaded_at: int = 0  # when it was stored (µs): the processing lag starts there
 
 
@@ -93,6 +97,9 @@ class EntityState:
     trait_updates: dict[str, Any] = field(default_factory=dict)  # the batch's trait changes
     keys: dict[str, str] = field(default_factory=dict)  # known keys, name → value
     added_keys: dict[str, str] = field(default_factory=dict)  # to write
+    # a secret-key REST upsert's new values replace the entity's old ones;
+    # an event's never do (the unique index refuses a second value instead)
+    replaces_keys: bool = False
     last_seen: int | None = None
     revision: int = 0  # bumped by every real change (name, traits, keys)
 
@@ -107,3 +114,5 @@ class Changes:
     watches: dict[CounterKey, Watch] = field(default_factory=dict)  # counters allocations watch
     notices: list[Notice] = field(default_factory=list)  # identity webhooks for the outbox
     meter_records: list[MeterRecord] = field(default_factory=list)
+    # idempotency keys the batch's failed events let go: (env, type, key, event id)
+    released: list[tuple[str, str, str, str]] = field(default_factory=list)

@@ -14,10 +14,17 @@ from typing import Any
 
 import msgspec
 
+from tally.effects.billing import STRIPE_CUSTOMER_KEY
 from tally.pipeline.identities import ProcessingFailed
 from tally.pipeline.unit import Changes, EntityState, IndexKey, Snapshot
 
 _PREFIXES = {"company": "comp", "user": "user"}
+_UPSERT_ROUTES = {"company": "POST /companies", "user": "POST /users"}
+
+# What an upsert does with the keys it was given (README, "Entity keys"):
+REWRITE = "rewrite"  # the secret-key REST upserts: a new value replaces the old
+ADD = "add"  # identify: key names the entity lacks are added, none is changed
+CREATE = "create"  # track: keys are written only for an entity it creates
 
 
 class Resolution:
@@ -73,21 +80,57 @@ class WorkingSet:
             )
         return Resolution(kind, keys, self.entity(found.pop()) if found else None)
 
+    def check_keys(self, resolution: Resolution, *, adds: bool, secret: bool) -> None:
+        """Refuse an event that would change the value of a key its entity
+        holds, or, sent without a secret key, set a company's billing key.
+        ``adds``: whether the event adds key names to an entity it finds."""
+        entity = resolution.entity
+        held = entity.keys if entity is not None else {}
+        added = []
+        for key, value in resolution.keys.items():
+            if entity is not None and key == "id" and value == entity.id:
+                continue  # the entity's own id is not a key
+            old = held.get(key)
+            if old is None:
+                added.append(key)
+            elif old != value:
+                assert entity is not None
+                raise ProcessingFailed(
+                    f"the {entity.kind} {entity.id} already has another value for the key "
+                    f"{key!r}; an event never changes a key's value (a secret key can, "
+                    f"with {_UPSERT_ROUTES[entity.kind]})"
+                )
+        if entity is not None and not adds:
+            return  # nothing is added to an entity found
+        if resolution.kind == "company" and STRIPE_CUSTOMER_KEY in added and not secret:
+            raise ProcessingFailed(
+                f"only a secret API key may set the billing key {STRIPE_CUSTOMER_KEY!r}; "
+                "this event was sent with a publishable key"
+            )
+
     def upsert(
         self,
         resolution: Resolution,
         env: str,
         name: str | None = None,
         traits: Mapping[str, Any] | None = None,
+        *,
+        keys: str = REWRITE,
     ) -> EntityState:
-        """Create the entity when none matched, add new keys, set the name when
-        given and merge traits (top-level keys replace)."""
+        """Create the entity when none matched, write its keys as ``keys``
+        says (``REWRITE``, ``ADD`` or ``CREATE``), set the name when given and
+        merge traits (top-level keys replace). An event checks its keys
+        (``check_keys``) before it changes anything."""
         kind = resolution.kind
         entity = resolution.entity
         if entity is None:
             entity = EntityState(kind, self._new_id(_PREFIXES[kind]), env, new=True, traits={})
             self.entities[entity.id] = entity
             self._touch(entity)
+        elif keys == CREATE:
+            return self._set(entity, name, traits)
+        else:
+            entity.replaces_keys = entity.replaces_keys or keys == REWRITE
         for key, value in resolution.keys.items():
             if key == "id" and value == entity.id:
                 continue  # the entity's own id is not a key
@@ -95,12 +138,20 @@ class WorkingSet:
                 continue
             old = entity.keys.get(key)
             if old is not None:
+                if keys != REWRITE:
+                    continue  # never changed by an event (``check_keys`` refused it)
                 self.index.pop((kind, env, key, old), None)
             entity.keys[key] = value
             entity.added_keys[key] = value
             entity.revision += 1
             self.index[(kind, env, key, value)] = entity.id
             self._touch(entity)
+        return self._set(entity, name, traits)
+
+    def _set(
+        self, entity: EntityState, name: str | None, traits: Mapping[str, Any] | None
+    ) -> EntityState:
+        """Set the name when given and merge traits (top-level keys replace)."""
         if name is not None and name != entity.name:
             entity.name = name
             entity.name_given = True

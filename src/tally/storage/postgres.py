@@ -25,14 +25,22 @@ import psycopg
 from tally import ids
 from tally.clock import Clock
 from tally.effects.triggers import EffectRules
-from tally.ingest.rules import IDEMPOTENCY_WINDOW_US
-from tally.model import IngestResult, NewEvent
+from tally.ingest.rules import IDEMPOTENCY_WINDOW_US, is_duplicate
+from tally.model import (
+    FAILING,
+    KEY_CHECKED,
+    NOT_STORED,
+    PENDING,
+    REFUSED,
+    IngestResult,
+    NewEvent,
+)
 from tally.pipeline.unit import EntityState
 from tally.storage.pg_adapter import PgConnection
 from tally.storage.postgres_schema import migrate
 from tally.storage.postgres_stats import CHECK_EVERY_SECONDS, analyze_stale, settings_warnings
 from tally.storage.sql_storage import PRUNE_CHUNK, SqlStorage
-from tally.storage.sqlite import event_row
+from tally.storage.sqlite import Ident, event_row, stored_keys
 from tally.storage.sqlite_pipeline import ConcurrentChange, SqliteUnitOfWork
 
 EVENT_COLUMNS = (
@@ -72,7 +80,8 @@ _CLAIM_KEYS = (
     "SELECT environment_id, event_type, key, event_id, captured_at FROM claimed"
 )
 
-Ident = tuple[str, str, str]
+Planned = IngestResult | tuple[str, int, Ident | None]  # decided, or (event, captured_at, key)
+_RULED = (REFUSED, FAILING)
 # Group-committing connections per API process: while one waits for its
 # COPY and COMMIT, the next stores what queued up meanwhile.
 WRITERS = 2
@@ -86,26 +95,57 @@ def insert_events(
     """Store the batches' events in the caller's transaction. Every event
     without a key, and the first event of each key in the batches, is copied
     in; then the database decides each key (``_CLAIM_KEYS``), atomically across
-    processes, and the copied events that lost are deleted again."""
+    processes, and the copied events that lost are deleted again.
+
+    An event a rule refused (``refused``/``failing``) is looked up first: a
+    held key makes it a duplicate; otherwise a ``refused`` one stores nothing
+    of its batch and a ``failing`` one is stored as ``failed``, claiming nothing."""
+    ruled = {
+        (ev.environment_id, ev.type, ev.idempotency_key)
+        for events in batches
+        for ev in events
+        if ev.status in _RULED and ev.idempotency_key is not None
+    }
+    held = stored_keys(conn, ruled) if ruled else {}  # only when a rule refused one
     first: dict[Ident, tuple[str, int]] = {}  # ident → (its first event, captured_at)
     claims: list[tuple[str, str, str, str, int, int]] = []
     rows: list[tuple[Any, ...]] = []
-    plan: list[list[tuple[str, int, Ident | None]]] = []
+    plan: list[list[Planned]] = []
     new_id = ids.new_id
     for events in batches:
-        planned = []
+        planned: list[Planned] = []
+        first_row, first_claim = len(rows), len(claims)
+        refused = False
         for ev in events:
             event_id = new_id("evt")
             ident = None
-            if ev.idempotency_key is not None and ev.status == "pending":
+            if ev.idempotency_key is not None and ev.status in KEY_CHECKED:
                 ident = (ev.environment_id, ev.type, ev.idempotency_key)
                 if ident in first:  # a duplicate inside the batches: never stored
                     planned.append((event_id, ev.captured_at, ident))
                     continue
-                first[ident] = (event_id, ev.captured_at)
-                claims.append((*ident, event_id, ev.captured_at, ev.received_at))
+                if ev.status != PENDING:
+                    prior = held.get(ident)
+                    if prior is not None and is_duplicate(prior[2], ev.received_at):
+                        planned.append(IngestResult(prior[0], prior[1], True))
+                        continue
+                    ident = None  # not held: ruled on, holding nothing
+                    if ev.status == REFUSED:
+                        refused = True
+                        planned.append(NOT_STORED)
+                        continue
+                else:
+                    first[ident] = (event_id, ev.captured_at)
+                    claims.append((*ident, event_id, ev.captured_at, ev.received_at))
             rows.append(event_row(event_id, ev, loaded_at))
             planned.append((event_id, ev.captured_at, ident))
+        if refused:  # nothing of this batch is stored, no key of it claimed
+            mine = {claim[:3]: claim[3] for claim in claims[first_claim:]}
+            plan.append([_unstored(entry, mine) for entry in planned])
+            for ident in mine:
+                del first[ident]
+            del rows[first_row:], claims[first_claim:]
+            continue
         plan.append(planned)
 
     if rows:
@@ -124,7 +164,11 @@ def insert_events(
     out: list[list[IngestResult]] = []
     for planned in plan:
         results = []
-        for event_id, captured_at, ident in planned:
+        for entry in planned:
+            if isinstance(entry, IngestResult):
+                results.append(entry)
+                continue
+            event_id, captured_at, ident = entry
             if ident is None:
                 results.append(IngestResult(event_id, captured_at, False))
                 continue
@@ -135,6 +179,20 @@ def insert_events(
                 results.append(IngestResult(winner.event_id, winner.captured_at, True))
         out.append(results)
     return out
+
+
+def _unstored(entry: Planned, mine: dict[Ident, str]) -> Planned:
+    """An event's result in a batch that a refused event refused (``mine``:
+    the keys its events would have claimed): still a duplicate when it was
+    one (the route raises the first refusal that is not), else not stored."""
+    if isinstance(entry, IngestResult):
+        return entry if entry.duplicate else NOT_STORED
+    event_id, _, ident = entry
+    if ident is None or mine.get(ident) == event_id:
+        return NOT_STORED
+    if ident in mine:
+        return IngestResult(mine[ident], 0, True)  # of this batch's own event
+    return entry  # held by an event of an earlier batch: resolved with it
 
 
 class PgUnitOfWork(SqliteUnitOfWork):

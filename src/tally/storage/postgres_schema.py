@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from tally.storage.pg_adapter import PgConnection
 from tally.storage.postgres_stats import analyze, schema_tables
+from tally.storage.sqlite_schema import ONE_VALUE_PER_KEY_NAME
 
 MIGRATIONS: list[str] = [
     # 1: environments, keys, events, idempotency keys
@@ -270,6 +271,8 @@ MIGRATIONS: list[str] = [
     CREATE INDEX console_sessions_expiry ON console_sessions (expires_at);
     CREATE INDEX events_failed ON events (environment_id, id) WHERE status = 'failed';
     """,
+    # 6: one value per key name and entity
+    ONE_VALUE_PER_KEY_NAME,
 ]
 
 _LOCK_ID = 7_411_873_101  # pg_advisory_xact_lock: one migrator at a time

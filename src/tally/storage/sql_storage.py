@@ -33,6 +33,7 @@ from tally.storage.sql_outbox import SqlOutbox
 from tally.storage.sql_webhooks import SqlWebhooks
 from tally.storage.sqlite_catalog import SqliteCatalog
 from tally.storage.sqlite_entities import SqliteEntities
+from tally.storage.sqlite_pipeline import release_keys
 from tally.storage.sqlite_writer import DRIVER_ERRORS, WriterThread
 
 T = TypeVar("T")
@@ -427,10 +428,14 @@ class SqlStorage(SqliteEntities, SqliteCatalog, SqlWebhooks, SqlOutbox, SqlConso
             row = conn.execute(
                 "UPDATE events SET status = 'failed', error_message = ?, updated_at = ? "
                 f"WHERE id = (SELECT id FROM events WHERE status = 'pending' ORDER BY id LIMIT 1{self.claim_suffix}) "
-                "RETURNING id",
+                "RETURNING id, environment_id, type, idempotency_key",
                 (message, self._now()),
             ).fetchone()
-            return row[0] if row else None
+            if row is None:
+                return None
+            if row[3] is not None:  # a failed event lets its key go, as in processing
+                release_keys(conn, [(row[1], row[2], row[3], row[0])])
+            return str(row[0])
 
         result: str | None = await self._processor.call(run)
         return result

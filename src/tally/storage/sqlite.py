@@ -13,7 +13,15 @@ from tally import ids
 from tally.clock import Clock
 from tally.effects.triggers import EffectRules
 from tally.ingest.rules import is_duplicate
-from tally.model import IngestResult, NewEvent
+from tally.model import (
+    KEY_CHECKED,
+    NOT_STORED,
+    PENDING,
+    REFUSED,
+    IngestResult,
+    NewEvent,
+    stored_status,
+)
 from tally.storage.sql import multi_row_sql, placeholders, power_of_two_slices
 from tally.storage.sql_storage import PRUNE_CHUNK, SqlStorage
 from tally.storage.sqlite_checkpoint import Checkpointer
@@ -44,7 +52,7 @@ def event_row(event_id: str, ev: NewEvent, loaded_at: int) -> tuple[Any, ...]:
         ev.environment_id,
         ev.type,
         ev.subtype,
-        ev.status,
+        stored_status(ev.status),
         ev.body,
         ev.quantity,
         ev.idempotency_key,
@@ -64,15 +72,23 @@ def event_row(event_id: str, ev: NewEvent, loaded_at: int) -> tuple[Any, ...]:
     )
 
 
-def _stored_keys(
-    conn: sqlite3.Connection, idents: set[tuple[str, str, str]]
-) -> dict[tuple[str, str, str], tuple[str, int, int]]:
+Ident = tuple[str, str, str]  # environment, event type, idempotency key
+
+
+def ident_of(ev: NewEvent) -> Ident | None:
+    """The key scope of an event whose key is looked up (see ``KEY_CHECKED``)."""
+    if ev.idempotency_key is None or ev.status not in KEY_CHECKED:
+        return None
+    return (ev.environment_id, ev.type, ev.idempotency_key)
+
+
+def stored_keys(conn: Any, idents: set[Ident]) -> dict[Ident, tuple[str, int, int]]:
     """(event id, captured_at, received_at) of the stored keys among ``idents``,
-    in one query per environment and event type."""
+    in one query per environment and event type (portable SQL)."""
     groups: dict[tuple[str, str], list[str]] = {}
     for env, kind, key in idents:
         groups.setdefault((env, kind), []).append(key)
-    found: dict[tuple[str, str, str], tuple[str, int, int]] = {}
+    found: dict[Ident, tuple[str, int, int]] = {}
     for (env, kind), keys in groups.items():
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]
@@ -90,42 +106,52 @@ def insert_events(
     conn: sqlite3.Connection, batches: list[Sequence[NewEvent]], loaded_at: int
 ) -> list[list[IngestResult]]:
     """Insert every event of ``batches`` in the caller's transaction, dropping
-    idempotent duplicates (against stored keys and within the batches)."""
-    stored = _stored_keys(
-        conn,
-        {
-            (ev.environment_id, ev.type, ev.idempotency_key)
-            for events in batches
-            for ev in events
-            if ev.idempotency_key is not None and ev.status == "pending"
-        },
+    idempotent duplicates (against stored keys and within the batches).
+
+    The key look-up comes first: an event whose key is held is a duplicate,
+    whatever its status. A ``refused`` event whose key is not held stores
+    nothing of its batch (a REST request is all or nothing); a ``failing``
+    one is stored as ``failed`` and claims nothing."""
+    stored = stored_keys(
+        conn, {ident for events in batches for ev in events if (ident := ident_of(ev))}
     )
     rows: list[tuple[Any, ...]] = []
-    key_rows: dict[tuple[str, str, str], tuple[Any, ...]] = {}
-    kept: dict[tuple[str, str, str], tuple[str, int, int]] = {}
+    kept: dict[Ident, tuple[str, int, int]] = {}  # the keys this commit claims
     new_id = ids.new_id
     out: list[list[IngestResult]] = []
     for events in batches:
         results: list[IngestResult] = []
+        first_row = len(rows)
+        refused = False
         for ev in events:
             key = ev.idempotency_key
             ident = None
-            if key is not None and ev.status == "pending":
+            if key is not None and ev.status in KEY_CHECKED:  # ident_of, inline: hot
                 ident = (ev.environment_id, ev.type, key)
                 prior = kept.get(ident) or stored.get(ident)
                 if prior is not None and is_duplicate(prior[2], ev.received_at):
                     results.append(IngestResult(prior[0], prior[1], True))
                     continue
+            if ev.status == REFUSED:
+                refused = True
+                results.append(NOT_STORED)
+                continue
             event_id = new_id("evt")
             rows.append(event_row(event_id, ev, loaded_at))
-            if ident is not None:
+            if ident is not None and ev.status == PENDING:
                 kept[ident] = (event_id, ev.captured_at, ev.received_at)
-                key_rows[ident] = (*ident, event_id, ev.captured_at, ev.received_at)
             results.append(IngestResult(event_id, ev.captured_at, False))
+        if refused:  # nothing of this batch is stored, no key of it claimed
+            del rows[first_row:]
+            mine = {r.event_id for r in results if not r.duplicate}
+            for ident in [i for i, held in kept.items() if held[0] in mine]:
+                del kept[ident]
+            results = [r if r.duplicate else NOT_STORED for r in results]
         out.append(results)
     insert_rows(conn, INSERT_EVENT_HEAD, EVENT_COLUMNS, rows)
-    if key_rows:
-        insert_rows(conn, _UPSERT_KEY_HEAD, 6, list(key_rows.values()), _UPSERT_KEY_TAIL)
+    if kept:
+        key_rows = [(*ident, *held) for ident, held in kept.items()]
+        insert_rows(conn, _UPSERT_KEY_HEAD, 6, key_rows, _UPSERT_KEY_TAIL)
     return out
 
 

@@ -50,6 +50,16 @@ class ConcurrentChange(Exception):
     now belongs to someone else): the batch must be read and processed again."""
 
 
+def release_keys(conn: Any, released: Iterable[tuple[str, str, str, str]]) -> None:
+    """Free the idempotency keys of events that failed in processing (each
+    still held by that event), so that a corrected resend is stored."""
+    conn.executemany(
+        "DELETE FROM idempotency_keys WHERE environment_id = ? AND event_type = ? "
+        "AND key = ? AND event_id = ?",
+        sorted(released),
+    )
+
+
 class SqliteUnitOfWork:
     """The pipeline on one open transaction. The SQL is portable; PostgreSQL
     subclasses it to claim with ``SKIP LOCKED`` and to retry on conflicts."""
@@ -122,13 +132,29 @@ class SqliteUnitOfWork:
         return changes.outcomes
 
     def claim_pending(self, limit: int) -> list[PendingEvent]:
+        # the kind of the key that sent each event: only a secret key's may set
+        # a billing key (an event with no key came from the operator's tools)
         rows = self.conn.execute(
             "SELECT id, environment_id, type, subtype, body, quantity, captured_at, backfill, "
+            "idempotency_key, (SELECT kind FROM api_keys WHERE api_keys.id = events.api_key_id), "
             f"loaded_at FROM events WHERE status = 'pending' ORDER BY id LIMIT ?{self.claim_suffix}",
             (limit,),
         ).fetchall()
         return [
-            PendingEvent(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), r[8]) for r in rows
+            PendingEvent(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                r[5],
+                r[6],
+                bool(r[7]),
+                r[8],
+                r[9] != "publishable",
+                r[10],
+            )
+            for r in rows
         ]
 
     def _read_counters(self, keys: Iterable[CounterKey]) -> dict[CounterKey, int]:
@@ -149,7 +175,9 @@ class SqliteUnitOfWork:
             found = self._lookup_keys(kind, refs)
             for (env, key, value), entity_id in found.items():
                 snapshot.keys[(kind, env, key, value)] = entity_id
-            self._load_entities(kind, sorted(set(found.values())), snapshot)
+            entity_ids = sorted(set(found.values()))
+            self._load_entities(kind, entity_ids, snapshot)
+            self._load_entity_keys(kind, entity_ids, snapshot)
         self._load_effects(needs, snapshot)
         for env, subtype in needs.subtypes:
             rows = self.conn.execute(
@@ -202,6 +230,22 @@ class SqliteUnitOfWork:
                         found[(env, key, entity_id)] = entity_id
         return found
 
+    def _load_entity_keys(self, kind: str, entity_ids: list[str], snapshot: Snapshot) -> None:
+        """Every key of the entities the batch found: an event may add a key
+        name, never change the value of one the entity holds."""
+        sql = (
+            f"SELECT environment_id, key, value, entity_id FROM {_TABLES[kind][1]} WHERE entity_id"
+        )
+        for env, key, value, entity_id in self._rows_in(sql, entity_ids):
+            snapshot.keys[(kind, env, key, value)] = entity_id
+
+    def _rows_in(self, sql: str, values: list[str]) -> Iterable[Any]:
+        """The rows of ``sql`` + `` IN (values)``, queried in chunks."""
+        for chunk in _chunks(values):
+            yield from self.conn.execute(
+                f"{sql} IN ({','.join('?' * len(chunk))})", chunk
+            ).fetchall()
+
     def load_entity(self, kind: str, entity_id: str) -> tuple[str | None, str]:
         """(name, traits JSON text) of one stored entity."""
         table = _TABLES[kind][0]
@@ -213,16 +257,11 @@ class SqliteUnitOfWork:
     def _load_entities(self, kind: str, entity_ids: list[str], snapshot: Snapshot) -> None:
         table = _TABLES[kind][0]
         anchor = "billing_anchor" if kind == "company" else "NULL"
-        for chunk in _chunks(entity_ids):
-            rows = self.conn.execute(
-                f"SELECT id, environment_id, name, traits, {anchor} FROM {table} "
-                f"WHERE id IN ({','.join('?' * len(chunk))})",
-                chunk,
-            ).fetchall()
-            for entity_id, env, name, traits, billing_anchor in rows:
-                snapshot.entities[entity_id] = StoredEntity(
-                    kind, entity_id, env, name, traits, billing_anchor
-                )
+        sql = f"SELECT id, environment_id, name, traits, {anchor} FROM {table} WHERE id"
+        for entity_id, env, name, traits, billing_anchor in self._rows_in(sql, entity_ids):
+            snapshot.entities[entity_id] = StoredEntity(
+                kind, entity_id, env, name, traits, billing_anchor
+            )
 
     def hold_entities(self, changes: Changes) -> None:
         """Make sure every stored company and user the batch writes about
@@ -274,7 +313,7 @@ class SqliteUnitOfWork:
                 if e.last_seen is not None:
                     seen[e.kind].append((e.last_seen, now, e.id, e.last_seen))
             for key, value in e.added_keys.items():
-                if not e.new:
+                if e.replaces_keys and not e.new:
                     deletes[e.kind].append((e.id, key, value))
                 inserts[e.kind].append((e.environment_id, key, value, e.id, now))
         for kind in ("company", "user"):
@@ -293,7 +332,8 @@ class SqliteUnitOfWork:
                 "AND (last_seen_at IS NULL OR last_seen_at < ?)",
                 sorted(seen[kind], key=lambda row: str(row[2])),
             )
-            # a new value of a key name replaces the old one: deletes before inserts
+            # a REST upsert's new value of a key name replaces the old one
+            # (deletes before inserts); an event's only adds
             many(
                 f"DELETE FROM {key_table} WHERE entity_id = ? AND key = ? AND value != ?",
                 sorted(deletes[kind]),
@@ -338,3 +378,4 @@ class SqliteUnitOfWork:
                 for o in changes.outcomes
             ],
         )
+        release_keys(self.conn, changes.released)

@@ -10,6 +10,24 @@ from __future__ import annotations
 import os
 import sqlite3
 
+# One value per key name and entity (events never change a key's
+# value, and two workers cannot both add one): a value added later than
+# another of the same name (a race of old) gives way to the first
+ONE_VALUE_PER_KEY_NAME = """
+DELETE FROM company_keys WHERE EXISTS (SELECT 1 FROM company_keys o
+    WHERE o.entity_id = company_keys.entity_id AND o.key = company_keys.key
+    AND (o.created_at < company_keys.created_at
+        OR (o.created_at = company_keys.created_at AND o.value < company_keys.value)));
+DELETE FROM user_keys WHERE EXISTS (SELECT 1 FROM user_keys o
+    WHERE o.entity_id = user_keys.entity_id AND o.key = user_keys.key
+    AND (o.created_at < user_keys.created_at
+        OR (o.created_at = user_keys.created_at AND o.value < user_keys.value)));
+DROP INDEX company_keys_entity;
+DROP INDEX user_keys_entity;
+CREATE UNIQUE INDEX company_keys_entity_key ON company_keys (entity_id, key);
+CREATE UNIQUE INDEX user_keys_entity_key ON user_keys (entity_id, key);
+"""
+
 MIGRATIONS: list[str] = [
     # 1: environments, keys, events, idempotency keys
     """
@@ -274,6 +292,8 @@ MIGRATIONS: list[str] = [
     CREATE INDEX console_sessions_expiry ON console_sessions (expires_at);
     CREATE INDEX events_failed ON events (environment_id, id) WHERE status = 'failed';
     """,
+    # 6: one value per key name and entity (portable SQL, shared with PostgreSQL)
+    ONE_VALUE_PER_KEY_NAME,
 ]
 
 
