@@ -134,7 +134,11 @@ def check_url(url: str) -> str:
         raise Invalid("url must not be empty")
     if len(url) > MAX_URL:
         raise Invalid(f"url must be at most {MAX_URL} characters, not {len(url)}")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not one
+    except ValueError:
+        raise Invalid(f"url is not a valid URL: {url[:64]!r}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise Invalid(f"url must be an http:// or https:// URL with a host, not {url[:64]!r}")
     if any(ch.isspace() for ch in url):

@@ -17,6 +17,7 @@ from tally.clock import to_micros
 from tally.errors import Forbidden, Invalid, TallyError, TooLarge
 from tally.ingest import rules, wire
 from tally.ingest.timeparse import parse_timestamp
+from tally.jsontext import nesting_message, nests_deeper
 from tally.model import EVENT_TYPES, ApiKey, NewEvent
 
 MAX_EVENT_BATCH = 1000
@@ -78,7 +79,7 @@ def decode_json(data: bytes, decoder: msgspec.json.Decoder[Any], what: str) -> A
             f"{what} is not valid JSON: {err}".replace("JSON is malformed: ", "")
         ) from None
     except RecursionError:
-        raise Invalid(f"{what} is nested too deeply") from None
+        raise Invalid(nesting_message(what)) from None
 
 
 def build_event(
@@ -108,6 +109,8 @@ def build_event(
             f"event body is {len(raw)} bytes, more than the limit of "
             f"{ctx.max_event_body_bytes} bytes ({ctx.max_event_body_bytes // 1024} KiB)"
         )
+    if nests_deeper(raw):
+        raise Invalid(nesting_message("body"))
     parsed = decode_json(raw, wire.BODY_DECODERS[event_type], "body")
 
     trusted = bool(trusted_client_clock) or bool(backfill)
@@ -221,24 +224,29 @@ def _capture_event(raw: bytes, ctx: Context) -> NewEvent:
 
 
 def failed_event(ctx: Context, raw_event: bytes, message: str) -> NewEvent:
-    """A refused capture event, kept so that its sender can see why."""
+    """A refused capture event, kept so that its sender can see why. Its
+    body (and subtype) are kept only when the body, as received, is within
+    the size limit and the nesting limit and is a JSON object."""
     event_type, body, subtype, key = "unknown", "{}", None, None
     try:
-        salvaged = msgspec.json.decode(raw_event)
+        salvaged = _SALVAGE.decode(raw_event)
     except (msgspec.DecodeError, RecursionError):
         salvaged = None
-    if isinstance(salvaged, dict):
-        kind = salvaged.get("type") or salvaged.get("event_type")
+    if salvaged is not None:
+        kind = salvaged.type or salvaged.event_type
         if isinstance(kind, str) and kind:
             event_type = kind[:64]
-        raw_body = salvaged.get("body")
-        if isinstance(raw_body, dict):
-            text = msgspec.json.encode(raw_body)
-            if len(text) <= ctx.max_event_body_bytes:
-                body = text.decode()
-                if isinstance(raw_body.get("event"), str):
-                    subtype = raw_body["event"][:255]
-        idem = salvaged.get("idempotency_key")
+        raw_body = bytes(salvaged.body)
+        if len(raw_body) <= ctx.max_event_body_bytes and not nests_deeper(raw_body):
+            try:
+                parsed = msgspec.json.decode(raw_body)
+            except msgspec.DecodeError:
+                parsed = None
+            if isinstance(parsed, dict):
+                body = raw_body.decode("utf-8", "replace")
+                if isinstance(parsed.get("event"), str):
+                    subtype = parsed["event"][:255]
+        idem = salvaged.idempotency_key
         if isinstance(idem, str) and idem and len(idem) <= rules.MAX_IDEMPOTENCY_KEY_LENGTH:
             key = idem
     return NewEvent(
@@ -256,3 +264,16 @@ def failed_event(ctx: Context, raw_event: bytes, message: str) -> NewEvent:
         remote_ip=ctx.remote_ip,
         user_agent=ctx.user_agent,
     )
+
+
+class _Salvage(msgspec.Struct):
+    """What ``failed_event`` keeps of a refused capture event: fields of any
+    type (a wrong type is dropped, not an error), the body as received."""
+
+    type: Any = None
+    event_type: Any = None
+    body: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
+    idempotency_key: Any = None
+
+
+_SALVAGE = msgspec.json.Decoder(_Salvage)
