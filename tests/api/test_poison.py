@@ -136,3 +136,9 @@ def test_a_json_map_parameter_still_works(api: Api, path: str, name: str) -> Non
 def test_an_invalid_webhook_url_is_400(api: Api, url: str) -> None:
     body = {"name": "x", "url": url, "request_types": ["entitlement.limit.reached"]}
     assert_error(api.post("/webhooks", body), 400, contains="url")
+
+
+def test_an_error_that_quotes_client_text_stays_on_one_line(api: Api) -> None:
+    """Found by the fuzz: a key value with a newline was quoted as is."""
+    message = assert_error(api.get("/usage-by-company", params={"keys[id]": "a\nb"}), 404)
+    assert "'a\\nb'" in message

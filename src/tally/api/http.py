@@ -40,9 +40,16 @@ def ok(data: Any, params: dict[str, Any] | None = None, status: int = 200) -> Re
     return JSONBytes(envelope(data, params), status_code=status)
 
 
+def one_line(message: str) -> str:
+    """An error is one sentence on one line, whatever client text it quotes."""
+    if message.isprintable():
+        return message
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in message)
+
+
 def error_response(err: TallyError) -> Response:
     status = STATUS_BY_CATEGORY.get(err.category, 500)
-    body: dict[str, Any] = {"error": err.message}
+    body: dict[str, Any] = {"error": one_line(err.message)}
     if isinstance(err, BatchTooLarge):
         body["max_size"] = err.max_size
     return JSONBytes(_encoder.encode(body), status_code=status)
