@@ -44,6 +44,22 @@ def nests_deeper(data: bytes, limit: int = MAX_NESTING) -> bool:
     return bool(brackets)
 
 
+# a \u0000 escape that is not itself escaped (preceded by an even number of backslashes)
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def has_nul(data: bytes) -> bool:
+    """Whether JSON text ``data`` holds the NUL character (``\\u0000``), which
+    PostgreSQL cannot store in text (nor in ``jsonb``)."""
+    if b"\\u0000" not in data:  # a raw NUL byte is no JSON at all: the parser refuses it
+        return False
+    return _NUL_ESCAPE.search(data) is not None
+
+
+def nul_message(what: str) -> str:
+    return f"{what} must not contain the NUL character (\\u0000)"
+
+
 def nesting_message(what: str) -> str:
     return (
         f"{what} nests objects and arrays more than {MAX_NESTING} levels deep; "

@@ -10,6 +10,7 @@ deterministically (``derandomize``), no example database."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,11 +22,12 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 
 from tally.api.openapi import openapi_document
+from tests.support.postgres import fresh_schema
 from tests.support.server import Server, running_server
 
 pytestmark = pytest.mark.slow
 
-EXAMPLES = 12  # per operation and mode; each example is sent with both keys
+EXAMPLES = 8  # per operation, mode and backend; each example is sent with both keys
 SCHEMA = schemathesis.openapi.from_dict(json.loads(openapi_document()))
 # it sends a request to the URL of a registered webhook: no traffic leaves
 # this machine from a test (its refusals are tested in tests/api/test_webhooks.py)
@@ -37,11 +39,19 @@ OPERATIONS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    # no delivery loop: webhooks the fuzz registers are never called
-    with running_server(tmp_path_factory.mktemp("fuzz"), {"TALLY_DELIVER": "off"}) as srv:
-        yield srv
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """The real server, once per backend for the whole module (PostgreSQL: a
+    fresh schema of the run's database). No delivery loop: webhooks the fuzz
+    registers are never called."""
+    with contextlib.ExitStack() as stack:
+        url = None
+        if request.param == "postgres":
+            url = stack.enter_context(fresh_schema(request.getfixturevalue("postgres_database")))
+        tmp = tmp_path_factory.mktemp("fuzz")
+        yield stack.enter_context(running_server(tmp, {"TALLY_DELIVER": "off"}, database_url=url))
 
 
 def check_envelope(response: Any, label: str) -> None:

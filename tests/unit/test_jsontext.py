@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from tally.jsontext import MAX_NESTING, nests_deeper, read_object
+from tally.jsontext import MAX_NESTING, has_nul, nests_deeper, read_object
 
 _TEXT = st.text(alphabet='ab[]{}"\\:, ', max_size=6)
 _JSON = st.recursive(
@@ -63,3 +63,10 @@ def test_a_member_stored_deeper_than_the_limit_reads_as_its_text() -> None:
     assert out == {"plan": "pro", "poison": poison, "s": 'x"}{', "n": None, "z": [1, {}]}
     assert depth(out) <= MAX_NESTING
     assert read_object(nest(5_000)) == {}
+
+
+def test_nul_is_found_only_where_json_text_holds_it() -> None:
+    assert has_nul(rb'{"a":"\u0000"}')
+    assert has_nul(rb'{"a":"x\\\u0000"}')  # an escaped backslash, then NUL
+    assert not has_nul(rb'{"a":"x\\u0000"}')  # an escaped backslash, then the text u0000
+    assert not has_nul(b'{"a":"plain"}')

@@ -9,11 +9,13 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from tally.api import catalog, companies, events, webhooks
+from tally.api.asgi import NoNulInUrl
 from tally.api.auth import Authenticator
 from tally.api.http import error_response, ok, plain_error
 from tally.api.openapi import openapi_document
@@ -100,6 +102,7 @@ def create_app(
             Exception: _unexpected,
         },
         lifespan=lifespan,
+        middleware=[Middleware(NoNulInUrl)],
     )
     app.state.tally = state
     return app

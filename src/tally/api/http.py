@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from tally.api import asgi
 from tally.errors import Invalid, TallyError
-from tally.ingest.parse import BatchTooLarge, decode_json
+from tally.ingest.parse import BatchTooLarge, check_no_nul, decode_json
 from tally.jsontext import nesting_message, nests_deeper
 
 STATUS_BY_CATEGORY = {
@@ -64,23 +64,25 @@ async def read_body(request: Request, limit: int) -> bytes:
     return await asgi.read_body(request.receive, request.headers.get("content-length"), limit)
 
 
-def check_nesting(data: bytes, what: str) -> None:
-    """Refuse JSON text that nests deeper than ``tally.jsontext.MAX_NESTING``."""
+def check_json(data: bytes, what: str) -> None:
+    """Refuse JSON text that nests deeper than ``tally.jsontext.MAX_NESTING``
+    or holds the NUL character."""
     if nests_deeper(data):
         raise Invalid(nesting_message(what))
+    check_no_nul(data, what)
 
 
 async def read_json(request: Request, decoder: msgspec.json.Decoder[Any], what: str) -> Any:
     """An admin call's JSON body, bounded in size and nesting, decoded."""
     data = await read_body(request, request.app.state.tally.settings.max_request_bytes)
-    check_nesting(data, what)
+    check_json(data, what)
     return decode_json(data, decoder, what)
 
 
 def json_query_map(name: str, value: str) -> dict[str, str]:
     """A map query parameter sent as JSON text (``keys={"id":"acme"}``)."""
     data = value.encode()
-    check_nesting(data, name)
+    check_json(data, name)
     try:
         return _STRING_MAP.decode(data)
     except msgspec.ValidationError:

@@ -17,7 +17,7 @@ from tally.clock import to_micros
 from tally.errors import Forbidden, Invalid, TallyError, TooLarge
 from tally.ingest import rules, wire
 from tally.ingest.timeparse import parse_timestamp
-from tally.jsontext import nesting_message, nests_deeper
+from tally.jsontext import has_nul, nesting_message, nests_deeper, nul_message
 from tally.model import EVENT_TYPES, ApiKey, NewEvent
 
 MAX_EVENT_BATCH = 1000
@@ -160,8 +160,16 @@ def build_event(
     return event
 
 
+def check_no_nul(data: bytes, what: str) -> None:
+    """Refuse JSON text holding ``\u0000``: PostgreSQL stores no NUL in text,
+    and an event that could not be stored would fail its whole commit."""
+    if has_nul(data):
+        raise Invalid(nul_message(what))
+
+
 def parse_create_event(data: bytes, ctx: Context) -> NewEvent:
     """``POST /events``: one ``CreateEventRequestBody``."""
+    check_no_nul(data, "the event")
     env = decode_json(data, wire.CREATE_DECODER, "request body")
     return _from_create_envelope(env, ctx)
 
@@ -188,6 +196,7 @@ def parse_event_batch(data: bytes, ctx: Context) -> list[NewEvent]:
     events = []
     for index, raw in enumerate(batch.events):
         try:
+            check_no_nul(bytes(raw), "the event")
             env = decode_json(bytes(raw), wire.CREATE_DECODER, "event")
             events.append(_from_create_envelope(env, ctx))
         except TallyError as err:
@@ -208,6 +217,7 @@ def parse_capture_batch(data: bytes, ctx: Context) -> list[NewEvent]:
 
 def _capture_event(raw: bytes, ctx: Context) -> NewEvent:
     try:
+        check_no_nul(raw, "the event")
         env = decode_json(raw, wire.CAPTURE_DECODER, "event")
         return build_event(
             ctx,
@@ -229,7 +239,8 @@ def failed_event(ctx: Context, raw_event: bytes, message: str) -> NewEvent:
     the size limit and the nesting limit and is a JSON object."""
     event_type, body, subtype, key = "unknown", "{}", None, None
     try:
-        salvaged = _SALVAGE.decode(raw_event)
+        # an event holding NUL keeps nothing: no column of it could be stored
+        salvaged = None if has_nul(raw_event) else _SALVAGE.decode(raw_event)
     except (msgspec.DecodeError, RecursionError):
         salvaged = None
     if salvaged is not None:
