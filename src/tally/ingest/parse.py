@@ -161,7 +161,7 @@ def build_event(
 
 
 def check_no_nul(data: bytes, what: str) -> None:
-    """Refuse JSON text holding ``\u0000``: PostgreSQL stores no NUL in text,
+    """Refuse JSON text holding ``\\u0000``: PostgreSQL stores no NUL in text,
     and an event that could not be stored would fail its whole commit."""
     if has_nul(data):
         raise Invalid(nul_message(what))

@@ -84,7 +84,7 @@ class SqliteUsage:
                 if row is not None:
                     found.add(row[0])
             if not found:
-                shown = str(dict(list(keys.items())[:5]))[:200]  # repr: quoted, escaped
+                shown = ", ".join(f"{k}={v}" for k, v in list(keys.items())[:5])[:200]
                 raise NotFound(f"no company in this environment has the keys {shown}")
             if len(found) > 1:
                 raise Invalid(
