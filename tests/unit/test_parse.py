@@ -907,3 +907,84 @@ def test_a_keyed_refusal_is_left_to_storage() -> None:
     capture = {**stale, "type": "track", "event_type": None, "idempotency_key": "c"}
     (failing,) = parse_capture_batch(enc({"events": [capture]}), ctx())
     assert (failing.status, failing.idempotency_key) == ("failing", "c")
+
+
+# -- sizes are measured on the bytes received ----------------------------------------------
+
+
+def pretty_body(compact_size: int, pretty_size: int) -> bytes:
+    """A track body whose compact JSON is ``compact_size`` bytes, sent with
+    whitespace that brings it to ``pretty_size`` bytes."""
+    compact = json.dumps(body_of_size(compact_size), separators=(",", ":")).encode()
+    padded = compact.replace(b'{"event"', b"{" + b" " * (pretty_size - compact_size) + b'"event"')
+    assert len(padded) == pretty_size
+    assert json.loads(padded) == json.loads(compact)
+    return padded
+
+
+def test_a_capture_event_over_the_limit_as_received_is_stored_without_body_or_subtype() -> None:
+    """66 KB received, 30 KB once compacted: refused for its size, and stored
+    without its body and subtype (its compact form must not sneak in)."""
+    body = pretty_body(30_000, 66_000)
+    data = (
+        b'{"events":[{"type":"track","idempotency_key":"big-2","body":'
+        + body
+        + b'},{"type":"track","body":{"event":"ok"}}]}'
+    )
+    too_big, ok = parse_capture_batch(data, ctx())
+    assert too_big.status == "failed"
+    assert "66000 bytes" in (too_big.error_message or "")
+    assert too_big.body == "{}"
+    assert too_big.subtype is None
+    assert too_big.idempotency_key == "big-2"
+    assert ok.status == "pending"
+
+
+def test_a_rest_event_is_measured_on_the_bytes_received() -> None:
+    data = b'{"event_type":"track","body":' + pretty_body(30_000, 33_000) + b"}"
+    with pytest.raises(TooLarge, match="33000 bytes"):
+        parse_create_event(data, ctx())
+
+
+# -- the nesting limit (32 levels) ---------------------------------------------------------
+
+
+def nested_traits(levels: int) -> bytes:
+    """An identify body that nests ``levels`` levels in all (the body itself
+    is the first, its traits the second)."""
+    inner = b"[" * (levels - 2) + b"]" * (levels - 2)
+    return b'{"keys":{"id":"u1"},"traits":{"deep":' + inner + b"}}"
+
+
+def test_a_body_of_32_levels_is_accepted() -> None:
+    event = parse_create_event(
+        b'{"event_type":"identify","body":' + nested_traits(32) + b"}", ctx()
+    )
+    assert event.status == "pending"
+
+
+@pytest.mark.parametrize("levels", [33, 900])
+def test_a_body_deeper_than_32_levels_is_refused_on_rest(levels: int) -> None:
+    data = b'{"event_type":"identify","body":' + nested_traits(levels) + b"}"
+    with pytest.raises(Invalid, match="more than 32 levels deep"):
+        parse_create_event(data, ctx())
+    batch = b'{"events":[{"event_type":"identify","body":' + nested_traits(levels) + b"}]}"
+    with pytest.raises(Invalid, match=r"events\[0\].*more than 32 levels deep"):
+        parse_event_batch(batch, ctx())
+
+
+@pytest.mark.parametrize("levels", [33, 900])
+def test_a_capture_event_deeper_than_32_levels_fails_alone(levels: int) -> None:
+    data = (
+        b'{"events":[{"type":"track","body":{"event":"ok"}},'
+        b'{"type":"identify","idempotency_key":"deep-1","body":'
+        + nested_traits(levels)
+        + b'},{"type":"track","body":{"event":"also-ok"}}]}'
+    )
+    first, deep, last = parse_capture_batch(data, ctx(PUBLISHABLE))
+    assert (first.status, last.status) == ("pending", "pending")
+    assert deep.status == "failed"
+    assert deep.type == "identify"
+    assert "more than 32 levels deep" in (deep.error_message or "")
+    assert deep.body == "{}"  # nothing that deep is ever stored
+    assert deep.idempotency_key == "deep-1"

@@ -123,3 +123,26 @@ class Endpoint:
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         return self._fn(scope, receive, send)
+
+
+_NUL_IN_URL = (
+    b'{"error":"the URL must not contain the NUL character (%00): '
+    b'no value tally stores or looks up can hold it"}'
+)
+
+
+class NoNulInUrl:
+    """Refuse (400) a request whose path or query string holds NUL (``%00``):
+    PostgreSQL text cannot hold it, so no lookup could use it. One check for
+    every route, present and future, before any of them runs."""
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            query: bytes = scope.get("query_string", b"")
+            if "\x00" in scope["path"] or b"%00" in query or b"\x00" in query:
+                await send_json(send, 400, _NUL_IN_URL)
+                return
+        await self.app(scope, receive, send)

@@ -6,7 +6,6 @@ secret key may only read.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -16,11 +15,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tally.api import catalog_shapes as shapes
-from tally.api.http import ok, query_int, query_list, query_str, read_body
+from tally.api.http import json_query_map, ok, query_int, query_list, query_str, read_json
 from tally.api.state import AppState
 from tally.clock import to_micros
 from tally.errors import Invalid, NotFound
-from tally.ingest.parse import decode_json
 from tally.metering.catalog import (
     FEATURE_TYPES,
     AllocationChanges,
@@ -78,17 +76,7 @@ def query_map(request: Request, name: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for param, value in request.query_params.multi_items():
         if param == name:
-            try:
-                decoded = json.loads(value)
-            except ValueError:
-                raise Invalid(
-                    f'{name} must be sent as {name}[key]=value or as JSON text like {{"id":"acme"}}'
-                ) from None
-            if not isinstance(decoded, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in decoded.items()
-            ):
-                raise Invalid(f"{name} must be a JSON object of strings to strings")
-            out.update(decoded)
+            out.update(json_query_map(name, value))
             continue
         match = _MAP_ITEM.match(param)
         if match and match["name"] == name:
@@ -97,11 +85,6 @@ def query_map(request: Request, name: str) -> dict[str, str]:
         if len(key) > 255 or len(value) > 255:
             raise Invalid(f"{name} keys and values must be at most 255 characters")
     return out
-
-
-async def _body(request: Request, state: AppState, decoder: Any, what: str) -> Any:
-    data = await read_body(request, state.settings.max_request_bytes)
-    return decode_json(data, decoder, what)
 
 
 # -- features -------------------------------------------------------------------
@@ -121,7 +104,7 @@ def _feature_changes(body: shapes.FeatureBody) -> FeatureChanges:
 
 async def create_feature(request: Request) -> Response:
     state, key = await _admin(request, write=True)
-    body = await _body(request, state, _FEATURE_BODY, "feature")
+    body = await read_json(request, _FEATURE_BODY, "feature")
     feature = await state.storage.create_feature(key.environment_id, _feature_changes(body))
     return ok(shapes.feature_detail(feature), status=201)
 
@@ -171,7 +154,7 @@ async def update_feature(request: Request) -> Response:
     already processed keep their ``feature_ids``."""
     state, key = await _admin(request, write=True)
     feature_id = request.path_params["feature_id"]
-    body = await _body(request, state, _FEATURE_BODY, "feature")
+    body = await read_json(request, _FEATURE_BODY, "feature")
     feature = await state.storage.update_feature(
         key.environment_id, feature_id, _feature_changes(body)
     )
@@ -207,7 +190,7 @@ async def create_company_override(request: Request) -> Response:
     """One override per (company, feature): creating a second one for the
     same pair updates the first (answered with 200 instead of 201)."""
     state, key = await _admin(request, write=True)
-    body = await _body(request, state, _OVERRIDE_BODY, "company override")
+    body = await read_json(request, _OVERRIDE_BODY, "company override")
     if not body.company_id:
         raise Invalid("company_id is required")
     if not body.feature_id:
@@ -264,7 +247,7 @@ async def get_company_override(request: Request) -> Response:
 async def update_company_override(request: Request) -> Response:
     state, key = await _admin(request, write=True)
     override_id = request.path_params["override_id"]
-    body = await _body(request, state, _OVERRIDE_BODY, "company override")
+    body = await read_json(request, _OVERRIDE_BODY, "company override")
     allocation = await state.storage.update_allocation(
         key.environment_id, override_id, _override_changes(body), body.note, key.id
     )

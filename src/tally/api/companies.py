@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from tally.api import entity_requests as requests
 from tally.api import entity_shapes as shapes
-from tally.api.http import ok, query_str, read_body
+from tally.api.http import check_json, ok, query_str, read_body
 from tally.api.state import AppState
 from tally.errors import Invalid, NotFound
 from tally.model import ApiKey
@@ -42,6 +42,7 @@ async def _admin(request: Request, *, write: bool) -> ApiKey:
 
 async def _body(request: Request, shape: type[B]) -> B:
     data = await read_body(request, _state(request).settings.max_event_body_bytes)
+    check_json(data, "the request body")
     try:
         return msgspec.json.decode(data, type=shape)
     except msgspec.ValidationError as err:

@@ -5,13 +5,12 @@ sentence."""
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 import msgspec
 from starlette.requests import Request
 
-from tally.api.http import query_int, query_list, query_str
+from tally.api.http import json_query_map, query_int, query_list, query_str
 from tally.clock import to_micros
 from tally.errors import Invalid
 from tally.ingest.timeparse import parse_timestamp
@@ -88,15 +87,7 @@ def query_keys(request: Request, name: str = "keys") -> KeyMap:
         if param.startswith(prefix) and param.endswith("]"):
             out[param[len(prefix) : -1]] = value
         elif param == name and value:
-            try:
-                parsed = json.loads(value)
-            except ValueError:
-                raise Invalid(
-                    f'{name} must be given as {name}[id]=acme or as JSON text {name}={{"id":"acme"}}'
-                ) from None
-            if not isinstance(parsed, dict) or not all(isinstance(v, str) for v in parsed.values()):
-                raise Invalid(f'{name} must be a JSON object of strings, such as {{"id":"acme"}}')
-            out.update(parsed)
+            out.update(json_query_map(name, value))
     return key_map(out, name)
 
 

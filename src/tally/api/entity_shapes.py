@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 
 from tally.clock import format_micros
+from tally.jsontext import read_object
 from tally.metering import periods
 from tally.storage.base_entities import (
     Company,
@@ -281,6 +282,7 @@ def company_metrics(company: Company) -> list[CompanyEventPeriodMetricsResponseD
 
 
 def company_detail(company: Company) -> CompanyDetailResponseData:
+    traits = read_object(company.traits)
     return CompanyDetailResponseData(
         add_ons=[],
         billing_subscriptions=[],
@@ -288,7 +290,7 @@ def company_detail(company: Company) -> CompanyDetailResponseData:
         custom_plan_billings=[],
         entitlements=[],
         entity_traits=entity_traits(
-            "company", company.environment_id, company.id, company.traits, company.updated_at
+            "company", company.environment_id, company.id, traits, company.updated_at
         ),
         environment_id=company.environment_id,
         id=company.id,
@@ -301,7 +303,7 @@ def company_detail(company: Company) -> CompanyDetailResponseData:
         updated_at=format_micros(company.updated_at),
         user_count=company.user_count,
         last_seen_at=_opt_time(company.last_seen_at),
-        traits=company.traits,
+        traits=traits,
     )
 
 
@@ -330,19 +332,18 @@ def membership(m: Membership) -> CompanyMembershipDetailResponseData:
 
 
 def user_detail(user: User) -> UserDetailResponseData:
+    traits = read_object(user.traits)
     return UserDetailResponseData(
         company_memberships=[membership(m) for m in user.memberships],
         created_at=format_micros(user.created_at),
-        entity_traits=entity_traits(
-            "user", user.environment_id, user.id, user.traits, user.updated_at
-        ),
+        entity_traits=entity_traits("user", user.environment_id, user.id, traits, user.updated_at),
         environment_id=user.environment_id,
         id=user.id,
         keys=entity_keys("user", user.environment_id, user.id, user.keys),
         name=user.display_name,
         updated_at=format_micros(user.updated_at),
         last_seen_at=_opt_time(user.last_seen_at),
-        traits=user.traits,
+        traits=traits,
     )
 
 

@@ -1,4 +1,10 @@
-"""The OpenAPI document, generated from the msgspec wire structs."""
+"""The OpenAPI document of every route (``GET /openapi.json``), with the
+parameters and request bodies a client needs: the event routes here, the
+admin routes in ``openapi_admin``; body and response schemas generated from
+the msgspec wire structs, refined by ``openapi_rules`` with what the server
+accepts. ``tests/api/test_openapi.py`` checks that every route of the app
+is here, and ``tests/e2e/test_fuzz.py`` fuzzes every operation of it.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +14,25 @@ from typing import Any
 import msgspec
 
 from tally import __version__
-from tally.api import shapes
+from tally.api import catalog_shapes, entity_requests, entity_shapes, shapes, webhook_shapes
+from tally.api import openapi_admin as admin
+from tally.api.openapi_parts import (
+    PAGE,
+    READ,
+    READ_ONE,
+    STRING,
+    STRINGS,
+    envelope,
+    json_body,
+    list_of,
+    op,
+    path_param,
+    query,
+    ref,
+)
+from tally.api.openapi_rules import refine
 from tally.ingest import wire
+from tally.model import EVENT_TYPES
 
 _SCHEMA_TYPES: tuple[Any, ...] = (
     wire.CreateEventEnvelope,
@@ -22,60 +45,50 @@ _SCHEMA_TYPES: tuple[Any, ...] = (
     shapes.EventDetailResponseData,
     shapes.EventSummaryResponseData,
     shapes.CaptureBatchResponseData,
+    shapes.EventBatchResponseData,
     shapes.ErrorBody,
+    entity_requests.UpsertBody,
+    entity_requests.KeysBody,
+    entity_requests.MembershipBody,
+    entity_requests.TraitBody,
+    entity_shapes.CompanyDetailResponseData,
+    entity_shapes.CompanyResponseData,
+    entity_shapes.UserDetailResponseData,
+    entity_shapes.UserResponseData,
+    entity_shapes.CompanyMembershipDetailResponseData,
+    entity_shapes.DeleteResponse,
+    entity_shapes.CountResponse,
+    catalog_shapes.FeatureBody,
+    catalog_shapes.CompanyOverrideBody,
+    catalog_shapes.FeatureDetailResponseData,
+    catalog_shapes.CompanyOverrideResponseData,
+    catalog_shapes.FeatureUsageResponseData,
+    catalog_shapes.FeatureUsageDetailResponseData,
+    webhook_shapes.WebhookBody,
+    webhook_shapes.TestWebhookBody,
+    webhook_shapes.WebhookResponseData,
+    webhook_shapes.WebhookEventDetailResponseData,
+    webhook_shapes.TestWebhookResponseData,
 )
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _envelope(data: dict[str, Any]) -> dict[str, Any]:
+def _event_paths() -> dict[str, Any]:
+    raw_event = ref("RawEventResponseData")
     return {
-        "type": "object",
-        "required": ["data", "params"],
-        "properties": {"data": data, "params": {"type": "object"}},
-    }
-
-
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _errors(*codes: int) -> dict[str, Any]:
-    return {str(code): _json(_ref("ErrorBody"), "error") for code in codes}
-
-
-def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "schema": schema}
-
-
-@functools.cache
-def openapi_document() -> bytes:
-    _, components = msgspec.json.schema_components(
-        _SCHEMA_TYPES, ref_template="#/components/schemas/{name}"
-    )
-    page = [
-        _query("limit", {"type": "integer", "minimum": 0, "maximum": 250}),
-        _query("offset", {"type": "integer", "minimum": 0}),
-    ]
-    events_array = {"type": "array", "items": _ref("CreateEventEnvelope"), "maxItems": 1000}
-    capture_array = {"type": "array", "items": _ref("CaptureEventEnvelope"), "maxItems": 100}
-    paths: dict[str, Any] = {
         "/events": {
-            "post": {
-                "operationId": "createEvent",
-                "requestBody": _json(_ref("CreateEventEnvelope"), "one event"),
-                "responses": {
-                    "201": _json(_envelope(_ref("RawEventResponseData")), "stored"),
-                    **_errors(400, 401, 403, 413),
-                },
-            },
-            "get": {
-                "operationId": "listEvents",
-                "parameters": [
+            "post": op(
+                "createEvent",
+                (201, envelope(raw_event), "stored"),
+                (400, 401, 403, 413),
+                body=(ref("CreateEventEnvelope"), "one event"),
+            ),
+            "get": op(
+                "listEvents",
+                (200, envelope(list_of("EventDetailResponseData")), "newest first"),
+                READ,
+                params=[
                     *(
-                        _query(n, {"type": "string"})
+                        query(n, STRING)
                         for n in (
                             "company_id",
                             "user_id",
@@ -84,114 +97,82 @@ def openapi_document() -> bytes:
                             "idempotency_key",
                         )
                     ),
-                    {
-                        **_query("event_types", {"type": "array", "items": {"type": "string"}}),
-                        "explode": True,
-                    },
-                    *page,
+                    query("event_types", {"type": "array", "items": {"enum": list(EVENT_TYPES)}}),
+                    *PAGE,
                 ],
-                "responses": {
-                    "200": _json(
-                        _envelope({"type": "array", "items": _ref("EventDetailResponseData")}),
-                        "newest first",
-                    ),
-                    **_errors(400, 401, 403),
-                },
-            },
+            ),
         },
         "/events/{event_id}": {
-            "get": {
-                "operationId": "getEvent",
-                "parameters": [
-                    {
-                        "name": "event_id",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string"},
-                    }
-                ],
-                "responses": {
-                    "200": _json(_envelope(_ref("EventDetailResponseData")), "the event"),
-                    **_errors(401, 403, 404),
-                },
-            }
+            "get": op(
+                "getEvent",
+                (200, envelope(ref("EventDetailResponseData")), "the event"),
+                READ_ONE,
+                params=[path_param("event_id")],
+            )
         },
         "/event-batch": {
-            "post": {
-                "operationId": "createEventBatch",
-                "requestBody": _json(
+            "post": op(
+                "createEventBatch",
+                (201, envelope(ref("EventBatchResponseData")), "stored"),
+                (400, 401, 403, 413),
+                body=(
                     {
                         "type": "object",
                         "required": ["events"],
-                        "properties": {"events": events_array},
+                        "properties": {
+                            "events": {**list_of("CreateEventEnvelope"), "maxItems": 1000}
+                        },
                     },
                     "up to 1000 events, all or none",
                 ),
-                "responses": {
-                    "201": _json(
-                        _envelope(
-                            {
-                                "type": "object",
-                                "properties": {
-                                    "events": {
-                                        "type": "array",
-                                        "items": _ref("RawEventResponseData"),
-                                    }
-                                },
-                            }
-                        ),
-                        "stored",
-                    ),
-                    **_errors(400, 401, 403, 413),
-                },
-            }
+            )
         },
         "/batch": {
-            "post": {
-                "operationId": "captureBatch",
-                "requestBody": _json(
+            "post": op(
+                "captureBatch",
+                (200, envelope(ref("CaptureBatchResponseData")), "stored (bad events failed)"),
+                (400, 401, 413),
+                body=(
                     {
                         "type": "object",
                         "required": ["events"],
-                        "properties": {"events": capture_array},
+                        "properties": {
+                            "events": {**list_of("CaptureEventEnvelope"), "maxItems": 100}
+                        },
                     },
                     "the SDK's buffered events",
                 ),
-                "responses": {
-                    "200": _json(
-                        _envelope(_ref("CaptureBatchResponseData")), "stored (bad events as failed)"
-                    ),
-                    **_errors(400, 401, 413),
-                },
-            }
+            )
         },
         "/event-types": {
-            "get": {
-                "operationId": "getEventSummaries",
-                "parameters": [
-                    _query("q", {"type": "string"}),
-                    {
-                        **_query("event_subtypes", {"type": "array", "items": {"type": "string"}}),
-                        "explode": True,
-                    },
-                    *page,
-                ],
-                "responses": {
-                    "200": _json(
-                        _envelope({"type": "array", "items": _ref("EventSummaryResponseData")}),
-                        "one row per subtype",
-                    ),
-                    **_errors(400, 401, 403),
-                },
-            }
+            "get": op(
+                "getEventSummaries",
+                (200, envelope(list_of("EventSummaryResponseData")), "one row per subtype"),
+                READ,
+                params=[query("q", STRING), query("event_subtypes", STRINGS), *PAGE],
+            )
         },
+    }
+
+
+@functools.cache
+def openapi_document() -> bytes:
+    _, components = msgspec.json.schema_components(
+        _SCHEMA_TYPES, ref_template="#/components/schemas/{name}"
+    )
+    paths: dict[str, Any] = {
+        **_event_paths(),
         "/health": {
-            "get": {
-                "operationId": "health",
-                "security": [],
-                "responses": {"200": {"description": "up"}},
-            }
+            "get": op("health", (200, envelope({"type": "object"}), "up"), (), public=True)
         },
+        "/openapi.json": {
+            "get": op("openapi", (200, {"type": "object"}, "this document"), (), public=True)
+        },
+        **admin.entities("company", "companies", admin.COMPANY_FILTERS),
+        **admin.entities("user", "users", admin.USER_FILTERS),
+        **admin.membership_paths(),
+        **admin.catalog_paths(),
+        **admin.webhook_paths(),
         # operational, not part of the Schematic API (docs/monitoring.md)
         "/metrics": {
             "get": {
@@ -207,7 +188,7 @@ def openapi_document() -> bytes:
                         "description": "the exposition",
                         "content": {"text/plain": {"schema": {"type": "string"}}},
                     },
-                    **_errors(401, 403),
+                    **{str(code): json_body(ref("ErrorBody"), "error") for code in (401, 403)},
                 },
             }
         },
@@ -216,7 +197,7 @@ def openapi_document() -> bytes:
         "openapi": "3.1.0",
         "info": {"title": "tally", "version": __version__},
         "components": {
-            "schemas": components,
+            "schemas": refine(components),
             "securitySchemes": {
                 "ApiKeyAuth": {"type": "apiKey", "in": "header", "name": "X-Schematic-Api-Key"}
             },

@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tally.api import webhook_shapes as shapes
-from tally.api.http import ok, query_int, query_list, query_str, read_body
+from tally.api.http import ok, query_int, query_list, query_str, read_json
 from tally.api.state import AppState
 from tally.effects.endpoints import (
     REQUEST_TYPES,
@@ -35,7 +35,6 @@ from tally.effects.probe import send_test
 from tally.effects.records import WebhookEventFilter
 from tally.effects.targets import addresses
 from tally.errors import Invalid, NotFound
-from tally.ingest.parse import decode_json
 from tally.model import ApiKey
 
 MAX_LIMIT = 250
@@ -59,11 +58,6 @@ def _page(request: Request, params: dict[str, Any]) -> tuple[int, int]:
 
 def _not_found(webhook_id: str) -> NotFound:
     return NotFound(f"webhook {webhook_id[:64]!r} was not found in this environment")
-
-
-async def _body(request: Request, state: AppState, decoder: Any, what: str) -> Any:
-    data = await read_body(request, state.settings.max_request_bytes)
-    return decode_json(data, decoder, what)
 
 
 async def _changes(state: AppState, body: shapes.WebhookBody) -> WebhookChanges:
@@ -106,7 +100,7 @@ def _event_filter(request: Request, params: dict[str, Any]) -> WebhookEventFilte
 # -- endpoints ------------------------------------------------------------------
 async def create_webhook(request: Request) -> Response:
     state, key = await _admin(request, write=True)
-    body = await _body(request, state, _WEBHOOK_BODY, "webhook")
+    body = await read_json(request, _WEBHOOK_BODY, "webhook")
     hook = await state.storage.create_webhook(key.environment_id, await _changes(state, body))
     return ok(shapes.webhook(hook), status=201)
 
@@ -137,7 +131,7 @@ async def get_webhook(request: Request) -> Response:
 async def update_webhook(request: Request) -> Response:
     state, key = await _admin(request, write=True)
     webhook_id = request.path_params["webhook_id"]
-    body = await _body(request, state, _WEBHOOK_BODY, "webhook")
+    body = await read_json(request, _WEBHOOK_BODY, "webhook")
     hook = await state.storage.update_webhook(
         key.environment_id, webhook_id, await _changes(state, body)
     )
@@ -159,7 +153,7 @@ async def test_webhook(request: Request) -> Response:
     like any delivery, and never retried."""
     state, key = await _admin(request, write=True)
     webhook_id = request.path_params["webhook_id"]
-    body = await _body(request, state, _TEST_BODY, "webhook test")
+    body = await read_json(request, _TEST_BODY, "webhook test")
     if not body.request_type:
         raise Invalid("request_type is required (for example test.send)")
     if body.request_type not in REQUEST_TYPES:

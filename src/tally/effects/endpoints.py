@@ -136,7 +136,7 @@ def check_url(url: str) -> str:
         raise Invalid(f"url must be at most {MAX_URL} characters, not {len(url)}")
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises on a port that is not a number from 0 to 65535
+        parts.port  # noqa: B018 - raises ValueError on a port that is not one
     except ValueError:
         raise Invalid(f"url is not a valid URL: {url[:64]!r}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:

@@ -17,6 +17,7 @@ from tally.clock import to_micros
 from tally.errors import Forbidden, Invalid, TallyError, TooLarge
 from tally.ingest import rules, wire
 from tally.ingest.timeparse import parse_timestamp
+from tally.jsontext import has_nul, nesting_message, nests_deeper, nul_message
 from tally.model import EVENT_TYPES, FAILING, PENDING, REFUSED, ApiKey, NewEvent
 
 MAX_EVENT_BATCH = 1000
@@ -78,7 +79,7 @@ def decode_json(data: bytes, decoder: msgspec.json.Decoder[Any], what: str) -> A
             f"{what} is not valid JSON: {err}".replace("JSON is malformed: ", "")
         ) from None
     except RecursionError:
-        raise Invalid(f"{what} is nested too deeply") from None
+        raise Invalid(nesting_message(what)) from None
 
 
 class KeyedRefusal(Exception):
@@ -140,6 +141,8 @@ def _rule_event(
             f"event body is {len(raw)} bytes, more than the limit of "
             f"{ctx.max_event_body_bytes} bytes ({ctx.max_event_body_bytes // 1024} KiB)"
         )
+    if nests_deeper(raw):
+        raise Invalid(nesting_message("body"))
     parsed = decode_json(raw, wire.BODY_DECODERS[event_type], "body")
 
     trusted = bool(trusted_client_clock) or bool(backfill)
@@ -191,6 +194,13 @@ def _rule_event(
     return event
 
 
+def check_no_nul(data: bytes, what: str) -> None:
+    """Refuse JSON text holding ``\\u0000``: PostgreSQL stores no NUL in text,
+    and an event that could not be stored would fail its whole commit."""
+    if has_nul(data):
+        raise Invalid(nul_message(what))
+
+
 def refused_event(ctx: Context, event_type: str, key: str, message: str) -> NewEvent:
     """What storage needs to answer a refused REST event: its key scope."""
     return NewEvent(
@@ -210,6 +220,7 @@ def refused_event(ctx: Context, event_type: str, key: str, message: str) -> NewE
 def rule_create_event(data: bytes, ctx: Context) -> tuple[NewEvent, TallyError | None]:
     """``POST /events``: the event, and the error that refuses it when its
     key is not held (the event then has status ``refused``)."""
+    check_no_nul(data, "the event")
     env = decode_json(data, wire.CREATE_DECODER, "request body")
     try:
         return _from_create_envelope(env, ctx), None
@@ -257,6 +268,7 @@ def rule_event_batch(data: bytes, ctx: Context) -> tuple[list[NewEvent], dict[in
     refusals: dict[int, TallyError] = {}
     for index, raw in enumerate(batch.events):
         try:
+            check_no_nul(bytes(raw), "the event")
             env = decode_json(bytes(raw), wire.CREATE_DECODER, "event")
             events.append(_from_create_envelope(env, ctx))
         except KeyedRefusal as refusal:
@@ -287,6 +299,7 @@ def parse_capture_batch(data: bytes, ctx: Context) -> list[NewEvent]:
 
 def _capture_event(raw: bytes, ctx: Context) -> NewEvent:
     try:
+        check_no_nul(raw, "the event")
         env = decode_json(raw, wire.CAPTURE_DECODER, "event")
         return build_event(
             ctx,
@@ -310,24 +323,30 @@ def _capture_event(raw: bytes, ctx: Context) -> NewEvent:
 
 
 def failed_event(ctx: Context, raw_event: bytes, message: str) -> NewEvent:
-    """A refused capture event, kept so that its sender can see why."""
+    """A refused capture event, kept so that its sender can see why. Its
+    body (and subtype) are kept only when the body, as received, is within
+    the size limit and the nesting limit and is a JSON object."""
     event_type, body, subtype, key = "unknown", "{}", None, None
     try:
-        salvaged = msgspec.json.decode(raw_event)
+        # an event holding NUL keeps nothing: no column of it could be stored
+        salvaged = None if has_nul(raw_event) else _SALVAGE.decode(raw_event)
     except (msgspec.DecodeError, RecursionError):
         salvaged = None
-    if isinstance(salvaged, dict):
-        kind = salvaged.get("type") or salvaged.get("event_type")
+    if salvaged is not None:
+        kind = salvaged.type or salvaged.event_type
         if isinstance(kind, str) and kind:
             event_type = kind[:64]
-        raw_body = salvaged.get("body")
-        if isinstance(raw_body, dict):
-            text = msgspec.json.encode(raw_body)
-            if len(text) <= ctx.max_event_body_bytes:
-                body = text.decode()
-                if isinstance(raw_body.get("event"), str):
-                    subtype = raw_body["event"][:255]
-        idem = salvaged.get("idempotency_key")
+        raw_body = bytes(salvaged.body)
+        if len(raw_body) <= ctx.max_event_body_bytes and not nests_deeper(raw_body):
+            try:
+                parsed = msgspec.json.decode(raw_body)
+            except msgspec.DecodeError:
+                parsed = None
+            if isinstance(parsed, dict):
+                body = raw_body.decode("utf-8", "replace")
+                if isinstance(parsed.get("event"), str):
+                    subtype = parsed["event"][:255]
+        idem = salvaged.idempotency_key
         if isinstance(idem, str) and idem and len(idem) <= rules.MAX_IDEMPOTENCY_KEY_LENGTH:
             key = idem
     return NewEvent(
@@ -345,3 +364,16 @@ def failed_event(ctx: Context, raw_event: bytes, message: str) -> NewEvent:
         remote_ip=ctx.remote_ip,
         user_agent=ctx.user_agent,
     )
+
+
+class _Salvage(msgspec.Struct):
+    """What ``failed_event`` keeps of a refused capture event: fields of any
+    type (a wrong type is dropped, not an error), the body as received."""
+
+    type: Any = None
+    event_type: Any = None
+    body: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
+    idempotency_key: Any = None
+
+
+_SALVAGE = msgspec.json.Decoder(_Salvage)

@@ -32,7 +32,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram, values
 from prometheus_client.metrics import disable_created_metrics
 
-from tally.model import EVENT_TYPES, IngestResult, NewEvent
+from tally.model import EVENT_TYPES, IngestResult, NewEvent, stored_status
 
 # gauges computed when scraped (tally.observe.exposition), from the pending index
 PENDING_GAUGES = {

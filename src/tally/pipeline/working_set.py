@@ -12,9 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import msgspec
-
 from tally.effects.billing import STRIPE_CUSTOMER_KEY
+from tally.jsontext import read_object
 from tally.pipeline.identities import ProcessingFailed
 from tally.pipeline.unit import Changes, EntityState, IndexKey, Snapshot
 
@@ -54,7 +53,7 @@ class WorkingSet:
         state = self.entities.get(entity_id)
         if state is None:
             stored = self.snapshot.entities[entity_id]
-            traits = msgspec.json.decode(stored.traits) if stored.traits else {}
+            traits = read_object(stored.traits)
             state = self.entities[entity_id] = EntityState(
                 stored.kind,
                 stored.id,

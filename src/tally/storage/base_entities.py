@@ -5,7 +5,10 @@ Writes follow the identify upsert (WIRE-NOTES §2): an entity is found by any
 one of its keys (or by its tally id under the key ``id``), new keys are
 added, a given name replaces the old one and traits merge at the top level.
 Keys that point at two entities are refused (``Invalid``); a missing object
-is ``NotFound``. Times are µs since the epoch, UTC.
+is ``NotFound``. Times are µs since the epoch, UTC. Traits travel as the JSON
+text stored, never parsed on the way (so that no stored value, however deep,
+can break the storage process's wire); the API reads them with
+``tally.jsontext.read_object``.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ class Company:
     id: str
     environment_id: str
     name: str | None
-    traits: dict[str, Any]
+    traits: str  # the JSON object text as stored: read it with ``tally.jsontext.read_object``
     last_seen_at: int | None
     billing_anchor: int | None
     created_at: int
@@ -80,7 +83,7 @@ class User:
     id: str
     environment_id: str
     name: str | None
-    traits: dict[str, Any]
+    traits: str  # as ``Company.traits``
     last_seen_at: int | None
     created_at: int
     updated_at: int

@@ -12,6 +12,12 @@ A frame is a header (payload length, kind, request id) and a payload:
   answered by ``RESULT`` (the pickled value) or ``ERROR`` (the pickled
   exception).
 
+Stored JSON (event bodies, traits, payloads) travels as text inside the
+values, never parsed: pickle recurses once per level of nesting, and a value
+stored before the 32-level limit (``tally.jsontext``) could nest deeper than
+pickle can go. Arguments that carry client JSON (trait values) were bounded
+to 32 levels by the API before they got here.
+
 Both ends are on one machine and trust each other (the socket lives in a
 directory only the server's user can open).
 """

@@ -22,6 +22,7 @@ from tally.effects.billing import MeterRecord
 from tally.effects.endpoints import wants
 from tally.effects.payloads import entity_object, feature_object, plan_deliveries
 from tally.effects.triggers import Notice
+from tally.jsontext import read_object
 from tally.storage.sql import chunks, in_list
 from tally.storage.sql_webhooks import WEBHOOK_COLUMNS, webhook_from_row
 
@@ -33,10 +34,6 @@ EXPAND_NOTICES = 200
 EXPAND_RECORDS = 1000
 _NOTICES = msgspec.json.Decoder(list[Notice])
 _RECORDS = msgspec.json.Decoder(list[MeterRecord])
-
-
-def _decode(text: str | None) -> Any:
-    return msgspec.json.decode(text) if text else {}
 
 
 def _keys(conn: Conn, table: str, entity_ids: Sequence[str]) -> dict[str, dict[str, str]]:
@@ -88,7 +85,7 @@ def _objects(conn: Conn, rows: Sequence[Notice]) -> dict[tuple[str, str], dict[s
                     environment_id=r[1],
                     name=r[2],
                     keys=keys.get(r[0], {}),
-                    traits=_decode(r[3]),
+                    traits=read_object(r[3]),
                     last_seen_at=r[4],
                     created_at=r[5],
                     updated_at=r[6],

@@ -5,7 +5,6 @@ SQLite and PostgreSQL (see ``tally.storage.sql``)."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -13,6 +12,7 @@ from typing import Any
 
 from tally.clock import from_micros, to_micros
 from tally.errors import Invalid
+from tally.jsontext import read_object
 from tally.metering import periods
 from tally.storage.base_entities import (
     Company,
@@ -65,10 +65,7 @@ WHERE s.subtype IS NOT NULL
 
 
 def decode_traits(text: str | None) -> dict[str, Any]:
-    if not text:
-        return {}
-    value = json.loads(text)
-    return value if isinstance(value, dict) else {}
+    return read_object(text)
 
 
 def find_matches(
@@ -201,7 +198,7 @@ def load_companies(
             id=row[0],
             environment_id=row[1],
             name=row[2],
-            traits=decode_traits(row[3]),
+            traits=row[3] or "{}",
             last_seen_at=row[4],
             billing_anchor=row[5],
             created_at=row[6],
@@ -244,7 +241,7 @@ def load_users(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> list[
             id=row[0],
             environment_id=row[1],
             name=row[2],
-            traits=decode_traits(row[3]),
+            traits=row[3] or "{}",
             last_seen_at=row[4],
             created_at=row[5],
             updated_at=row[6],
