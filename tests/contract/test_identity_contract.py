@@ -18,6 +18,7 @@ import pytest
 
 from tally.clock import to_micros
 from tally.effects.billing import STRIPE_CUSTOMER_KEY
+from tally.jsontext import read_object
 from tally.keys import create_key
 from tally.model import (
     FAILING,
@@ -158,7 +159,7 @@ def test_identify_conflict_fails_with_no_partial_write(backend: Backend) -> None
         assert "'stripe_customer_id'" in (ev.error_message or "")
         company = await s.get_company(w.env, w.acme)
         assert company is not None
-        assert (company.name, company.traits) == ("Acme", {})
+        assert (company.name, read_object(company.traits)) == ("Acme", {})
         assert await company_keys(s, w.env, w.acme) == {"id": "acme", STRIPE_CUSTOMER_KEY: "cus_1"}
         assert await s.lookup_user(w.env, {"id": "u1"}) is None
         assert await s.count_users(w.env, EntityFilter()) == 0

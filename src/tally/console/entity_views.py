@@ -15,6 +15,7 @@ from tally.clock import to_micros
 from tally.console.event_views import row
 from tally.console.format import DAY_US, bars, daily_series, iso
 from tally.errors import Invalid, NotFound
+from tally.jsontext import read_object
 from tally.metering.catalog import UsageFilter
 from tally.metering.periods import ALL_TIME, BILLING, DAY, MONTH, WEEK
 from tally.model import EventFilter
@@ -53,10 +54,12 @@ async def _recent_events(c: Console, env: str, where: EventFilter) -> list[dict[
     return [row(e, names) for e in events]
 
 
-def _traits(traits: dict[str, Any]) -> list[tuple[str, str]]:
+def _traits(stored: str) -> list[tuple[str, str]]:
+    """Traits as (name, text) rows, from the stored JSON text (``read_object``:
+    a value nested deeper than the limit shows as its JSON text)."""
     return [
         (name, value if isinstance(value, str) else json.dumps(value))
-        for name, value in sorted(traits.items())
+        for name, value in sorted(read_object(stored).items())
     ]
 
 
