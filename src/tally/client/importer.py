@@ -35,6 +35,7 @@ from tally.errors import Invalid, TallyError
 
 MAX_REQUEST_BYTES = 3 * 1024 * 1024  # under the server's default 4 MiB per request
 MAX_CHUNK_LINES = 10_000  # bounds the rejects and blank lines a chunk holds
+WINDOW = 4  # chunks read ahead of the first unacknowledged one, per request in flight
 SAVE_INTERVAL = 0.5  # seconds between two checkpoint saves
 NOTE_INTERVAL = 5.0  # seconds between two notes about retries
 USER_AGENT = "tally-import/1"
@@ -113,6 +114,7 @@ class FileImport:
         self.live = Counts()  # as answers come, for the progress display
         self.committed = Counts()
         self._results: dict[int, tuple[Chunk, Outcome]] = {}
+        self._advanced = asyncio.Event()  # set when the committed prefix grows
         self._next_seq = 0
         self._saved_at = 0.0
         self._noted_at = -NOTE_INTERVAL
@@ -260,15 +262,22 @@ class FileImport:
         return await send_all(chunk.events, poster)
 
     def _acknowledged(self, chunk: Chunk, outcome: Outcome) -> None:
+        # keep only what the commit needs: a chunk answered before an
+        # earlier one waits for it, and must not hold its events meanwhile
+        chunk.rejects += [
+            (chunk.event_lines[p], reason, chunk.event_raws[p]) for p, reason in outcome.rejected
+        ]
+        chunk.events, chunk.event_lines, chunk.event_raws = [], [], []
         live = self.live
         live.accepted += outcome.accepted
         live.duplicates += outcome.duplicates
-        live.rejected += len(chunk.rejects) + len(outcome.rejected)
+        live.rejected += len(chunk.rejects)
         self._results[chunk.seq] = (chunk, outcome)
         while self._next_seq in self._results:
             done, result = self._results.pop(self._next_seq)
             self._commit(done, result)
             self._next_seq += 1
+        self._advanced.set()
         if time.monotonic() - self._saved_at >= SAVE_INTERVAL:
             self._save()
         # each httpx response is a reference cycle (response ↔ its stream)
@@ -279,17 +288,14 @@ class FileImport:
 
     def _commit(self, chunk: Chunk, outcome: Outcome) -> None:
         assert self._rejects is not None
-        refused = [
-            (chunk.event_lines[p], reason, chunk.event_raws[p]) for p, reason in outcome.rejected
-        ]
-        for line, reason, raw in sorted(chunk.rejects + refused, key=lambda r: r[0]):
+        for line, reason, raw in sorted(chunk.rejects, key=lambda r: r[0]):
             entry = RejectEntry(line=line, reason=reason, raw=src.text(raw))
             self._rejects.write(msgspec.json.encode(entry) + b"\n")
         c = self.committed
         c.lines += chunk.lines
         c.accepted += outcome.accepted
         c.duplicates += outcome.duplicates
-        c.rejected += len(chunk.rejects) + len(outcome.rejected)
+        c.rejected += len(chunk.rejects)
         if self._state is not None:
             self._state.line, self._state.offset = chunk.line, chunk.end
 
@@ -381,7 +387,12 @@ class FileImport:
         else:
             self.reporter.note(
                 summary_line(
-                    name, self.committed, seconds, str(rejects) if rejects else None, resuming
+                    name,
+                    self.committed,
+                    seconds,
+                    self.committed.accepted + self.committed.duplicates - self._base_sent,
+                    str(rejects) if rejects else None,
+                    resuming,
                 )
             )
         return FileResult(self.committed, rejects)
@@ -398,8 +409,13 @@ class FileImport:
                 self._acknowledged(chunk, await self._send(chunk, poster))
                 self.reporter.update(self._snapshot())
 
+        window = WINDOW * self.opts.concurrency
+
         async def feed() -> None:
             for chunk in chunks:
+                while chunk.seq - self._next_seq >= window:  # a chunk is slow: wait for it
+                    self._advanced.clear()
+                    await self._advanced.wait()
                 await queue.put(chunk)
                 self.reporter.update(self._snapshot())
             for _ in range(self.opts.concurrency):
@@ -444,7 +460,7 @@ async def run_import(opts: ImportOptions, reporter: Reporter) -> int:
             total.add(result.counts)
             if result.counts.rejected:
                 status = 1
-    except Fatal as err:
+    except (Fatal, OSError) as err:
         reporter.note(
             f"tally import: {err}. What the server acknowledged is in the checkpoint: "
             "run the same command again to go on from there"

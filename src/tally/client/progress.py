@@ -55,9 +55,11 @@ def progress_line(s: Snapshot) -> str:
 
 
 def summary_line(
-    name: str, counts: Counts, seconds: float, rejects: str | None, resumed: bool
+    name: str, counts: Counts, seconds: float, sent: int, rejects: str | None, resumed: bool
 ) -> str:
-    rate = (counts.accepted + counts.duplicates) / seconds if seconds > 0 else 0.0
+    """The last word on a file: ``counts`` over every run, ``sent`` events
+    acknowledged in ``seconds`` by this one."""
+    rate = sent / seconds if seconds > 0 else 0.0
     text = (
         f"{name}: {counts.lines:,} lines, {counts_text(counts)}"
         f"{' (over every run)' if resumed else ''}; this run {seconds:.1f} s, {rate:,.0f} events/s"
