@@ -382,6 +382,27 @@ def test_sigkill_at_random_points_then_resume(tmp_path: Path) -> None:
         assert [r["line"] for r in rejects_of(path)] == sorted(bad)
 
 
+def test_ctrl_c_saves_what_was_acknowledged_then_resume(tmp_path: Path) -> None:
+    path, good, _ = usage_file(tmp_path / "u.ndjson", 12_000)
+    with running_server(tmp_path) as server:
+        proc = start_import(server, str(path), "--backfill")
+        deadline = time.monotonic() + 60
+        while checkpoint_line(path) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 130, out
+        assert "interrupted" in out
+        stopped_at = checkpoint_line(path)
+        assert 0 < stopped_at < 12_000
+        # everything the checkpoint counts is stored
+        assert len(stored(server)) >= stopped_at
+        done = run_import(server, str(path), "--backfill")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"resuming after line {stopped_at:,}" in done.stdout
+        assert_exactly_once(server, path, good)
+
+
 def test_server_restart_mid_import(tmp_path: Path) -> None:
     path, good, _ = usage_file(tmp_path / "u.ndjson", 20_000)
     with running_server(tmp_path) as server:
