@@ -17,8 +17,8 @@ import asyncio
 import gc
 import os
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -27,14 +27,13 @@ import msgspec
 
 from tally.client import source as src
 from tally.client.checkpoint import Checkpoint, Counts, FileState, default_path
+from tally.client.chunks import Chunk, read_chunks
 from tally.client.events import CsvMap, CsvRows, EventMaker, EventOptions, parse_map
 from tally.client.progress import Reporter, Snapshot, counts_text, summary_line
-from tally.client.sender import MAX_EVENTS, BatchPoster, Fatal, Outcome, send_all
+from tally.client.sender import BatchPoster, Fatal, Outcome, send_all
 from tally.clock import SystemClock
-from tally.errors import Invalid, TallyError
+from tally.errors import Invalid
 
-MAX_REQUEST_BYTES = 3 * 1024 * 1024  # under the server's default 4 MiB per request
-MAX_CHUNK_LINES = 10_000  # bounds the rejects and blank lines a chunk holds
 WINDOW = 4  # chunks read ahead of the first unacknowledged one, per request in flight
 SAVE_INTERVAL = 0.5  # seconds between two checkpoint saves
 NOTE_INTERVAL = 5.0  # seconds between two notes about retries
@@ -71,19 +70,6 @@ class RejectEntry(msgspec.Struct):
     line: int
     reason: str
     raw: str
-
-
-@dataclass
-class Chunk:
-    seq: int
-    line: int  # the last line it covers
-    end: int  # where that line ends
-    lines: int  # lines it covers
-    events: list[bytes] = field(default_factory=list)
-    event_lines: list[int] = field(default_factory=list)
-    event_raws: list[bytes] = field(default_factory=list)
-    rejects: list[tuple[int, str, bytes]] = field(default_factory=list)
-    size: int = 0
 
 
 @dataclass
@@ -188,72 +174,6 @@ class FileImport:
             dry_run=opts.dry_run,
         )
         return EventMaker(file_id, options, SystemClock().now)
-
-    def _items(
-        self, source: src.Source, maker: EventMaker, rows: CsvRows | None
-    ) -> Iterator[tuple[int, int, bytes | None, bytes, str]]:
-        """(line, end, event JSON or None, raw, reason) per line or record;
-        a blank one is (line, end, None, b"", "")."""
-        if rows is None:
-            for line in source.lines():
-                if line.too_long:
-                    reason = f"the line is longer than {src.MAX_LINE_BYTES:,} bytes"
-                    yield line.number, line.end, None, line.data, reason
-                elif not line.data.strip():
-                    yield line.number, line.end, None, b"", ""
-                else:
-                    yield self._made(line.number, line.end, line.data, maker.from_json)
-            return
-        for record in src.CsvRecords(source).records():
-            if record.cells is None:
-                yield record.number, record.end, None, record.raw, record.error
-            elif not record.cells:
-                yield record.number, record.end, None, b"", ""
-            else:
-                cells = record.cells
-
-                def make(line: int, raw: bytes, cells: list[str] = cells) -> bytes:
-                    return maker.from_json(line, rows.to_json(cells))
-
-                yield self._made(record.number, record.end, record.raw, make)
-
-    @staticmethod
-    def _made(
-        number: int, end: int, raw: bytes, make: Callable[[int, bytes], bytes]
-    ) -> tuple[int, int, bytes | None, bytes, str]:
-        try:
-            event = make(number, raw)
-        except TallyError as err:
-            return number, end, None, raw, err.message
-        return number, end, event, raw, ""
-
-    def _chunks(
-        self, source: src.Source, maker: EventMaker, rows: CsvRows | None
-    ) -> Iterator[Chunk]:
-        seq, first_line = 0, source.line
-        chunk = Chunk(seq, source.line, source.offset, 0)
-        for number, _end, event, raw, reason in self._items(source, maker, rows):
-            if event is not None:
-                chunk.events.append(event)
-                chunk.event_lines.append(number)
-                chunk.event_raws.append(raw)
-                chunk.size += len(event) + 1
-            elif reason:
-                chunk.rejects.append((number, reason, raw))
-            if (
-                len(chunk.events) >= MAX_EVENTS
-                or chunk.size >= MAX_REQUEST_BYTES
-                or source.line - first_line >= MAX_CHUNK_LINES
-            ):
-                chunk.line, chunk.end = source.line, source.offset
-                chunk.lines = source.line - first_line
-                yield chunk
-                seq, first_line = seq + 1, source.line
-                chunk = Chunk(seq, source.line, source.offset, 0)
-        chunk.line, chunk.end = source.line, source.offset
-        chunk.lines = source.line - first_line
-        if chunk.lines:
-            yield chunk
 
     # -- sending and committing ---------------------------------------------
     async def _send(self, chunk: Chunk, poster: BatchPoster | None) -> Outcome:
@@ -366,7 +286,7 @@ class FileImport:
                 self._start_position = source.position
                 self._started = time.monotonic()
                 self.reporter.start(self.path.name, source.size)
-                await self._pump(self._chunks(source, maker, rows))
+                await self._pump(read_chunks(source, maker, rows))
                 self.reporter.update(self._snapshot())
             state.done = True
         finally:
