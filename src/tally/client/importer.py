@@ -72,6 +72,10 @@ class RejectEntry(msgspec.Struct):
     raw: str
 
 
+class Mismatch(Fatal):
+    """The checkpoint or the file does not fit the command: nothing was sent."""
+
+
 @dataclass
 class FileResult:
     counts: Counts
@@ -130,7 +134,7 @@ class FileImport:
             if state is None:
                 stale = self.checkpoint.unfinished_at(where)
                 if stale is not None:
-                    raise Fatal(
+                    raise Mismatch(
                         f"{self.path} changed since its import stopped at line {stale.line} "
                         f"(checkpoint {self.checkpoint.path}); importing it again would send "
                         "anew what was stored. Import what was added as a file of its own, "
@@ -141,12 +145,12 @@ class FileImport:
         options = self._options()
         started = state.line > 0 or state.done
         if started and state.options != options:
-            raise Fatal(
+            raise Mismatch(
                 f"{self.path} was being imported with other options ({state.options}), "
                 f"see {self.checkpoint.path}: run again with those, or remove the checkpoint"
             )
         if started and state.url != self.opts.url:
-            raise Fatal(
+            raise Mismatch(
                 f"{self.path} was being imported into {state.url} "
                 f"(checkpoint {self.checkpoint.path}), not {self.opts.url}"
             )
@@ -258,7 +262,7 @@ class FileImport:
             try:
                 header, header_lines, header_end = src.read_header(self.path)
             except ValueError as err:
-                raise Fatal(str(err)) from None
+                raise Mismatch(str(err)) from None
             rows = CsvRows(self.mapping, header)
         resuming = state.line > 0
         self.committed = msgspec.structs.replace(state.counts)
@@ -380,6 +384,9 @@ async def run_import(opts: ImportOptions, reporter: Reporter) -> int:
             total.add(result.counts)
             if result.counts.rejected:
                 status = 1
+    except Mismatch as err:
+        reporter.note(f"tally import: {err}")
+        return 2
     except (Fatal, OSError) as err:
         reporter.note(
             f"tally import: {err}. What the server acknowledged is in the checkpoint: "
