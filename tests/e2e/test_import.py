@@ -403,6 +403,21 @@ def test_ctrl_c_saves_what_was_acknowledged_then_resume(tmp_path: Path) -> None:
         assert_exactly_once(server, path, good)
 
 
+def test_one_import_of_a_file_at_a_time(tmp_path: Path) -> None:
+    path, good, _ = usage_file(tmp_path / "u.ndjson", 8_000)
+    with running_server(tmp_path) as server:
+        first = start_import(server, str(path), "--backfill")
+        deadline = time.monotonic() + 60
+        while checkpoint_line(path) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        second = run_import(server, str(path), "--backfill")
+        assert second.returncode == 2
+        assert "another tally import is importing" in second.stdout
+        out, _ = first.communicate(timeout=120)
+        assert first.returncode == 0, out
+        assert_exactly_once(server, path, good)
+
+
 def test_server_restart_mid_import(tmp_path: Path) -> None:
     path, good, _ = usage_file(tmp_path / "u.ndjson", 20_000)
     with running_server(tmp_path) as server:

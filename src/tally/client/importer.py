@@ -14,6 +14,7 @@ duplicates. The server keeps a key for 24 hours: resume within them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import time
@@ -74,6 +75,24 @@ class RejectEntry(msgspec.Struct):
 
 class Mismatch(Fatal):
     """The checkpoint or the file does not fit the command: nothing was sent."""
+
+
+@contextlib.contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """One import of a file at a time: a second one would write the same
+    checkpoint and rejects file. (A lock on the input itself, released by
+    the system however the process ends.)"""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with open(path, "rb") as held:
+        try:
+            fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise Mismatch(f"another tally import is importing {path} right now") from None
+        yield
 
 
 @dataclass
@@ -243,6 +262,12 @@ class FileImport:
 
     # -- the run ------------------------------------------------------------
     async def run(self) -> FileResult:
+        if self.opts.dry_run:
+            return await self._run()
+        with exclusive(self.path):
+            return await self._run()
+
+    async def _run(self) -> FileResult:
         dry = self.opts.dry_run
         state = FileState("", "", 0, 0, {}, "") if dry else self._find_state()
         self._state = None if dry else state
