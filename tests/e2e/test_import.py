@@ -133,6 +133,18 @@ def checkpoint_line(path: Path) -> int:
     return int(json.loads(checkpoint.read_text())["files"][0]["line"])
 
 
+def start_and_wait(server: Server, path: Path, *args: str) -> subprocess.Popen[str]:
+    """Start an import of ``path`` and return once its checkpoint moved on
+    (the server acknowledged something in this run)."""
+    before = checkpoint_line(path)
+    proc = start_import(server, str(path), *args)
+    deadline = time.monotonic() + 60
+    while checkpoint_line(path) <= before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert checkpoint_line(path) > before, "the import made no progress in 60 s"
+    return proc
+
+
 # -- NDJSON ---------------------------------------------------------------------
 def test_ndjson_import_stores_each_line_once(tmp_path: Path) -> None:
     lines = []
@@ -361,11 +373,7 @@ def test_sigkill_at_random_points_then_resume(tmp_path: Path) -> None:
     with running_server(tmp_path) as server:
         progress: list[int] = []
         for _ in range(4):
-            before = checkpoint_line(path)
-            proc = start_import(server, str(path), "--backfill")
-            deadline = time.monotonic() + 60
-            while checkpoint_line(path) <= before and time.monotonic() < deadline:
-                time.sleep(0.05)  # until this run got something acknowledged
+            proc = start_and_wait(server, path, "--backfill")
             time.sleep(rng.uniform(0.0, 1.0))
             if proc.poll() is not None:
                 proc.communicate()
@@ -385,10 +393,7 @@ def test_sigkill_at_random_points_then_resume(tmp_path: Path) -> None:
 def test_ctrl_c_saves_what_was_acknowledged_then_resume(tmp_path: Path) -> None:
     path, good, _ = usage_file(tmp_path / "u.ndjson", 12_000)
     with running_server(tmp_path) as server:
-        proc = start_import(server, str(path), "--backfill")
-        deadline = time.monotonic() + 60
-        while checkpoint_line(path) == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        proc = start_and_wait(server, path, "--backfill")
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == 130, out
@@ -406,10 +411,7 @@ def test_ctrl_c_saves_what_was_acknowledged_then_resume(tmp_path: Path) -> None:
 def test_one_import_of_a_file_at_a_time(tmp_path: Path) -> None:
     path, good, _ = usage_file(tmp_path / "u.ndjson", 8_000)
     with running_server(tmp_path) as server:
-        first = start_import(server, str(path), "--backfill")
-        deadline = time.monotonic() + 60
-        while checkpoint_line(path) == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        first = start_and_wait(server, path, "--backfill")
         second = run_import(server, str(path), "--backfill")
         assert second.returncode == 2
         assert "another tally import is importing" in second.stdout
@@ -421,11 +423,7 @@ def test_one_import_of_a_file_at_a_time(tmp_path: Path) -> None:
 def test_server_restart_mid_import(tmp_path: Path) -> None:
     path, good, _ = usage_file(tmp_path / "u.ndjson", 20_000)
     with running_server(tmp_path) as server:
-        proc = start_import(server, str(path), "--backfill")
-        deadline = time.monotonic() + 60
-        while checkpoint_line(path) == 0 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert checkpoint_line(path) > 0
+        proc = start_and_wait(server, path, "--backfill")
         server.kill()
         time.sleep(1.5)
         server.start()
