@@ -88,3 +88,10 @@ def test_csv_header_and_resume_after_it(tmp_path: Path) -> None:
 def test_an_empty_csv_has_no_header(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="needs a header row"):
         read_header(write(tmp_path, "f.csv", b"\n\n"))
+
+
+@pytest.mark.parametrize("name", ["f.csv", "f.csv.gz"])
+def test_a_byte_order_mark_is_not_part_of_the_first_line(tmp_path: Path, name: str) -> None:
+    path = write(tmp_path, name, b"\xef\xbb\xbfts,name\n1,2\n")
+    header, _, end = read_header(path)
+    assert (header, end) == (["ts", "name"], 11)

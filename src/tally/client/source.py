@@ -20,6 +20,7 @@ MAX_LINE_BYTES = 1024 * 1024
 SHOWN_BYTES = 1024  # what a rejects entry keeps of an over-long line
 _CHUNK = 1024 * 1024
 _GZIP_MAGIC = b"\x1f\x8b"
+_BOM = b"\xef\xbb\xbf"
 
 
 def file_identity(path: Path) -> str:
@@ -99,6 +100,8 @@ class Source:
                 return
             self.line += 1
             self.offset += len(data)
+            if self.line == 1 and data.startswith(_BOM):  # as spreadsheets write UTF-8
+                data = data[len(_BOM) :]
             if data.endswith(b"\n") or len(data) < MAX_LINE_BYTES:
                 yield Line(self.line, self.offset, data.rstrip(b"\r\n"))
                 continue
