@@ -1,6 +1,6 @@
 """Command line: ``tally serve`` (default), ``tally migrate``, ``tally worker``,
 ``tally deliver``, ``tally keys create|list|revoke``,
-``tally companies set-billing-anchor``."""
+``tally companies set-billing-anchor``, ``tally import``."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+from tally.client import command as import_command
 from tally.clock import SystemClock, format_micros, format_time
 from tally.errors import TallyError
 from tally.key_notice import announce, notice_path
@@ -104,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("key", help="the key's id or prefix, as `tally keys list` shows it")
     _add_database(revoke)
     _add_companies(sub)
+    import_command.add_parser(sub)
     return parser
 
 
@@ -150,6 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_deliver(args))
         if command == "companies":
             return asyncio.run(_companies(args))
+        if command == "import":
+            return import_command.run(args)
     except TallyError as err:
         print(f"tally: {err.message}", file=sys.stderr)
         return 2
