@@ -25,13 +25,30 @@ import msgspec
 
 from tally.errors import Invalid
 from tally.ingest import rules, wire
-from tally.ingest.parse import Context, build_event, decode_json
+from tally.ingest.parse import Context, KeyedRefusal, build_event, decode_json
 from tally.ingest.timeparse import parse_timestamp
 from tally.model import ApiKey
 
 DEFAULT_MAX_EVENT_BODY_BYTES = 32 * 1024  # the server's default; a dry run checks against it
 _ANY_SIZE = 2**62  # a real import leaves body sizes to the server's own setting
 _ENCODER = msgspec.json.Encoder()
+
+
+def _rule(
+    ctx: Context,
+    env: wire.CreateEventEnvelope,
+    key: str,
+    trusted: bool | None,
+    backfill: bool | None,
+) -> None:
+    """The server's rules on one event; raises the ``TallyError`` that
+    refuses it. (Every imported event has a key, which the server would look
+    up before ruling, as a retry may hold it; here there is nothing to look
+    up: the line is refused in the words the server would use.)"""
+    try:
+        build_event(ctx, env.event_type, env.body, env.sent_at, key, trusted, backfill)
+    except KeyedRefusal as refusal:
+        raise refusal.error from None
 
 
 def derived_key(file_id: str, line: int) -> str:
@@ -82,9 +99,9 @@ class EventMaker:
         trusted = True if opts.trusted_clock else env.trusted_client_clock
         if opts.dry_run:
             ctx = Context(self._key, self._now(), max_event_body_bytes=self._limit)
-            build_event(ctx, env.event_type, env.body, env.sent_at, key, trusted, backfill)
+            _rule(ctx, env, key, trusted, backfill)
         else:
-            build_event(self._context, env.event_type, env.body, env.sent_at, key, None, None)
+            _rule(self._context, env, key, None, None)
             if trusted or backfill:
                 if env.sent_at is None:
                     raise Invalid(rules.MSG_NEEDS_SENT_AT)
