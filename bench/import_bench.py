@@ -50,6 +50,7 @@ from harness import (
     free_port,
     log,
     machine_line,
+    serve_command,
     start_process,
     stop_process,
     wait_http,
@@ -116,7 +117,8 @@ def run_import(
 
 def measure_event_batch(cfg: ingest.Config, base: str, key: str, url: str, tag: str) -> float:
     log(f"{EVENT_BATCH.label}: {cfg.batch_connections} connections, {cfg.duration} s")
-    result = ingest.run_mode(cfg, EVENT_BATCH, base, key, url, tag)
+    worker = cfg.workers == (True,)
+    result = ingest.run_mode(cfg, EVENT_BATCH, base, key, url, tag, worker)
     if result.wrk.non2xx or result.wrk.socket_error_total:
         log(
             f"  WARNING: {result.wrk.non2xx} non-2xx, {result.wrk.socket_error_total} socket errors"
@@ -171,12 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         port = free_port()
         base = f"http://{HOST}:{port}"
         server_log = workdir / "server.log"
-        server = start_process(
-            [sys.executable, "-m", "tally", "serve", "--host", HOST, "--port", str(port),
-             "--database-url", url],
-            server_log,
-            env,
-        )  # fmt: skip
+        server = start_process(serve_command(port, url), server_log, env)
         wait_http(f"{base}/health", server, server_log, timeout=60)
         log(f"tally serving {base} (worker {args.worker})")
         tag = secrets.token_hex(4)
