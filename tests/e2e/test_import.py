@@ -412,10 +412,19 @@ def test_one_import_of_a_file_at_a_time(tmp_path: Path) -> None:
     path, good, _ = usage_file(tmp_path / "u.ndjson", 8_000)
     with running_server(tmp_path) as server:
         first = start_and_wait(server, path, "--backfill")
-        second = run_import(server, str(path), "--backfill")
-        assert second.returncode == 2
-        assert "another tally import is importing" in second.stdout
-        out, _ = first.communicate(timeout=120)
+        try:
+            # the server goes away: the first import waits for it, retrying,
+            # and still holds the file (however fast it would have finished)
+            server.kill()
+            second = run_import(server, str(path), "--backfill")
+            assert second.returncode == 2, second.stdout
+            assert "another tally import is importing" in second.stdout
+            server.start()
+            out, _ = first.communicate(timeout=180)
+        finally:
+            if first.poll() is None:
+                first.kill()
+                first.communicate()
         assert first.returncode == 0, out
         assert_exactly_once(server, path, good)
 
