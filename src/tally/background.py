@@ -18,6 +18,7 @@ def start_loops(
 ) -> list[asyncio.Task[None]]:
     """Start the loops the settings ask for; each ends once ``stop`` is set."""
     tasks: list[asyncio.Task[None]] = []
+    storage.process_as_stored(settings.worker and settings.process_as_stored)
     if settings.worker:
         worker = Worker(storage, batch_size=settings.worker_batch_size)
         tasks.append(asyncio.create_task(worker.run_forever(stop), name="tally-worker"))

@@ -55,6 +55,11 @@ ENV_VARS: tuple[tuple[str, str, str], ...] = (
     ("http_workers", "TALLY_HTTP_WORKERS", "HTTP server processes of tally serve"),
     ("worker", "TALLY_WORKER", "run the processing worker inside tally serve (on/off)"),
     (
+        "process_as_stored",
+        "TALLY_PROCESS_AS_STORED",
+        "with the worker on, SQLite processes events in the commit that stores them (on/off)",
+    ),
+    (
         "worker_batch_size",
         "TALLY_WORKER_BATCH_SIZE",
         "most events the worker processes in one transaction",
@@ -135,6 +140,7 @@ class Settings:
     metrics_dir: str = ""
     http_workers: int = 1
     worker: bool = True
+    process_as_stored: bool = True
     worker_batch_size: int = 2000
     deliver: bool = True
     limit_warning_percent: float = DEFAULT_WARNING_PERCENT

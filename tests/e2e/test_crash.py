@@ -201,7 +201,14 @@ def run_load_and_kill(server: Server, round_no: int) -> list[Submission]:
     loaders = [Loader(server, round_no, tid, stop) for tid in range(THREADS)]
     for loader in loaders:
         loader.start()
+    # at least LOAD_SECONDS, and on a slow (or busy) machine until 150
+    # requests were acknowledged: the kill must find a store worth checking
+    deadline = time.monotonic() + 30.0
     time.sleep(LOAD_SECONDS)
+    while time.monotonic() < deadline:
+        if sum(1 for loader in loaders for sub in list(loader.subs) if sub.acked) >= 150:
+            break
+        time.sleep(0.1)
     server.kill()  # SIGKILL while every loader is mid-stream
     time.sleep(0.3)  # let the in-flight requests fail
     stop.set()

@@ -500,6 +500,7 @@ class Summary:
     anchors_missed: int = 0
     deleted: int = 0
     deletes_missed: int = 0
+    claimed: int = 0  # events ``process_pending`` took (the rest: processed as stored)
 
 
 @dataclass(frozen=True)
@@ -617,10 +618,13 @@ class Idempotency:
                 self.kept[ident] = (result.event_id, event.received_at)
 
 
-async def _run(path: str, seeds: list[Seed], start: datetime, ops: list[Any]) -> Summary:
+async def _run(
+    path: str, seeds: list[Seed], start: datetime, ops: list[Any], as_stored: bool
+) -> Summary:
     clock = FrozenClock(start)
     storage = SqliteStorage(path, clock=clock, synchronous="NORMAL")
     await storage.start()
+    storage.process_as_stored(as_stored)
     summary = Summary()
     idem = Idempotency()
     model = Identities()
@@ -649,6 +653,7 @@ async def _run(path: str, seeds: list[Seed], start: datetime, ops: list[Any]) ->
         async def process(limit: int) -> None:
             claimed = await storage.process_pending(limit)
             assert 0 <= claimed <= limit
+            summary.claimed += claimed
 
         for op in ops:
             if op[0] in ("ingest", "both"):
@@ -696,7 +701,9 @@ async def _run(path: str, seeds: list[Seed], start: datetime, ops: list[Any]) ->
                     assert stored == (anchor_us,)
                 check_invariants(path, deleted)
         for _ in range(10_000):
-            if await storage.process_pending(7) == 0:
+            claimed = await storage.process_pending(7)
+            summary.claimed += claimed
+            if claimed == 0:
                 break
         else:  # pragma: no cover
             raise AssertionError("process_pending never ran out of pending events")
@@ -830,9 +837,14 @@ def _check_entities(conn: sqlite3.Connection, model: Identities, mapping: dict[i
     assert members == {(mapping[c], mapping[u]) for c, u in model.members}
 
 
-def run_scenario(seeds: list[Seed], start: datetime, ops: list[Any]) -> Summary:
+def run_scenario(
+    seeds: list[Seed], start: datetime, ops: list[Any], *, as_stored: bool = False
+) -> Summary:
+    """``as_stored``: events are processed in the commit that stores them
+    (``tally.storage.stored_processing``, the worker-on default of SQLite),
+    and ``process_pending`` takes what waits behind a backlog."""
     with tempfile.TemporaryDirectory() as tmp:
-        return asyncio.run(_run(os.path.join(tmp, "tally.db"), seeds, start, ops))
+        return asyncio.run(_run(os.path.join(tmp, "tally.db"), seeds, start, ops, as_stored))
 
 
 # Shrinking a failing stream of this size runs for minutes (hypothesis stops at
@@ -854,10 +866,11 @@ PHASES = (
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(seeds=seeds_st, start=st.sampled_from(STARTS), ops=ops_st)
+@pytest.mark.parametrize("as_stored", [False, True], ids=["worker", "as-stored"])
 def test_counters_and_last_seen_match_a_recount(
-    seeds: list[Seed], start: datetime, ops: list[Any]
+    as_stored: bool, seeds: list[Seed], start: datetime, ops: list[Any]
 ) -> None:
-    run_scenario(seeds, start, ops)
+    run_scenario(seeds, start, ops, as_stored=as_stored)
 
 
 # -- fixed scenarios ----------------------------------------------------------------------
@@ -875,7 +888,8 @@ def spec(
     return EventSpec(kind, body, key, clock, offset, quantity)
 
 
-def test_a_scenario_with_every_kind_of_event() -> None:
+@pytest.mark.parametrize("as_stored", [False, True], ids=["worker", "as-stored"])
+def test_a_scenario_with_every_kind_of_event(as_stored: bool) -> None:
     """Deterministic: collisions, duplicates, corrections, clocks and failures
     all happen, so the property test's checks are known to see them."""
     start = datetime(2028, 2, 26, 23, 59, 59, tzinfo=UTC)  # Saturday
@@ -958,7 +972,7 @@ def test_a_scenario_with_every_kind_of_event() -> None:
         ("ingest", later),
         ("ingest", anchored),
     ]
-    summary = run_scenario(seeds, start, ops)
+    summary = run_scenario(seeds, start, ops, as_stored=as_stored)
     assert summary.failed_in_processing == {
         "ambiguous": 2,
         "empty keys": 1,
@@ -969,6 +983,10 @@ def test_a_scenario_with_every_kind_of_event() -> None:
     assert summary.stored == 17  # 18 submitted, one duplicate dropped
     assert summary.processed == 17 - 2 - 5
     assert summary.billing_counters == 1  # the anchored company's one event
+    if as_stored:  # with no backlog, every event is processed in the commit storing it
+        assert summary.claimed == 0
+    else:
+        assert summary.claimed == summary.stored - summary.refused
 
 
 def test_deleting_a_company_between_and_during_processing() -> None:

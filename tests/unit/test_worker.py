@@ -10,9 +10,9 @@ import pytest
 
 from tally.ingest.parse import Context, parse_capture_batch
 from tally.model import ApiKey
-from tally.pipeline import process
 from tally.pipeline.worker import Worker
 from tally.storage.sqlite import SqliteStorage
+from tests.support.poison import poison_track_events
 
 KEY = ApiKey("key_t", "env_t", "secret", False, "sch_dev_", 0)
 
@@ -20,14 +20,7 @@ KEY = ApiKey("key_t", "env_t", "secret", False, "sch_dev_", 0)
 def test_a_poison_event_is_set_aside_and_the_rest_is_processed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = process._track
-
-    def exploding(ws, event, body):  # type: ignore[no-untyped-def]
-        if body.event == "poison":  # stands for a bug that only one event triggers
-            raise KeyError("boom")
-        return real(ws, event, body)
-
-    monkeypatch.setattr(process, "_track", exploding)
+    poison_track_events(monkeypatch)
 
     async def scenario() -> None:
         storage = SqliteStorage(str(tmp_path / "w.db"))

@@ -194,7 +194,7 @@ def _track(ws: WorkingSet, event: PendingEvent, body: wire.TrackBody) -> Outcome
     for res in (company_res, user_res):
         if res is not None:  # a track event adds keys only to what it creates
             ws.check_keys(res, adds=False, secret=event.secret)
-    if company_res is not None and company_res.entity is not None:
+    if company_res is not None and company_res.entity is not None and ws.snapshot.counters_read:
         _check_counters(
             ws, event, company_res.entity.id, company_res.entity.billing_anchor, body.event
         )
@@ -253,8 +253,9 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 def _check_counters(
     ws: WorkingSet, event: PendingEvent, company_id: str, anchor: int | None, subtype: str
 ) -> None:
-    """Fail an event that would take a usage counter past 64 bits (stored
-    totals are known when a first attempt at the batch overflowed)."""
+    """Fail an event that would take a usage counter past 64 bits. Checked
+    only once the stored totals are known: a first attempt at the batch writes
+    without checking, and only one that overflowed reads them and runs again."""
     counters, stored = ws.changes.counters, ws.snapshot.counters
     for kind, start in period_starts_us(event.captured_at, anchor):
         key = (event.environment_id, company_id, subtype, kind, start)

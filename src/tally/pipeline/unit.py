@@ -63,6 +63,10 @@ class Snapshot:
     features: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     # stored quantity of counters, read only when a first attempt overflowed
     counters: dict[CounterKey, int] = field(default_factory=dict)
+    counters_read: bool = False  # whether ``counters`` holds the stored totals
+    # (company id, user id) links already stored among the batch's users:
+    # only new links are written
+    memberships: set[tuple[str, str]] = field(default_factory=set)
     # numeric allocations of the batch's companies: (company id, subtype) → limits
     limits: dict[tuple[str, str], list[Limit]] = field(default_factory=dict)
     # (environment, action) that some active webhook endpoint subscribes to
@@ -90,8 +94,9 @@ class EntityState:
     environment_id: str
     new: bool
     name: str | None = None
-    traits: dict[str, Any] | None = None
+    traits: dict[str, Any] | None = None  # None: not read yet (``stored_traits``)
     billing_anchor: int | None = None
+    stored_traits: str = "{}"  # JSON object text, read when the batch needs the traits
     dirty: bool = False  # name or traits changed
     name_given: bool = False  # the batch set the name
     trait_updates: dict[str, Any] = field(default_factory=dict)  # the batch's trait changes

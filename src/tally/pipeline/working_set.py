@@ -53,17 +53,25 @@ class WorkingSet:
         state = self.entities.get(entity_id)
         if state is None:
             stored = self.snapshot.entities[entity_id]
-            traits = read_object(stored.traits)
             state = self.entities[entity_id] = EntityState(
                 stored.kind,
                 stored.id,
                 stored.environment_id,
                 new=False,
                 name=stored.name,
-                traits=traits if isinstance(traits, dict) else {},
                 billing_anchor=stored.billing_anchor,
+                stored_traits=stored.traits,
             )
         return state
+
+    @staticmethod
+    def traits(entity: EntityState) -> dict[str, Any]:
+        """The entity's traits, read from their stored text on first use (a
+        track event never needs them)."""
+        if entity.traits is None:
+            traits = read_object(entity.stored_traits)
+            entity.traits = traits if isinstance(traits, dict) else {}
+        return entity.traits
 
     def resolve(self, kind: str, env: str, keys: Mapping[str, str]) -> Resolution:
         """Find the one entity the keys point at; keys of two entities fail."""
@@ -158,10 +166,10 @@ class WorkingSet:
             entity.revision += 1
             self._touch(entity)
         if traits:
-            assert entity.traits is not None
-            if any(k not in entity.traits or entity.traits[k] != v for k, v in traits.items()):
+            held = self.traits(entity)
+            if any(k not in held or held[k] != v for k, v in traits.items()):
                 entity.revision += 1
-            entity.traits.update(traits)
+            held.update(traits)
             entity.trait_updates.update(traits)
             entity.dirty = True
             self._touch(entity)
@@ -178,7 +186,8 @@ class WorkingSet:
             self._touch(entity)
 
     def link(self, env: str, company: EntityState, user: EntityState) -> None:
-        self.changes.memberships.add((env, company.id, user.id))
+        if (company.id, user.id) not in self.snapshot.memberships:
+            self.changes.memberships.add((env, company.id, user.id))
 
     def features(self, env: str, subtype: str) -> list[str]:
         return list(self.snapshot.features.get((env, subtype), ()))

@@ -58,6 +58,11 @@ class Storage(EntityStore, CatalogStore, WebhookStore, DeliveryStore, ConsoleSto
         Returns one result per input, in order."""
         ...
 
+    def process_as_stored(self, enabled: bool) -> None:
+        """Whether the events of each commit are processed in it (where the
+        backend can: SQLite), rather than left ``pending`` for a worker."""
+        ...
+
     async def process_pending(self, limit: int) -> int:
         """Claim up to ``limit`` pending events, oldest first, and process them
         in one transaction; returns how many were claimed (0: nothing to do)."""

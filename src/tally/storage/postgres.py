@@ -46,7 +46,7 @@ from tally.storage.sqlite_pipeline import ConcurrentChange, SqliteUnitOfWork
 EVENT_COLUMNS = (
     "id, environment_id, type, subtype, status, body, quantity, idempotency_key, sent_at, "
     "captured_at, loaded_at, updated_at, trusted_client_clock, backfill, error_message, "
-    "api_key_id, remote_ip, user_agent, company_id, user_id, flag_id"
+    "api_key_id, remote_ip, user_agent, company_id, user_id, flag_id, enriched_at, feature_ids"
 )
 _EXPIRED = f"idempotency_keys.received_at <= excluded.received_at - {IDEMPOTENCY_WINDOW_US}"
 # One statement, the last before COMMIT, claims a group commit's keys for the
@@ -199,6 +199,7 @@ class PgUnitOfWork(SqliteUnitOfWork):
     claim_suffix = " FOR UPDATE SKIP LOCKED"
     hold_suffix = " FOR KEY SHARE"
     max_attempts = 20
+    concurrent_writers = True
     # other workers may change the same entity: merge the batch's trait
     # changes into what is stored now, never overwrite it with an older view
     update_entity_sql = (

@@ -274,6 +274,9 @@ class RemoteStorage:
         self._scheduled = False  # a send of the held events is scheduled
         self._closing = False
 
+    def process_as_stored(self, enabled: bool) -> None:
+        """The storage process decides (it runs the loops, with its settings)."""
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + CONNECT_TIMEOUT_SECONDS

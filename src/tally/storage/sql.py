@@ -85,3 +85,19 @@ def power_of_two_slices(count: int, largest: int = MAX_ROWS_PER_INSERT) -> list[
         out.append((start, size))
         start += size
     return out
+
+
+def insert_rows(
+    conn: Any,
+    head: str,
+    columns: int,
+    rows: Sequence[tuple[Any, ...]],
+    tail: str = "",
+) -> None:
+    """Insert ``rows`` with a few multi-row statements rather than
+    ``executemany``: the sqlite3 module lets go of the GIL around every step,
+    so a statement per row hands the GIL back and forth with the event loop
+    once per row; here it is once per statement."""
+    for start, size in power_of_two_slices(len(rows)):
+        args = [value for row in rows[start : start + size] for value in row]
+        conn.execute(multi_row_sql(head, columns, size, tail), args)

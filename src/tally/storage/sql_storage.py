@@ -416,6 +416,10 @@ class SqlStorage(SqliteEntities, SqliteCatalog, SqlWebhooks, SqlOutbox, SqlConso
         result: int = await self._writer.call(run)
         return result
 
+    def process_as_stored(self, enabled: bool) -> None:
+        """Whether to process events in the commit that stores them (only
+        SQLite does: ``tally.storage.stored_processing``)."""
+
     async def process_pending(self, limit: int) -> int:
         """Process up to ``limit`` pending events in one transaction on the
         writer thread; returns how many were claimed."""

@@ -22,18 +22,20 @@ from tally.model import (
     NewEvent,
     stored_status,
 )
-from tally.storage.sql import multi_row_sql, placeholders, power_of_two_slices
+from tally.storage.sql import insert_rows, placeholders
 from tally.storage.sql_storage import PRUNE_CHUNK, SqlStorage
 from tally.storage.sqlite_checkpoint import Checkpointer
-from tally.storage.sqlite_pipeline import SqliteUnitOfWork
+from tally.storage.sqlite_pipeline import SqliteUnitOfWork, release_keys
 from tally.storage.sqlite_schema import connect, migrate
+from tally.storage.stored_processing import StoredProcessing
 
 INSERT_EVENT_HEAD = (
     "INSERT INTO events (id, environment_id, type, subtype, status, body, quantity, "
     "idempotency_key, sent_at, captured_at, loaded_at, updated_at, trusted_client_clock, "
-    "backfill, error_message, api_key_id, remote_ip, user_agent, company_id, user_id, flag_id)"
+    "backfill, error_message, api_key_id, remote_ip, user_agent, company_id, user_id, flag_id, "
+    "enriched_at, feature_ids)"
 )
-EVENT_COLUMNS = 21
+EVENT_COLUMNS = 23
 _UPSERT_KEY_HEAD = (
     "INSERT INTO idempotency_keys (environment_id, event_type, key, event_id, captured_at, "
     "received_at)"
@@ -69,6 +71,8 @@ def event_row(event_id: str, ev: NewEvent, loaded_at: int) -> tuple[Any, ...]:
         ev.company_id,
         ev.user_id,
         ev.flag_id,
+        None,  # enriched_at and feature_ids: set when processed (``stored_processing``)
+        None,
     )
 
 
@@ -103,7 +107,10 @@ def stored_keys(conn: Any, idents: set[Ident]) -> dict[Ident, tuple[str, int, in
 
 
 def insert_events(
-    conn: sqlite3.Connection, batches: list[Sequence[NewEvent]], loaded_at: int
+    conn: sqlite3.Connection,
+    batches: list[Sequence[NewEvent]],
+    loaded_at: int,
+    process: StoredProcessing | None = None,
 ) -> list[list[IngestResult]]:
     """Insert every event of ``batches`` in the caller's transaction, dropping
     idempotent duplicates (against stored keys and within the batches).
@@ -148,27 +155,16 @@ def insert_events(
                 del kept[ident]
             results = [r if r.duplicate else NOT_STORED for r in results]
         out.append(results)
+    # with the worker on, the events are processed before they are written
+    # (``stored_processing``), so each row is written once, as processed
+    released = process(conn, rows, loaded_at) if process is not None and rows else []
     insert_rows(conn, INSERT_EVENT_HEAD, EVENT_COLUMNS, rows)
     if kept:
         key_rows = [(*ident, *held) for ident, held in kept.items()]
         insert_rows(conn, _UPSERT_KEY_HEAD, 6, key_rows, _UPSERT_KEY_TAIL)
+    if released:
+        release_keys(conn, released)
     return out
-
-
-def insert_rows(
-    conn: sqlite3.Connection,
-    head: str,
-    columns: int,
-    rows: Sequence[tuple[Any, ...]],
-    tail: str = "",
-) -> None:
-    """Insert ``rows`` with a few multi-row statements rather than
-    ``executemany``: the sqlite3 module lets go of the GIL around every step,
-    so a statement per row hands the GIL back and forth with the event loop
-    once per row; here it is once per statement."""
-    for start, size in power_of_two_slices(len(rows)):
-        args = [value for row in rows[start : start + size] for value in row]
-        conn.execute(multi_row_sql(head, columns, size, tail), args)
 
 
 class SqliteStorage(SqlStorage):
@@ -189,6 +185,7 @@ class SqliteStorage(SqlStorage):
     ) -> None:
         self.path = path
         self._synchronous = synchronous.upper()
+        self._stored_processing: StoredProcessing | None = None
         super().__init__(
             commit_max_events=commit_max_events, clock=clock, readers=readers, effects=effects
         )
@@ -220,7 +217,13 @@ class SqliteStorage(SqlStorage):
     def _insert_events(
         self, conn: sqlite3.Connection, batches: list[Sequence[NewEvent]], loaded_at: int
     ) -> list[list[IngestResult]]:
-        return insert_events(conn, batches, loaded_at)
+        return insert_events(conn, batches, loaded_at, self._stored_processing)
+
+    def process_as_stored(self, enabled: bool) -> None:
+        """Process events in the transaction that stores them (the worker is
+        on: see ``tally.storage.stored_processing``); off, they wait as
+        ``pending`` for a worker."""
+        self._stored_processing = StoredProcessing(lambda: self.effects) if enabled else None
 
     def _prune(self, conn: sqlite3.Connection, older_than_us: int) -> int:
         cur = conn.execute(

@@ -27,6 +27,7 @@ from tally.pipeline.unit import (
     StoredEntity,
 )
 from tally.storage import sql_effects
+from tally.storage.sql import insert_rows
 
 _TABLES = {"company": ("companies", "company_keys", "comp"), "user": ("users", "user_keys", "user")}
 _CHUNK = 500
@@ -67,6 +68,10 @@ class SqliteUnitOfWork:
     claim_suffix = ""
     hold_suffix = ""  # PostgreSQL: " FOR KEY SHARE" (see ``hold_entities``)
     max_attempts = 1
+    # other transactions may write meanwhile (PostgreSQL): rows are locked
+    # in one order by every writer (sorted), and entities held; SQLite has
+    # one writer and skips both
+    concurrent_writers = False
     # SQLite has one writer: the batch's view is current, so write it whole
     update_entity_sql = "UPDATE {table} SET name = ?, traits = ?, updated_at = ? WHERE id = ?"
 
@@ -93,12 +98,21 @@ class SqliteUnitOfWork:
         events = self.claim_pending(limit)
         if not events:
             return 0
+        changes = self.process(events, now)
+        self.mark(changes, now)
+        return len(events)
+
+    def process(self, events: list[PendingEvent], now: int) -> Changes:
+        """Process ``events`` (oldest first) and write everything they change
+        except their own rows: the caller marks them (``mark``: stored rows;
+        storing them as they are processed: ``tally.storage.sqlite``) and
+        frees what ``Changes.released`` lists, in the same transaction."""
         bodies = decode_bodies(events)
         needs = needs_of(events, bodies)
         for attempt in range(1, self.max_attempts + 1):
             self.conn.execute("SAVEPOINT tally_batch")
             try:
-                outcomes = self._attempt(events, bodies, needs, now)
+                changes = self._attempt(events, bodies, needs, now)
             except Exception as err:
                 self.conn.execute("ROLLBACK TO SAVEPOINT tally_batch")
                 if not self.is_conflict(err) or attempt == self.max_attempts:
@@ -107,18 +121,18 @@ class SqliteUnitOfWork:
                 continue
             self.conn.execute("RELEASE SAVEPOINT tally_batch")
             break
-        _record(events, outcomes, now)
-        return len(events)
+        _record(events, changes.outcomes, now)
+        return changes
 
     def _attempt(
         self, events: list[PendingEvent], bodies: list[Any], needs: Needs, now: int
-    ) -> list[Outcome]:
-        """Process and write the batch once; returns how each event ended."""
+    ) -> Changes:
+        """Process and write the batch once; returns its changes."""
         snapshot = self.load_snapshot(needs)
         changes = process_events(events, bodies, snapshot, ids.new_id, self.rules)
         self.conn.execute("SAVEPOINT tally_apply")
         try:
-            self.apply(changes, now)
+            self.apply_changes(changes, now)
         except Exception as err:
             if not self.is_overflow(err):
                 raise
@@ -126,10 +140,11 @@ class SqliteUnitOfWork:
             # run the batch again, failing the events that overflow
             self.conn.execute("ROLLBACK TO SAVEPOINT tally_apply")
             snapshot.counters = self._read_counters(changes.counters)
+            snapshot.counters_read = True
             changes = process_events(events, bodies, snapshot, ids.new_id, self.rules)
-            self.apply(changes, now)
+            self.apply_changes(changes, now)
         self.conn.execute("RELEASE SAVEPOINT tally_apply")
-        return changes.outcomes
+        return changes
 
     def claim_pending(self, limit: int) -> list[PendingEvent]:
         # the kind of the key that sent each event: only a secret key's may set
@@ -178,6 +193,9 @@ class SqliteUnitOfWork:
             entity_ids = sorted(set(found.values()))
             self._load_entities(kind, entity_ids, snapshot)
             self._load_entity_keys(kind, entity_ids, snapshot)
+            if kind == "user":  # links already stored are not written again
+                sql = "SELECT company_id, user_id FROM memberships WHERE user_id"
+                snapshot.memberships.update(self._rows_in(sql, entity_ids))
         self._load_effects(needs, snapshot)
         for env, subtype in needs.subtypes:
             rows = self.conn.execute(
@@ -270,7 +288,10 @@ class SqliteUnitOfWork:
         since the snapshot was read means the batch must be read again: its
         keys now find nothing, or someone else. Without this a batch racing a
         delete would leave counters, keys or memberships of a company that is
-        gone. (SQLite has one writer: nothing changes under a batch.)"""
+        gone. (SQLite has one writer: nothing changes under a batch, so it
+        skips this.)"""
+        if not self.concurrent_writers:
+            return
         wanted: dict[str, set[str]] = {"company": set(), "user": set()}
         new: set[str] = set()
         for e in changes.entities:
@@ -296,6 +317,17 @@ class SqliteUnitOfWork:
                     raise ConcurrentChange(f"a {kind} of the batch was deleted meanwhile")
 
     def apply(self, changes: Changes, now: int) -> None:
+        """Write ``changes`` whole: what they change and the events' rows."""
+        self.apply_changes(changes, now)
+        self.mark(changes, now)
+
+    def _ordered(self, rows: list[Any], key: Any = None) -> list[Any]:
+        """``rows`` in the one order every concurrent writer locks them in."""
+        return sorted(rows, key=key) if self.concurrent_writers else rows
+
+    def apply_changes(self, changes: Changes, now: int) -> None:
+        """Write what processing changed: entities, keys, memberships,
+        counters and side effects (not the events' own rows)."""
         self.hold_entities(changes)
         many = self.conn.executemany
         new: dict[str, list[tuple[object, ...]]] = {"company": [], "user": []}
@@ -304,7 +336,7 @@ class SqliteUnitOfWork:
         deletes: dict[str, list[tuple[str, str, str]]] = {"company": [], "user": []}
         inserts: dict[str, list[tuple[str, str, str, str, int]]] = {"company": [], "user": []}
         for e in changes.entities:
-            traits = msgspec.json.encode(e.traits or {}).decode()
+            traits = e.stored_traits if e.traits is None else msgspec.json.encode(e.traits).decode()
             if e.new:
                 new[e.kind].append((e.id, e.environment_id, e.name, traits, e.last_seen, now, now))
             else:
@@ -321,16 +353,16 @@ class SqliteUnitOfWork:
             many(
                 f"INSERT INTO {table} (id, environment_id, name, traits, last_seen_at, "
                 "created_at, updated_at) VALUES (?,?,?,?,?,?,?)",
-                sorted(new[kind]),
+                self._ordered(new[kind]),
             )
             many(
                 self.update_entity_sql.format(table=table),
-                sorted(dirty[kind], key=lambda row: str(row[3])),
+                self._ordered(dirty[kind], key=lambda row: str(row[3])),
             )
             many(
                 f"UPDATE {table} SET last_seen_at = ?, updated_at = ? WHERE id = ? "
                 "AND (last_seen_at IS NULL OR last_seen_at < ?)",
-                sorted(seen[kind], key=lambda row: str(row[2])),
+                self._ordered(seen[kind], key=lambda row: str(row[2])),
             )
             # a REST upsert's new value of a key name replaces the old one
             # (deletes before inserts); an event's only adds
@@ -347,20 +379,29 @@ class SqliteUnitOfWork:
             # a key already this entity's counts; one of another entity does not
             if inserts[kind] and added != len(inserts[kind]):
                 raise ConcurrentChange(f"a {kind} key was claimed by another transaction")
-        many(
-            "INSERT INTO memberships (id, environment_id, company_id, user_id, created_at) "
-            "VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING",
+        insert_rows(
+            self.conn,
+            "INSERT INTO memberships (id, environment_id, company_id, user_id, created_at)",
+            5,
             [(ids.new_id("cmem"), env, c, u, now) for env, c, u in sorted(changes.memberships)],
+            " ON CONFLICT DO NOTHING",
         )
-        many(
-            "INSERT INTO usage_counters (environment_id, company_id, subtype, period, period_start, "
-            "quantity, events) VALUES (?,?,?,?,?,?,?) ON CONFLICT (company_id, subtype, period, "
-            "period_start) DO UPDATE SET quantity = usage_counters.quantity + excluded.quantity, "
+        counters = changes.counters.items()
+        insert_rows(
+            self.conn,
+            "INSERT INTO usage_counters (environment_id, company_id, subtype, period, "
+            "period_start, quantity, events)",
+            7,
+            [(*key, qty, count) for key, (qty, count) in self._ordered(list(counters))],
+            " ON CONFLICT (company_id, subtype, period, period_start) DO UPDATE SET "
+            "quantity = usage_counters.quantity + excluded.quantity, "
             "events = usage_counters.events + excluded.events",
-            [(*key, qty, count) for key, (qty, count) in sorted(changes.counters.items())],
         )
         sql_effects.write_effects(self.conn, changes, now, self.rules)
-        many(
+
+    def mark(self, changes: Changes, now: int) -> None:
+        """Set the stored events' outcomes, and free the keys of those that failed."""
+        self.conn.executemany(
             "UPDATE events SET status = ?, error_message = ?, "
             "company_id = COALESCE(?, company_id), user_id = COALESCE(?, user_id), "
             "feature_ids = ?, enriched_at = ?, updated_at = ? WHERE id = ? AND status = 'pending'",

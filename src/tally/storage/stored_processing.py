@@ -1,0 +1,124 @@
+"""Processing events in the transaction that stores them (SQLite, worker on).
+
+With the worker on, the usual path writes every event twice: stored as
+``pending``, then claimed, read back and rewritten as ``processed`` by a later
+transaction on the same single writer. On SQLite that second write was most of
+what the worker cost (the wide row and its indexes rewritten, the pending index
+churned, the rows read back), and ingest and processing took turns on the one
+write lock. Here a group commit's pending events go through the same rules
+(``SqliteUnitOfWork.process``) *before* their rows are written, and each row is
+written once, already ``processed`` (or ``failed``), with ``enriched_at`` =
+``loaded_at``: no lag, one write, one transaction.
+
+The pending path stays for everything else:
+
+- while older events are pending (a backlog left by a stopped worker, a
+  restart, or a batch that failed here), new events wait behind them: events
+  are processed oldest first, so an identify is never overtaken by a track
+  that needs it;
+- a batch whose processing raises (a bug, a value no counter can hold) is
+  rolled back to before processing and stored as ``pending``; the worker then
+  retries it one event at a time and sets aside only the event that fails.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from tally.effects.triggers import EffectRules
+from tally.model import PENDING
+from tally.pipeline.unit import PendingEvent
+from tally.storage.sqlite_pipeline import SqliteUnitOfWork
+
+log = logging.getLogger(__name__)
+
+# positions in a row of ``tally.storage.sqlite.INSERT_EVENT_HEAD``
+_ID, _ENV, _TYPE, _SUBTYPE, _STATUS, _BODY, _QUANTITY, _KEY = range(8)
+_CAPTURED, _LOADED, _UPDATED, _BACKFILL, _ERROR, _API_KEY = 9, 10, 11, 13, 14, 15
+_COMPANY, _USER, _ENRICHED, _FEATURES = 18, 19, 21, 22
+_ENCODER = msgspec.json.Encoder()
+
+Released = tuple[str, str, str, str]  # env, event type, key, event id
+
+
+class StoredProcessing:
+    """Called by the SQLite ingest with the rows it is about to write;
+    processes their pending events and rewrites the rows in place."""
+
+    def __init__(self, rules: Callable[[], EffectRules]) -> None:
+        self._rules = rules
+        self._kinds: dict[str, str] = {}  # api key id → kind (never changes)
+
+    def __call__(self, conn: Any, rows: list[tuple[Any, ...]], now: int) -> list[Released]:
+        """Process the pending rows of ``rows`` in the caller's transaction;
+        returns the idempotency keys their failed events let go (to free once
+        the keys are written)."""
+        pending = [i for i, row in enumerate(rows) if row[_STATUS] == PENDING]
+        if not pending or _older_pending(conn):
+            return []
+        events = self._events(conn, [rows[i] for i in pending])
+        conn.execute("SAVEPOINT tally_stored")
+        try:
+            changes = SqliteUnitOfWork(conn, self._rules()).process(events, now)
+        except Exception:
+            conn.execute("ROLLBACK TO SAVEPOINT tally_stored")
+            conn.execute("RELEASE SAVEPOINT tally_stored")
+            log.exception(
+                "processing %d events as they were stored failed; they wait as pending "
+                "for the worker, which retries them one at a time",
+                len(events),
+            )
+            return []
+        conn.execute("RELEASE SAVEPOINT tally_stored")
+        outcomes = {o.event_id: o for o in changes.outcomes}
+        for i in pending:
+            row = list(rows[i])
+            o = outcomes[row[_ID]]
+            row[_STATUS] = o.status
+            row[_ERROR] = o.error_message
+            row[_UPDATED] = now
+            if o.status == "processed":
+                row[_ENRICHED] = now
+                row[_COMPANY] = o.company_id or row[_COMPANY]
+                row[_USER] = o.user_id or row[_USER]
+                if o.feature_ids:
+                    row[_FEATURES] = _ENCODER.encode(o.feature_ids).decode()
+            rows[i] = tuple(row)
+        return changes.released
+
+    def _events(self, conn: Any, rows: list[tuple[Any, ...]]) -> list[PendingEvent]:
+        unknown = {r[_API_KEY] for r in rows if r[_API_KEY] is not None} - self._kinds.keys()
+        if unknown:
+            marks = ",".join("?" * len(unknown))
+            for key_id, kind in conn.execute(
+                f"SELECT id, kind FROM api_keys WHERE id IN ({marks})", sorted(unknown)
+            ).fetchall():
+                self._kinds[key_id] = kind
+        kinds = self._kinds
+        return [
+            PendingEvent(
+                r[_ID],
+                r[_ENV],
+                r[_TYPE],
+                r[_SUBTYPE],
+                r[_BODY],
+                r[_QUANTITY],
+                r[_CAPTURED],
+                bool(r[_BACKFILL]),
+                r[_KEY],
+                kinds.get(r[_API_KEY]) != "publishable",
+                r[_LOADED],
+            )
+            for r in rows
+        ]
+
+
+def _older_pending(conn: Any) -> bool:
+    """Whether an event stored earlier still waits (the new ones queue behind it)."""
+    return (
+        conn.execute("SELECT 1 FROM events WHERE status = 'pending' LIMIT 1").fetchone() is not None
+    )
