@@ -76,6 +76,14 @@ class MeterRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class DuplicatesDropped:
+    """Retries dropped as duplicates of a stored event (by its idempotency key)."""
+
+    count: int
+    last_at: int  # the last one's receipt
+
+
+@dataclass(frozen=True, slots=True)
 class PipelineHealth:
     pending: int
     oldest_pending_at: int | None  # loaded_at of the oldest pending event
@@ -143,4 +151,10 @@ class ConsoleStore(Protocol):
     async def pipeline_health(self, environment_id: str, since: int) -> PipelineHealth:
         """The backlog now, and what happened to events and deliveries made
         from ``since`` on."""
+        ...
+
+    async def duplicates_dropped(
+        self, environment_id: str, event_id: str
+    ) -> DuplicatesDropped | None:
+        """The duplicates dropped against the event (None: not one)."""
         ...

@@ -11,6 +11,7 @@ from tally.model import EventFilter
 from tally.storage.base_console import (
     ConsoleSession,
     DailyCount,
+    DuplicatesDropped,
     EventTypeStats,
     FailedGroup,
     LimitFiring,
@@ -263,5 +264,19 @@ class SqlConsole:
                 deliveries_failed=int(settled.get("failure", 0)),
                 deliveries_succeeded=int(settled.get("success", 0)),
             )
+
+        return await self._read(run)
+
+    async def duplicates_dropped(
+        self, environment_id: str, event_id: str
+    ) -> DuplicatesDropped | None:
+        sql = (
+            "SELECT duplicates, last_duplicate_at FROM event_duplicates "
+            "WHERE event_id = ? AND environment_id = ?"
+        )
+
+        def run(conn: Conn) -> DuplicatesDropped | None:
+            row = conn.execute(sql, (event_id, environment_id)).fetchone()
+            return None if row is None else DuplicatesDropped(int(row[0]), int(row[1]))
 
         return await self._read(run)
