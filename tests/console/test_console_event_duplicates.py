@@ -10,7 +10,7 @@ from tests.console.test_console_events import track
 
 
 def duplicates_line(page: str) -> str:
-    found = re.search(r'<span id="duplicates">(.*?)</span>', page, re.S)
+    found = re.search(r'<div id="duplicates">(.*?)</div>', page, re.S)
     assert found, page
     return found.group(1)
 

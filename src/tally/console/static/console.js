@@ -31,12 +31,12 @@ function el(tag, attrs, children) {
   return node;
 }
 
-function eventRow(r) {
+function eventRow(r, fresh) {
   const time = el("time", { datetime: r.captured_at }, [r.captured_at]);
   const status = [el("span", { class: "badge status-" + r.status }, [r.status])];
   if (r.error) status.push(" ", el("span", { class: "err", title: r.error }, [r.error.slice(0, 60)]));
   const link = (kind, id, name) => (id ? [el("a", { href: "/console/" + kind + "/" + encodeURIComponent(id) }, [name])] : []);
-  const row = el("tr", { "data-id": r.id, class: "fresh" }, [
+  const row = el("tr", fresh ? { "data-id": r.id, class: "fresh" } : { "data-id": r.id }, [
     el("td", {}, [el("a", { href: "/console/events/" + encodeURIComponent(r.id) }, [time])]),
     el("td", {}, [r.type]),
     el("td", {}, [r.subtype]),
@@ -99,8 +99,10 @@ function liveEvents(table) {
     const seconds = arrivals.reduce((sum, a) => sum + a[2], 0) / 1000;
     const perSecond = seconds > 0 ? Math.round(events / seconds) : 0;
     rate.dataset.rate = String(perSecond);
-    rate.textContent = numberFormat.format(perSecond) + " events/s";
-    rate.title = numberFormat.format(events) + " events in the last " + seconds.toFixed(1) + " s";
+    rate.textContent = "· " + numberFormat.format(perSecond) + " events/s";
+    rate.title = numberFormat.format(events) + " events matching these filters arrived in the last " +
+      seconds.toFixed(1) + " s";
+    rate.hidden = false;
   }
 
   function show(data) {
@@ -110,7 +112,9 @@ function liveEvents(table) {
       document.getElementById("events-wrap")?.removeAttribute("hidden");
       document.getElementById("no-match")?.setAttribute("hidden", "");
       const fragment = document.createDocumentFragment();
-      data.rows.forEach((r) => fragment.append(eventRow(r)));
+      // rows are highlighted as they come, unless they come too fast to read
+      const fresh = data.new <= data.rows.length;
+      data.rows.forEach((r) => fragment.append(eventRow(r, fresh)));
       body.prepend(fragment);
       while (body.rows.length > MAX_ROWS) body.deleteRow(body.rows.length - 1);
       newest = data.newest;
