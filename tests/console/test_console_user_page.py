@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
+from tally.console import entity_views
 from tests.api.conftest import Api
 from tests.console.test_console_entities import metered_company
 
@@ -54,3 +57,14 @@ def test_user_without_company_or_events(console: Api) -> None:
     assert "No track events of this user in the last 30 days." in page
     assert "Not a member of any company: usage is counted" in page
     assert "None: no allocation of their companies" in page
+
+
+def test_user_activity_says_when_it_read_only_the_newest(
+    console: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    metered_company(console)
+    assert "Only the newest" not in user_page(console, "u1")
+    monkeypatch.setattr(entity_views, "USER_EVENTS_READ", 2)
+    page = user_page(console, "u1")
+    assert "Only the newest 2 events are counted." in page
+    assert "<title>2026-03-15: 4</title>" in page  # two of the three events of 2

@@ -35,7 +35,7 @@ PERIODS = (
 LIST_ROWS = 50
 CHART_DAYS = 30
 USER_COMPANIES = 5  # a user page shows the usage of at most this many of its companies
-USER_EVENTS_READ = 100_000  # a user's activity chart reads at most its newest events
+USER_EVENTS_READ = 20_000  # a user's activity reads at most its newest events (~0.1 s)
 
 
 def _search(request: Request) -> str | None:
