@@ -4,7 +4,8 @@ against a real ``tally serve``, with the real SDK sending the events.
 
 Sign in (a wrong key and a publishable key are refused first), watch a
 tracked event appear without a reload, filter, open it and read its
-timeline, open the failed view, a company's usage and chart, send a test
+timeline and the duplicate dropped against its key, open the failed view,
+a company's usage and chart, a user's activity, send a test
 webhook to a local receiver, look at event types and health, sign out. The
 test fails on any JavaScript console error (a CSP violation is one), on any
 URL that carries the key, and on the key in the server's log.
@@ -235,6 +236,26 @@ def test_console_in_a_browser(
         assert stage in timeline
     assert "Acme Inc" in page.inner_text("main")
     assert "API calls" not in page.inner_text("main")  # an export is not an API call
+
+    # -- a keyed event and the duplicate dropped against its key ----------------------------
+    keyed = {
+        "event_type": "track",
+        "idempotency_key": "report-2026-03",
+        "body": {
+            "event": "report",
+            "company": {"id": "acme"},
+            "user": {"email": "wile@acme.test"},
+            "quantity": 1,
+            "traits": {"format": "pdf"},
+        },
+    }
+    first = api.post("/events", json=keyed).json()["data"]
+    retry = api.post("/events", json=keyed).json()["data"]
+    assert retry["duplicate"] is True and retry["event_id"] == first["event_id"]
+    page.goto(base + "/console/events?idempotency_key=report-2026-03")
+    page.click("table#events tbody tr td a >> nth=0")
+    page.wait_for_url(f"**/console/events/{first['event_id']}")
+    assert "1 duplicate dropped, the last at" in page.inner_text("#duplicates")
     w.shot("event")
 
     # -- failed events, grouped -------------------------------------------------------
@@ -251,6 +272,14 @@ def test_console_in_a_browser(
     assert "API calls" in usage and "10 / current month" in usage and "9" in usage
     assert page.locator("svg.chart rect").count() == 30
     w.shot("company")
+
+    # -- a user: its activity, its company's usage, the limit webhooks --------------------
+    page.click("#company-users >> text=Wile E.")
+    page.wait_for_url("**/console/users/user_*")
+    assert "api-call" in page.inner_text("#user-activity")
+    assert "10 / current month" in page.inner_text("#user-company-usage")
+    assert page.locator("svg.chart rect").count() == 30
+    w.shot("user")
 
     # -- webhooks: send a test to the receiver ------------------------------------------
     page.click("header nav >> text=Webhooks")

@@ -19,7 +19,7 @@ from tally.jsontext import read_object
 from tally.metering.catalog import UsageFilter
 from tally.metering.periods import ALL_TIME, BILLING, DAY, MONTH, WEEK
 from tally.model import EventFilter
-from tally.storage.base_console import ConsoleSession
+from tally.storage.base_console import ConsoleSession, UserDay
 from tally.storage.base_entities import EntityFilter
 
 if TYPE_CHECKING:
@@ -34,6 +34,8 @@ PERIODS = (
 )
 LIST_ROWS = 50
 CHART_DAYS = 30
+USER_COMPANIES = 5  # a user page shows the usage of at most this many of its companies
+USER_EVENTS_READ = 20_000  # a user's activity reads at most its newest events (~0.1 s)
 
 
 def _search(request: Request) -> str | None:
@@ -103,26 +105,54 @@ def usage_rows(
     return out
 
 
+def _chart(points: dict[int, int], today: int) -> dict[str, Any]:
+    """The template values of a 30-day bar chart of ``points`` (day → value)."""
+    series = daily_series(points, today, CHART_DAYS)
+    return {
+        "chart_bars": bars(series),
+        "chart_total": sum(v for _, v in series),
+        "chart_top": max(v for _, v in series),
+        "chart_first_day": iso(series[0][0])[:10],
+        "chart_last_day": iso(series[-1][0])[:10],
+    }
+
+
+def _chosen(request: Request, subtypes: list[str]) -> str:
+    chosen = request.query_params.get("subtype") or ""
+    return chosen if chosen in subtypes else ""
+
+
+def _today(c: Console) -> tuple[int, int]:
+    """Now, and the start of its UTC day (µs)."""
+    now = to_micros(c.clock.now())
+    return now, now - now % DAY_US
+
+
+async def company_usage(c: Console, env: str, company_id: str, now: int) -> list[dict[str, Any]]:
+    """``usage_rows`` of a company (empty when it is gone)."""
+    company = await c.storage.get_company(env, company_id)
+    if company is None:
+        return []
+    usage = await c.storage.feature_usage(env, company.id, UsageFilter(limit=None), now)
+    return usage_rows(usage, company.counters, company.billing_anchor is not None)
+
+
 async def company_page(c: Console, request: Request, session: ConsoleSession) -> Response:
     env = session.key.environment_id
     company_id = request.path_params["company_id"][:64]
     company = await c.storage.get_company(env, company_id)
     if company is None:
         raise NotFound(f"company {company_id!r} was not found in this environment")
-    now = to_micros(c.clock.now())
-    today = now - now % DAY_US
+    now, today = _today(c)
     since = today - (CHART_DAYS - 1) * DAY_US
     usage = await c.storage.feature_usage(env, company.id, UsageFilter(limit=None), now)
     daily = await c.storage.company_daily_usage(env, company.id, since)
     subtypes = sorted({d.name for d in daily})
-    chosen = request.query_params.get("subtype") or ""
-    if chosen and chosen not in subtypes:
-        chosen = ""
+    chosen = _chosen(request, subtypes)
     points: dict[int, int] = {}
     for d in daily:
         if not chosen or d.name == chosen:
             points[d.day_start] = points.get(d.day_start, 0) + d.count
-    series = daily_series(points, today, CHART_DAYS)
     firings = await c.storage.company_limit_firings(env, company.id, 50)
     names = await c.storage.preview_names(env, [f.feature_id for f in firings], [], [])
     users = await c.storage.list_users(env, EntityFilter(company_id=company.id, limit=LIST_ROWS))
@@ -134,11 +164,7 @@ async def company_page(c: Console, request: Request, session: ConsoleSession) ->
         traits=_traits(company.traits),
         usage=usage_rows(usage, company.counters, company.billing_anchor is not None),
         periods=PERIODS,
-        chart_bars=bars(series),
-        chart_total=sum(v for _, v in series),
-        chart_top=max(v for _, v in series),
-        chart_first_day=iso(series[0][0])[:10],
-        chart_last_day=iso(series[-1][0])[:10],
+        **_chart(points, today),
         subtypes=subtypes,
         chosen=chosen,
         firings=[(f, names.get(("feature", f.feature_id), f.feature_id)) for f in firings],
@@ -157,18 +183,58 @@ async def users_page(c: Console, request: Request, session: ConsoleSession) -> R
     return c.render(request, session, "users.html", users=users, total=total, q=q or "")
 
 
+def activity(days: list[UserDay], chosen: str) -> tuple[list[dict[str, Any]], dict[int, int]]:
+    """A user's activity: per subtype its events and quantity, and the
+    quantity per day (of ``chosen``, or of every subtype)."""
+    totals: dict[str, dict[str, Any]] = {}
+    points: dict[int, int] = {}
+    for d in days:
+        t = totals.setdefault(d.subtype, {"subtype": d.subtype, "events": 0, "quantity": 0})
+        t["events"] += d.events
+        t["quantity"] += d.quantity
+        if not chosen or d.subtype == chosen:
+            points[d.day_start] = points.get(d.day_start, 0) + d.quantity
+    return sorted(totals.values(), key=lambda t: (-t["quantity"], t["subtype"])), points
+
+
 async def user_page(c: Console, request: Request, session: ConsoleSession) -> Response:
     env = session.key.environment_id
     user_id = request.path_params["user_id"][:64]
     user = await c.storage.get_user(env, user_id)
     if user is None:
         raise NotFound(f"user {user_id!r} was not found in this environment")
+    now, today = _today(c)
+    since = today - (CHART_DAYS - 1) * DAY_US
+    days = await c.storage.user_daily_activity(env, user.id, since, USER_EVENTS_READ)
+    subtypes = sorted({d.subtype for d in days})
+    chosen = _chosen(request, subtypes)
+    totals, points = activity(days, chosen)
+    companies = [m.company for m in user.memberships if m.company is not None]
+    firings = await c.storage.firings_of_companies(
+        env, [m.id for m in companies[:LIST_ROWS]], user.id, 20
+    )
+    names = await c.storage.preview_names(env, [f.firing.feature_id for f in firings], [], [])
     return c.render(
         request,
         session,
         "user.html",
         user=user,
         traits=_traits(user.traits),
+        totals=totals,
+        capped=sum(d.events for d in days) >= USER_EVENTS_READ,
+        read_most=USER_EVENTS_READ,
+        **_chart(points, today),
+        subtypes=subtypes,
+        chosen=chosen,
+        company_usage=[
+            (m, await company_usage(c, env, m.id, now)) for m in companies[:USER_COMPANIES]
+        ],
+        more_companies=max(len(companies) - USER_COMPANIES, 0),
+        periods=PERIODS,
+        company_names={m.id: m.name for m in companies},
+        firings=[
+            (f, names.get(("feature", f.firing.feature_id), f.firing.feature_id)) for f in firings
+        ],
         events=await _recent_events(c, env, EventFilter(user_id=user.id, limit=20)),
         nav="users",
     )

@@ -268,6 +268,7 @@ async def event_page(c: Console, request: Request, session: ConsoleSession) -> R
         company_name=_names(names, "company", event.company_id),
         user_name=_names(names, "user", event.user_id),
         features=[(f, names.get(("feature", f), f)) for f in event.feature_ids],
+        duplicates=await c.storage.duplicates_dropped(env, event.id),
         received_at=ids.made_at_micros(event.id),
         key_guard_until=ids.made_at_micros(event.id) + 24 * 3600 * 1_000_000,
         nav="events",

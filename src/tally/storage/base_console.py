@@ -76,6 +76,34 @@ class MeterRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class UserDay:
+    """A user's track events of one subtype on one UTC day (failed ones aside)."""
+
+    subtype: str
+    day_start: int
+    events: int
+    quantity: int
+
+
+@dataclass(frozen=True, slots=True)
+class CompanyFiring:
+    """A limit webhook fired for one of a user's companies, and whether the
+    event that fired it was the user's."""
+
+    company_id: str
+    firing: LimitFiring
+    by_user: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicatesDropped:
+    """Retries dropped as duplicates of a stored event (by its idempotency key)."""
+
+    count: int
+    last_at: int  # the last one's receipt
+
+
+@dataclass(frozen=True, slots=True)
 class PipelineHealth:
     pending: int
     oldest_pending_at: int | None  # loaded_at of the oldest pending event
@@ -143,4 +171,24 @@ class ConsoleStore(Protocol):
     async def pipeline_health(self, environment_id: str, since: int) -> PipelineHealth:
         """The backlog now, and what happened to events and deliveries made
         from ``since`` on."""
+        ...
+
+    async def duplicates_dropped(
+        self, environment_id: str, event_id: str
+    ) -> DuplicatesDropped | None:
+        """The duplicates dropped against the event (None: not one)."""
+        ...
+
+    async def user_daily_activity(
+        self, environment_id: str, user_id: str, since: int, most: int
+    ) -> list[UserDay]:
+        """The user's track events per subtype and UTC day of ``captured_at``,
+        among its newest ``most`` events received from ``since`` on."""
+        ...
+
+    async def firings_of_companies(
+        self, environment_id: str, company_ids: list[str], user_id: str, limit: int
+    ) -> list[CompanyFiring]:
+        """Limit webhooks fired for these companies, newest first, each
+        marked when the event that fired it was ``user_id``'s."""
         ...

@@ -273,6 +273,17 @@ MIGRATIONS: list[str] = [
     """,
     # 6: one value per key name and entity
     ONE_VALUE_PER_KEY_NAME,
+    # 9 (numbered by the lead; 7 and 8 are other branches'): duplicates
+    # dropped against a stored event, for the console's event page
+    # (storage/duplicates.py); a row only for an event that had one
+    """
+    CREATE TABLE event_duplicates (
+        event_id TEXT PRIMARY KEY,
+        environment_id TEXT NOT NULL,
+        duplicates BIGINT NOT NULL,
+        last_duplicate_at BIGINT NOT NULL
+    );
+    """,
 ]
 
 _LOCK_ID = 7_411_873_101  # pg_advisory_xact_lock: one migrator at a time

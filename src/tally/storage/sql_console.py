@@ -9,13 +9,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from tally import ids
 from tally.model import EventFilter
 from tally.storage.base_console import (
+    CompanyFiring,
     ConsoleSession,
     DailyCount,
+    DuplicatesDropped,
     EventTypeStats,
     FailedGroup,
     LimitFiring,
     MeterRecord,
     PipelineHealth,
+    UserDay,
 )
 
 if TYPE_CHECKING:
@@ -263,5 +266,64 @@ class SqlConsole:
                 deliveries_failed=int(settled.get("failure", 0)),
                 deliveries_succeeded=int(settled.get("success", 0)),
             )
+
+        return await self._read(run)
+
+    async def duplicates_dropped(
+        self, environment_id: str, event_id: str
+    ) -> DuplicatesDropped | None:
+        sql = (
+            "SELECT duplicates, last_duplicate_at FROM event_duplicates "
+            "WHERE event_id = ? AND environment_id = ?"
+        )
+
+        def run(conn: Conn) -> DuplicatesDropped | None:
+            row = conn.execute(sql, (event_id, environment_id)).fetchone()
+            return None if row is None else DuplicatesDropped(int(row[0]), int(row[1]))
+
+        return await self._read(run)
+
+    # -- users --------------------------------------------------------------
+    async def user_daily_activity(
+        self, environment_id: str, user_id: str, since: int, most: int
+    ) -> list[UserDay]:
+        # the newest ``most`` of the user's events (events_user), at most
+        sql = (
+            f"SELECT subtype, captured_at / {DAY_US}, COUNT(*), SUM(quantity) FROM "
+            "(SELECT subtype, captured_at, quantity, status, type FROM events "
+            "WHERE user_id = ? AND environment_id = ? AND id >= ? ORDER BY id DESC LIMIT ?) "
+            "AS recent WHERE type = 'track' AND status != 'failed' AND subtype IS NOT NULL "
+            f"GROUP BY subtype, captured_at / {DAY_US} ORDER BY 1, 2"
+        )
+        args = (user_id, environment_id, ids.first_id_at("evt", since), most)
+
+        def run(conn: Conn) -> list[UserDay]:
+            return [
+                UserDay(row[0], int(row[1]) * DAY_US, int(row[2]), int(row[3]))
+                for row in conn.execute(sql, args).fetchall()
+            ]
+
+        return await self._read(run)
+
+    async def firings_of_companies(
+        self, environment_id: str, company_ids: list[str], user_id: str, limit: int
+    ) -> list[CompanyFiring]:
+        if not company_ids:
+            return []
+        marks = ",".join("?" * len(company_ids))
+        sql = (
+            "SELECT t.company_id, t.feature_id, t.period, t.period_start, t.action, "
+            "t.event_id, t.usage, t.created_at, e.user_id FROM limit_triggers t "
+            "LEFT JOIN events e ON e.id = t.event_id "
+            f"WHERE t.company_id IN ({marks}) AND t.environment_id = ? "
+            "ORDER BY t.created_at DESC, t.action LIMIT ?"
+        )
+        args = (*company_ids, environment_id, limit)
+
+        def run(conn: Conn) -> list[CompanyFiring]:
+            return [
+                CompanyFiring(row[0], LimitFiring(*row[1:8]), row[8] == user_id)
+                for row in conn.execute(sql, args).fetchall()
+            ]
 
         return await self._read(run)

@@ -28,6 +28,7 @@ from tally.model import (
     StoredEvent,
 )
 from tally.observe.metrics import metrics
+from tally.storage.duplicates import record_duplicates
 from tally.storage.sql_console import SqlConsole
 from tally.storage.sql_outbox import SqlOutbox
 from tally.storage.sql_webhooks import SqlWebhooks
@@ -399,6 +400,7 @@ class SqlStorage(SqliteEntities, SqliteCatalog, SqlWebhooks, SqlOutbox, SqlConso
     ) -> list[list[IngestResult]]:
         now = self._now()
         results = self._insert_events(conn, batches, now)
+        record_duplicates(conn, batches, results)  # the console's event page
         if now - self._last_prune >= PRUNE_EVERY_US:
             self._last_prune = now
             self._prune(conn, now - IDEMPOTENCY_WINDOW_US)

@@ -294,6 +294,17 @@ MIGRATIONS: list[str] = [
     """,
     # 6: one value per key name and entity (portable SQL, shared with PostgreSQL)
     ONE_VALUE_PER_KEY_NAME,
+    # 9 (numbered by the lead; 7 and 8 are other branches'): duplicates
+    # dropped against a stored event, for the console's event page
+    # (storage/duplicates.py); a row only for an event that had one
+    """
+    CREATE TABLE event_duplicates (
+        event_id TEXT PRIMARY KEY,
+        environment_id TEXT NOT NULL,
+        duplicates INTEGER NOT NULL,
+        last_duplicate_at INTEGER NOT NULL
+    );
+    """,
 ]
 
 

@@ -31,12 +31,12 @@ function el(tag, attrs, children) {
   return node;
 }
 
-function eventRow(r) {
+function eventRow(r, fresh) {
   const time = el("time", { datetime: r.captured_at }, [r.captured_at]);
   const status = [el("span", { class: "badge status-" + r.status }, [r.status])];
   if (r.error) status.push(" ", el("span", { class: "err", title: r.error }, [r.error.slice(0, 60)]));
   const link = (kind, id, name) => (id ? [el("a", { href: "/console/" + kind + "/" + encodeURIComponent(id) }, [name])] : []);
-  const row = el("tr", { "data-id": r.id, class: "fresh" }, [
+  const row = el("tr", fresh ? { "data-id": r.id, class: "fresh" } : { "data-id": r.id }, [
     el("td", {}, [el("a", { href: "/console/events/" + encodeURIComponent(r.id) }, [time])]),
     el("td", {}, [r.type]),
     el("td", {}, [r.subtype]),
@@ -49,18 +49,23 @@ function eventRow(r) {
   return row;
 }
 
-const MAX_ROWS = 200;
-const POLL_MS = 1500;
+// The live list draws at most LIVE_ROWS (server side) new rows per poll and
+// keeps MAX_ROWS in the page: at thousands of events a second it shows the
+// arrival rate and the newest rows as a sample, never every row.
+const MAX_ROWS = 100;
+const POLL_MS = 1000;
+const RATE_WINDOW_MS = 5000;
 
 function liveEvents(table) {
   const body = table.tBodies[0];
   const state = document.getElementById("live-state");
   const text = document.getElementById("live-text");
+  const rate = document.getElementById("live-rate");
   const sampling = document.getElementById("sampling");
   let newest = table.dataset.newest || "";
   let polls = 0;
-  let rateSince = performance.now();
-  let rateCount = 0;
+  let last = performance.now();
+  const arrivals = []; // [time, new events] of the polls in the rate window
 
   function setState(kind, message) {
     state.className = "live " + kind;
@@ -71,7 +76,7 @@ function liveEvents(table) {
     if (document.hidden) { setState("paused", "Paused while this tab is hidden"); return schedule(); }
     polls += 1;
     const url = table.dataset.live + (table.dataset.live.includes("?") ? "&" : "?") +
-      "newer_than=" + encodeURIComponent(newest) + (polls % 4 === 1 ? "&counts=1" : "");
+      "newer_than=" + encodeURIComponent(newest) + (polls % 5 === 1 ? "&counts=1" : "");
     try {
       const answer = await fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" });
       if (answer.status === 401) { window.location.assign("/console/sign-in"); return; }
@@ -85,34 +90,42 @@ function liveEvents(table) {
     schedule();
   }
 
+  function showRate(data) {
+    const now = performance.now();
+    arrivals.push([now, data.new, now - last]);
+    last = now;
+    while (arrivals.length > 1 && now - arrivals[0][0] > RATE_WINDOW_MS) arrivals.shift();
+    const events = arrivals.reduce((sum, a) => sum + a[1], 0);
+    const seconds = arrivals.reduce((sum, a) => sum + a[2], 0) / 1000;
+    const perSecond = seconds > 0 ? Math.round(events / seconds) : 0;
+    rate.dataset.rate = String(perSecond);
+    rate.textContent = "· " + numberFormat.format(perSecond) + " events/s";
+    rate.title = numberFormat.format(events) + " events matching these filters arrived in the last " +
+      seconds.toFixed(1) + " s";
+    rate.hidden = false;
+  }
+
   function show(data) {
+    showRate(data);
     if (data.rows.length) {
       document.getElementById("empty")?.setAttribute("hidden", "");
       document.getElementById("events-wrap")?.removeAttribute("hidden");
       document.getElementById("no-match")?.setAttribute("hidden", "");
       const fragment = document.createDocumentFragment();
-      data.rows.forEach((r) => fragment.append(eventRow(r)));
+      // rows are highlighted as they come, unless they come too fast to read
+      const fresh = data.new <= data.rows.length;
+      data.rows.forEach((r) => fragment.append(eventRow(r, fresh)));
       body.prepend(fragment);
       while (body.rows.length > MAX_ROWS) body.deleteRow(body.rows.length - 1);
       newest = data.newest;
     }
-    rateCount += data.new;
-    const elapsed = (performance.now() - rateSince) / 1000;
-    if (elapsed >= 5) {
-      const rate = rateCount / elapsed;
-      rateSince = performance.now();
-      rateCount = 0;
-      if (rate >= 1) {
-        sampling.hidden = false;
-        sampling.textContent = numberFormat.format(Math.round(rate)) + " events/s arriving";
-      } else if (!data.new) {
-        sampling.hidden = true;
-      }
-    }
     if (data.new > data.rows.length) {
       sampling.hidden = false;
-      sampling.textContent = numberFormat.format(data.new) + " new events since the last update; " +
-        "showing the newest " + data.rows.length + " (a sample: the list does not draw every event at this rate).";
+      sampling.textContent = "Showing a sample: " + numberFormat.format(data.new) +
+        " events arrived since the last update and the newest " + data.rows.length +
+        " are drawn (the list keeps the newest " + MAX_ROWS + " rows; filter to see fewer).";
+    } else if (data.rows.length) {
+      sampling.hidden = true;
     }
     if (data.counts) {
       for (const [status, count] of Object.entries(data.counts)) {
