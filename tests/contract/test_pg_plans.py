@@ -29,6 +29,7 @@ import functools
 import random
 import time
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -47,7 +48,15 @@ from tally.settings import Settings
 from tally.storage.pg_adapter import PgConnection
 from tally.storage.postgres import PostgresStorage
 from tally.storage.postgres_schema import migrate
-from tests.support.pg_plans import Accepted, Recorder, check_plans, is_claim, report
+from tests.support.pg_plans import (
+    Accepted,
+    Outcome,
+    Recorder,
+    Statement,
+    check_plans,
+    is_claim,
+    report,
+)
 from tests.support.receiver import Receiver
 
 with warnings.catch_warnings():
@@ -341,120 +350,89 @@ READS = [
 ]
 
 
-def test_hot_statements_have_good_plans_with_and_without_statistics(
-    postgres_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    url = postgres_url
-    started = time.monotonic()
-    admin = psycopg.connect(url, autocommit=True)
-    migrate(PgConnection(admin))  # as ``tally migrate``: empty tables, analyzed
-    _autovacuum_off(admin)
+@dataclass
+class Catalog:
+    env: str
+    secret: str
+    features: dict[str, str]
+    webhook: str
+    companies: list[str]  # with an allocation of api-call
 
-    # statistics stay as migrate left them until the test analyzes
-    async def no_statistics(self: PostgresStorage, *, at_start: bool = False) -> None:
-        return None
 
-    monkeypatch.setattr(PostgresStorage, "_maintain_statistics", no_statistics)
-    recorder = Recorder()
-    settings = Settings(
-        database_url=url,
-        key_cache_seconds=0,
-        worker=False,
-        deliver=False,
-        webhook_allow_private=True,
-    )
-    storage = PostgresStorage(url)
-    app = create_app(settings, storage=storage)
-    with recorder.installed(), Receiver() as receiver, TestClient(app) as client:
-        run = client.portal.call
-        _, secret, _ = run(functools.partial(create_key, storage, "development"))
-        env = str(admin.execute("SELECT id FROM environments").fetchone()[0])  # type: ignore[index]
-        features = {
-            s: run(
-                storage.create_feature,
-                env,
-                FeatureChanges(name=s, feature_type="event", event_subtype=s),
-            ).id
-            for s in SUBTYPES
-        }
-        hook = run(
-            storage.create_webhook,
-            env,
-            WebhookChanges(
-                name="plans",
-                url=receiver.url,
-                request_types=tuple(t for t in EMITTED if t != "test.send"),
-            ),
-        )
-        seed(admin, env, features, hook.id)
-        companies = admin.execute("SELECT id FROM companies ORDER BY id LIMIT 40").fetchall()
-        for (company_id,) in companies:
-            run(
-                storage.upsert_allocation,
-                env,
-                company_id,
-                features["api-call"],
-                AllocationChanges(
-                    value_type="numeric", value_numeric=3, metric_period="current_month"
-                ),
-                None,
-                "plans",
-            )
-        seeded = time.monotonic()
-
-        with recorder.recording("ingest"):
-            for batch in _sent_events(env, random.Random(10)):
-                run(storage.ingest, batch)
-        with recorder.recording("worker"):
-            worker = Worker(storage, batch_size=BATCH)
-            while admin.execute(
-                "SELECT 1 FROM events WHERE status = 'pending' AND id < 'evt_f' LIMIT 1"
-            ).fetchone():
-                assert run(worker.step) > 0
-        with recorder.recording("delivery"):
-            deliverer = Deliverer(
-                storage,
-                DeliveryConfig(billing_url=receiver.url, allow_private=True, concurrency=64),
-            )
-
-            async def deliver() -> int:
-                async with make_client(5.0, 64) as http:
-                    return sum([await deliverer.step(http) for _ in range(6)])
-
-            assert run(deliver) > 0
-        sample = {
-            "company": companies[0][0],
-            "user": admin.execute(
-                "SELECT user_id FROM memberships WHERE company_id = %s LIMIT 1", (companies[0][0],)
-            ).fetchone()[0],  # type: ignore[index]
-            "event": admin.execute(
-                "SELECT id FROM events WHERE status = 'processed' ORDER BY id DESC LIMIT 1"
-            ).fetchone()[0],  # type: ignore[index]
-            "feature": features["api-call"],
-            "webhook": hook.id,
-        }
-        with recorder.recording("reads"):
-            for path in READS:
-                response = client.get(
-                    path.format(**sample), headers={"X-Schematic-Api-Key": secret}
-                )
-                assert response.status_code == 200, (path, response.text)
-            run(storage.pending_backlog)  # what /metrics reads (loopback clients only)
-    worked = time.monotonic()
-
-    statements = sorted(recorder.statements.values(), key=lambda s: (s.path, s.sql))
-    paths = {s.path for s in statements}
-    assert paths == {"ingest", "worker", "delivery", "reads"}, paths
-    assert any(is_claim(s) for s in statements), "no pending claim was recorded"
-    for table in ("company_keys", "user_keys"):
-        assert any(f"FROM {table}" in s.sql for s in statements), f"no look-up in {table}"
-    sizes = {
-        t: int(admin.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0])  # type: ignore[index]
-        for t in BIG
+def _catalog(run: Any, storage: PostgresStorage, admin: Any, receiver: Receiver) -> Catalog:
+    """A key, the event features, a webhook for every notice, the seeded
+    data, and small allocations for 40 companies (limits cross)."""
+    _, secret, _ = run(functools.partial(create_key, storage, "development"))
+    env = str(admin.execute("SELECT id FROM environments").fetchone()[0])
+    features = {
+        s: run(
+            storage.create_feature, env, FeatureChanges(s, feature_type="event", event_subtype=s)
+        ).id
+        for s in SUBTYPES
     }
-    small = {t: n for t, n in sizes.items() if n < MIN_BIG_ROWS}
-    assert not small, f"tables too small for a bad plan to show: {small}"
+    types = tuple(t for t in EMITTED if t != "test.send")
+    hook = run(
+        storage.create_webhook,
+        env,
+        WebhookChanges(name="plans", url=receiver.url, request_types=types),
+    )
+    seed(admin, env, features, hook.id)
+    companies = [r[0] for r in admin.execute("SELECT id FROM companies ORDER BY id LIMIT 40")]
+    allocation = AllocationChanges(
+        value_type="numeric", value_numeric=3, metric_period="current_month"
+    )
+    for company_id in companies:
+        run(storage.upsert_allocation, env, company_id, features["api-call"], allocation, None, "t")
+    return Catalog(env, secret, features, hook.id, companies)
 
+
+def _hot_paths(
+    run: Any, client: Any, storage: PostgresStorage, admin: Any, recorder: Recorder, cat: Catalog
+) -> None:
+    """Ingest, process, deliver and read once, each recorded as its path."""
+    with recorder.recording("ingest"):
+        for batch in _sent_events(cat.env, random.Random(10)):
+            run(storage.ingest, batch)
+    with recorder.recording("worker"):
+        worker = Worker(storage, batch_size=BATCH)
+        pending = "SELECT 1 FROM events WHERE status = 'pending' AND id < 'evt_f' LIMIT 1"
+        while admin.execute(pending).fetchone():  # what the test sent, not the backlog
+            assert run(worker.step) > 0
+    with recorder.recording("delivery"):
+        receiver_url = str(admin.execute("SELECT url FROM webhooks").fetchone()[0])
+        config = DeliveryConfig(billing_url=receiver_url, allow_private=True, concurrency=64)
+        deliverer = Deliverer(storage, config)
+
+        async def deliver() -> int:
+            async with make_client(5.0, 64) as http:
+                return sum([await deliverer.step(http) for _ in range(6)])
+
+        assert run(deliver) > 0
+    company = cat.companies[0]
+    sample = {
+        "company": company,
+        "user": admin.execute(
+            "SELECT user_id FROM memberships WHERE company_id = %s LIMIT 1", (company,)
+        ).fetchone()[0],
+        "event": admin.execute(
+            "SELECT id FROM events WHERE status = 'processed' ORDER BY id DESC LIMIT 1"
+        ).fetchone()[0],
+        "feature": cat.features["api-call"],
+        "webhook": cat.webhook,
+    }
+    with recorder.recording("reads"):
+        for path in READS:
+            url = path.format(**sample)
+            response = client.get(url, headers={"X-Schematic-Api-Key": cat.secret})
+            assert response.status_code == 200, (url, response.text)
+        run(storage.pending_backlog)  # what /metrics reads (loopback clients only)
+
+
+def _check_every_mode(
+    admin: Any, statements: list[Statement], sizes: dict[str, int]
+) -> list[Outcome]:
+    """Without statistics (as migrate left them), then after ANALYZE; each
+    with custom and with generic plans."""
     outcomes = []
     for stats in ("no statistics", "statistics"):
         if stats == "statistics":
@@ -464,7 +442,42 @@ def test_hot_statements_have_good_plans_with_and_without_statistics(
             outcomes.append(
                 check_plans(admin, statements, sizes, mode, generic=generic, exceptions=ACCEPTED)
             )
-    admin.close()
+    return outcomes
+
+
+def test_hot_statements_have_good_plans_with_and_without_statistics(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started = time.monotonic()
+
+    async def no_statistics(self: PostgresStorage, *, at_start: bool = False) -> None:
+        return None  # statistics stay as migrate left them until the test analyzes
+
+    monkeypatch.setattr(PostgresStorage, "_maintain_statistics", no_statistics)
+    recorder = Recorder()
+    settings = Settings(database_url=postgres_url, key_cache_seconds=0, worker=False, deliver=False)
+    storage = PostgresStorage(postgres_url)
+    app = create_app(settings, storage=storage)
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        migrate(PgConnection(admin))  # as ``tally migrate``: empty tables, analyzed
+        _autovacuum_off(admin)
+        with recorder.installed(), Receiver() as receiver, TestClient(app) as client:
+            catalog = _catalog(client.portal.call, storage, admin, receiver)
+            seeded = time.monotonic()
+            _hot_paths(client.portal.call, client, storage, admin, recorder, catalog)
+        worked = time.monotonic()
+
+        statements = sorted(recorder.statements.values(), key=lambda s: (s.path, s.sql))
+        paths = {s.path for s in statements}
+        assert paths == {"ingest", "worker", "delivery", "reads"}, paths
+        assert any(is_claim(s) for s in statements), "no pending claim was recorded"
+        for table in ("company_keys", "user_keys"):
+            assert any(f"FROM {table}" in s.sql for s in statements), f"no look-up in {table}"
+        sizes = {t: int(admin.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0]) for t in BIG}
+        small = {t: n for t, n in sizes.items() if n < MIN_BIG_ROWS}
+        assert not small, f"tables too small for a bad plan to show: {small}"
+        outcomes = _check_every_mode(admin, statements, sizes)
+
     findings = [f for o in outcomes for f in o.findings]
     used = {id(e) for o in outcomes for _, e in o.accepted}
     unused = [e for e in ACCEPTED if id(e) not in used]
