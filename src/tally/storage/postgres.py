@@ -210,12 +210,12 @@ class PgUnitOfWork(SqliteUnitOfWork):
         # Before ANALYZE the planner guesses the pending rows are few, takes
         # them all by bitmap and sorts them to return the oldest ``limit``
         # (0.5 s at 200K pending). The pending index is in claim order: walk
-        # it (tests/contract/test_pg_plans.py checks the plan).
+        # it (tests/contract/test_pg_plans.py checks the plan). A failed claim
+        # rolls the transaction back, and the setting with it.
         self.conn.execute("SET LOCAL enable_sort = off")
-        try:
-            return super().claim_pending(limit)
-        finally:
-            self.conn.execute("SET LOCAL enable_sort = on")
+        events = super().claim_pending(limit)
+        self.conn.execute("SET LOCAL enable_sort = on")
+        return events
 
     def key_lookup(
         self, key_table: str, env: str, key: str, values: list[str]
