@@ -16,7 +16,17 @@ In one run, on this machine, it prints:
    stored and processed per second, from the first request until nothing is
    pending) of 1 API process + 1 worker and of 2 API processes + 2 workers
    under the same batched load, with the CPU use of the machine.
-5. with ``--effects`` (instead of 1 to 4): what side effects cost the worker —
+5. with ``--targets`` (instead of 1 to 4; PostgreSQL, issue 10): one ``tally
+   worker --burst`` over a backlog of ``--events`` pending events (1M by
+   default), then 1 API process + 1 ``tally worker`` end to end under batched
+   load (``POST /event-batch`` of 100) for ``--duration`` seconds, on a fresh
+   database whose statistics are left as ``tally migrate`` and start-up leave
+   them (nobody runs ``ANALYZE`` by hand); all of it twice: with the server's
+   autovacuum setting, and with autovacuum off for every table of tally
+   (``ALTER TABLE … SET (autovacuum_enabled = false)`` right after the
+   migration), the server setting some deployments have. Printed against the
+   targets: >= 10,000 events/s for the worker, >= 8,000 end to end.
+6. with ``--effects`` (instead of 1 to 5): what side effects cost the worker —
    ``tally worker --burst`` throughput on ``--effects-events`` pending events
    without side effects, then with 10 webhook endpoints (subscribed to every
    notice tally sends) and a billing sink configured and a ``tally deliver``
@@ -30,6 +40,8 @@ In one run, on this machine, it prints:
     .venv/bin/python bench/pipeline.py                       # SQLite, 10k and 1M events
     .venv/bin/python bench/pipeline.py --quick               # a smoke test
     .venv/bin/python bench/pipeline.py --database-url postgresql://postgres@127.0.0.1/postgres --scale
+    .venv/bin/python bench/pipeline.py --database-url postgresql://postgres@127.0.0.1/postgres --targets
+    .venv/bin/python bench/pipeline.py --database-url postgresql://… --targets --events 50000 --duration 5
     .venv/bin/python bench/pipeline.py --effects             # side effects, SQLite
     .venv/bin/python bench/pipeline.py --effects --database-url postgresql://postgres@127.0.0.1/postgres
 
@@ -61,6 +73,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -578,6 +591,114 @@ def run_effects(args: argparse.Namespace, env: dict[str, str]) -> int:
     return 0
 
 
+# -- issue 10's targets (PostgreSQL) ---------------------------------------------------
+WORKER_TARGET = 10_000  # events/s, one tally worker over a large backlog
+END_TO_END_TARGET = 8_000  # events/s, 1 API + 1 worker under batched load
+
+
+def autovacuum_off(database_url: str) -> list[str]:
+    """``autovacuum_enabled = false`` on every table of the database (the
+    server-wide switch needs a restart; the per-table one has the same
+    effect on tally's tables); returns the tables."""
+    tables = [
+        str(r[0])
+        for r in query(
+            database_url, "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+        )
+    ]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for table in tables:
+            conn.execute(f'ALTER TABLE "{table}" SET (autovacuum_enabled = false)')
+    return tables
+
+
+def statistics_state(database_url: str) -> str:
+    """How many tally tables have been analyzed, by whom, and the events'
+    row estimate: what the planner knew during the run."""
+    rows = query(
+        database_url,
+        "SELECT count(*), count(*) FILTER (WHERE last_analyze IS NOT NULL), "
+        "count(*) FILTER (WHERE last_autoanalyze IS NOT NULL), "
+        "max(CASE WHEN relname = 'events' THEN n_live_tup END) "
+        "FROM pg_stat_user_tables WHERE schemaname = current_schema()",
+    )
+    tables, by_tally, by_autovacuum, events = rows[0]
+    estimate = query(database_url, "SELECT reltuples FROM pg_class WHERE relname = 'events'")
+    return (
+        f"{by_tally}/{tables} tables analyzed by tally, {by_autovacuum} by autovacuum; "
+        f"events: {int(events or 0):,} live, planner estimate {int(estimate[0][0]):,}"
+    )
+
+
+def targets_run(
+    url: str, workdir: Path, env: dict[str, str], args: argparse.Namespace, *, vacuum: bool
+) -> dict[str, Any]:
+    """One fresh database: the worker over ``--events`` pending, then 1 + 1
+    end to end. Statistics as tally leaves them: no ANALYZE here."""
+    key = tally(url, "keys", "create", "--environment", "development", env=env)  # migrates
+    key = key.strip().splitlines()[-1]
+    env_id = query(url, "SELECT id FROM environments WHERE name = 'development'")[0][0]
+    setting = query(url, "SHOW autovacuum")[0][0]
+    if not vacuum:
+        autovacuum_off(url)
+    label = (
+        f"the server's autovacuum setting ({setting})"
+        if vacuum
+        else "autovacuum off for every table (ALTER TABLE … SET (autovacuum_enabled = false))"
+    )
+    log(f"{label}: prefilling {args.events:,} pending events")
+    prefill(url, env_id, args.events, seed=1)
+    n, secs = burst(url, env)
+    log(f"  one worker processed {n:,} in {secs:.1f} s = {n / secs:,.0f}/s")
+    check_counters(url)
+    worker_stats = statistics_state(url)
+    log(f"  statistics after the worker: {worker_stats}")
+    log(f"  1 API + 1 worker, batched load for {args.duration} s")
+    e2e = scale(url, workdir, env, key, args.duration, 1)
+    log(f"  {e2e}")
+    check_counters(url)
+    return {"label": label, "worker": (n, secs), "e2e": e2e, "stats": worker_stats}
+
+
+def run_targets(args: argparse.Namespace, env: dict[str, str]) -> int:
+    if args.database_url is None or not is_postgres(args.database_url):
+        raise SystemExit("--targets measures PostgreSQL: pass --database-url postgresql://…")
+    ensure_wrk()
+    runs = []
+    for vacuum in (True, False):
+        workdir = Path(tempfile.mkdtemp(prefix="tally-targets-"))
+        try:
+            with fresh_database(args.database_url, workdir) as url:
+                runs.append(targets_run(url, workdir, env, args, vacuum=vacuum))
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+    line = "-" * 78
+    print(line)
+    print(f"tally pipeline targets on PostgreSQL (issue 10) — {machine_line()}")
+    print("statistics as tally migrate and start-up leave them; no ANALYZE by hand")
+    print(line)
+    for run in runs:
+        n, secs = run["worker"]
+        rate, e2e = n / secs, run["e2e"]
+        print(f"  {run['label']}")
+        print(
+            f"    one worker, {n:,} backlog {rate:>14,.0f} events/s  target >= "
+            f"{WORKER_TARGET:,}  {'met' if rate >= WORKER_TARGET else 'MISSED'}"
+        )
+        print(
+            f"    1 API + 1 worker, end to end {e2e['end_to_end']:>12,.0f} events/s  target >= "
+            f"{END_TO_END_TARGET:,}  {'met' if e2e['end_to_end'] >= END_TO_END_TARGET else 'MISSED'}"
+        )
+        print(
+            f"      ({e2e['stored']:,.0f} events in {e2e['seconds']:.1f} s; ingest "
+            f"{e2e['ingest']:,.0f}/s; drained {e2e['drain']:.1f} s after the load; CPU "
+            f"{e2e['cpu']:.0%}; non-2xx {e2e['non2xx']:.0f})"
+        )
+        print(f"    {run['stats']}")
+    print(line)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -594,6 +715,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="compare worker throughput without and with webhooks and a billing sink",
     )
+    parser.add_argument(
+        "--targets",
+        action="store_true",
+        help="PostgreSQL: issue 10's worker and end-to-end targets, autovacuum on and off",
+    )
+    parser.add_argument(
+        "--events", type=int, default=1_000_000, help="the backlog of --targets' worker run"
+    )
     parser.add_argument("--effects-events", type=int, default=20_000)
     parser.add_argument("--effects-rounds", type=int, default=3)
     args = parser.parse_args(argv)
@@ -604,6 +733,8 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "TALLY_LOG_LEVEL": "warning", "TALLY_KEY_CACHE_SECONDS": "5"}
     if args.effects:
         return run_effects(args, env)
+    if args.targets:
+        return run_targets(args, env)
     ensure_wrk()
     workdir = Path(tempfile.mkdtemp(prefix="tally-pipeline-"))
     results: dict[str, Any] = {}

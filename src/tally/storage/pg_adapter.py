@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, ClassVar
 
 import psycopg
 
 _TOKENS = re.compile(r"'(?:[^']|'')*'|\?|%")
+# (the ``?`` text of a statement, its parameters): see ``PgConnection.tracer``
+Tracer = Callable[[str, Sequence[Any]], None]
 
 
 @functools.lru_cache(maxsize=2048)
@@ -40,6 +42,12 @@ class PgConnection:
     costs more than the server's work for a small statement: the thread
     waiting for it has to get the GIL back from the event loop afterwards."""
 
+    # For tests only (tests/contract/test_pg_plans.py records every statement
+    # the hot paths run, to check their plans): when set, each statement is
+    # passed to it, as tally wrote it and with its parameters, before it runs
+    # (an ``executemany`` once, with its first row). Off, it costs one check.
+    tracer: ClassVar[Tracer | None] = None
+
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.raw = conn
         self._begin_pending = False
@@ -62,6 +70,8 @@ class PgConnection:
         return self._execute(sql, params)
 
     def _execute(self, sql: str, params: Sequence[Any]) -> psycopg.Cursor[Any]:
+        if PgConnection.tracer is not None:
+            PgConnection.tracer(sql, params)
         # without parameters psycopg sends the text as it is: no placeholders
         # to translate, and a doubled ``%`` would stay doubled
         if not params:
@@ -72,6 +82,8 @@ class PgConnection:
         self._send_begin()
         cursor = self.raw.cursor()
         rows = list(rows)
+        if rows and PgConnection.tracer is not None:
+            PgConnection.tracer(sql, rows[0])
         if rows:
             cursor.executemany(translate(sql), rows)
         return cursor

@@ -227,12 +227,7 @@ class SqliteUnitOfWork:
         found: dict[KeyRef, str] = {}
         for (env, key), values in groups.items():
             for chunk in _chunks(values):
-                rows = self.conn.execute(
-                    f"SELECT value, entity_id FROM {key_table} WHERE environment_id = ? "
-                    f"AND key = ? AND value IN ({','.join('?' * len(chunk))})",
-                    (env, key, *chunk),
-                ).fetchall()
-                for value, entity_id in rows:
+                for value, entity_id in self.key_lookup(key_table, env, key, chunk):
                     found[(env, key, value)] = entity_id
             if key == "id":  # an entity's own tally id also finds it
                 own = [
@@ -247,6 +242,18 @@ class SqliteUnitOfWork:
                     for (entity_id,) in rows:
                         found[(env, key, entity_id)] = entity_id
         return found
+
+    def key_lookup(
+        self, key_table: str, env: str, key: str, values: list[str]
+    ) -> list[tuple[str, str]]:
+        """(value, entity id) of each of ``values`` (at most ``_CHUNK``) that
+        the key table holds under ``key``. PostgreSQL looks them up its own way."""
+        rows = self.conn.execute(
+            f"SELECT value, entity_id FROM {key_table} WHERE environment_id = ? "
+            f"AND key = ? AND value IN ({','.join('?' * len(values))})",
+            (env, key, *values),
+        ).fetchall()
+        return [(value, entity_id) for value, entity_id in rows]
 
     def _load_entity_keys(self, kind: str, entity_ids: list[str], snapshot: Snapshot) -> None:
         """Every key of the entities the batch found: an event may add a key
