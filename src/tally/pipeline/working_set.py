@@ -78,7 +78,11 @@ class WorkingSet:
         if not keys:
             raise ProcessingFailed(f"{kind} keys are empty; send at least one key")
         index = self.index
-        found = {index[(kind, env, k, v)] for k, v in keys.items() if (kind, env, k, v) in index}
+        found: set[str] = set()
+        for k, v in keys.items():
+            entity_id = index.get((kind, env, k, v))
+            if entity_id is not None:
+                found.add(entity_id)
         if len(found) > 1:
             shown = ", ".join(sorted(found)[:3])
             raise ProcessingFailed(
