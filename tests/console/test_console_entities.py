@@ -36,8 +36,7 @@ def metered_company(api: Api) -> str:
         body = {"event": "api-call", "company": {"id": "acme"}, "user": {"id": "u1"}, "quantity": 2}
         answer = api.post("/events", {"event_type": "track", "body": body})
         assert answer.status_code == 201
-    while api.run(api.storage.process_pending, 100):
-        pass
+    api.drain()
     return str(company.id)
 
 

@@ -5,10 +5,7 @@ attempts, and no signing secret anywhere."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tally.clock import FrozenClock
 from tally.effects.endpoints import WebhookChanges
@@ -16,12 +13,6 @@ from tally.effects.signing import signature
 from tests.api.conftest import NOW, Api, open_api
 from tests.console.conftest import csrf_of, sign_in
 from tests.support.receiver import Receiver
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver() as rx:
-        yield rx
 
 
 def make_hook(api: Api, url: str) -> object:

@@ -31,9 +31,9 @@ from tally.effects.triggers import (
 from tally.metering import periods
 from tally.pipeline.process import decode_bodies, process_events
 from tally.pipeline.unit import Changes, PendingEvent, Snapshot, StoredEntity
+from tests.support.clock import NOW_US as NOW
 
 ENV = "env_1"
-NOW = to_micros(datetime(2026, 3, 15, 12, 0, tzinfo=UTC))
 LAST_MONTH = to_micros(datetime(2026, 2, 20, 9, 0, tzinfo=UTC))
 MARCH = to_micros(datetime(2026, 3, 1, tzinfo=UTC))
 FEBRUARY = to_micros(datetime(2026, 2, 1, tzinfo=UTC))
