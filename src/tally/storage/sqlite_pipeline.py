@@ -1,5 +1,6 @@
-"""The processing pipeline on an open SQLite transaction (the writer's
-connection): claim, read the batch's snapshot in bulk, write its changes."""
+"""The processing pipeline on an open transaction: claim, read the batch's
+snapshot in bulk, write its changes. The SQL is portable: SQLite runs it on
+the writer's connection, PostgreSQL through ``PgUnitOfWork`` (a subclass)."""
 
 from __future__ import annotations
 
@@ -349,7 +350,7 @@ class SqliteUnitOfWork:
                 raise ConcurrentChange(f"a {kind} key was claimed by another transaction")
         many(
             "INSERT INTO memberships (id, environment_id, company_id, user_id, created_at) "
-            "VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING",
+            "VALUES (?,?,?,?,?) ON CONFLICT (company_id, user_id) DO NOTHING",
             [(ids.new_id("cmem"), env, c, u, now) for env, c, u in sorted(changes.memberships)],
         )
         many(
