@@ -1,10 +1,9 @@
-"""The worker sets aside an event that processing code cannot handle, and goes on."""
+"""The worker sets aside an event that processing code cannot handle, and goes
+on (on each backend)."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
@@ -12,13 +11,15 @@ from tally.ingest.parse import Context, parse_capture_batch
 from tally.model import ApiKey
 from tally.pipeline import process
 from tally.pipeline.worker import Worker
-from tally.storage.sqlite import SqliteStorage
+from tally.storage.base import Storage
+
+from .conftest import Backend
 
 KEY = ApiKey("key_t", "env_t", "secret", False, "sch_dev_", 0)
 
 
 def test_a_poison_event_is_set_aside_and_the_rest_is_processed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real = process._track
 
@@ -29,26 +30,21 @@ def test_a_poison_event_is_set_aside_and_the_rest_is_processed(
 
     monkeypatch.setattr(process, "_track", exploding)
 
-    async def scenario() -> None:
-        storage = SqliteStorage(str(tmp_path / "w.db"))
-        await storage.start()
-        try:
-            ctx = Context(key=KEY, received_at=datetime(2026, 1, 1, tzinfo=UTC))
-            data = (
-                b'{"events":[{"type":"track","body":{"event":"a","company":{"id":"c"}}},'
-                b'{"type":"track","body":{"event":"poison","company":{"id":"c"}}},'
-                b'{"type":"track","body":{"event":"b","company":{"id":"c"}}}]}'
-            )
-            results = await storage.ingest(parse_capture_batch(data, ctx))
-            done = await Worker(storage, batch_size=10).run_until_idle()
-            assert done == 3
-            events = {r.event_id: await storage.get_event("env_t", r.event_id) for r in results}
-            statuses = [events[r.event_id].status for r in results]  # type: ignore[union-attr]
-            assert statuses == ["processed", "failed", "processed"]
-            poison = events[results[1].event_id]
-            assert poison is not None and poison.error_message is not None
-            assert "KeyError" in poison.error_message
-        finally:
-            await storage.close()
+    async def scenario(storage: Storage) -> None:
+        ctx = Context(key=KEY, received_at=datetime(2026, 1, 1, tzinfo=UTC))
+        data = (
+            b'{"events":[{"type":"track","body":{"event":"a","company":{"id":"c"}}},'
+            b'{"type":"track","body":{"event":"poison","company":{"id":"c"}}},'
+            b'{"type":"track","body":{"event":"b","company":{"id":"c"}}}]}'
+        )
+        results = await storage.ingest(parse_capture_batch(data, ctx))
+        done = await Worker(storage, batch_size=10).run_until_idle()
+        assert done == 3
+        events = {r.event_id: await storage.get_event("env_t", r.event_id) for r in results}
+        statuses = [events[r.event_id].status for r in results]  # type: ignore[union-attr]
+        assert statuses == ["processed", "failed", "processed"]
+        poison = events[results[1].event_id]
+        assert poison is not None and poison.error_message is not None
+        assert "KeyError" in poison.error_message
 
-    asyncio.run(scenario())
+    backend.run(scenario)
