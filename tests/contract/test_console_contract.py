@@ -12,8 +12,7 @@ from tally.storage.base import Storage
 from tests.support.drain import drain
 
 from .conftest import Backend
-from .test_effects_contract import T0, fan_out, track, world
-from .test_storage_contract import event
+from .records import T0, event, fan_out, track, world
 
 DAY = 86_400_000_000
 HOUR = 3_600_000_000

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,93 +20,16 @@ import msgspec
 import pytest
 
 from tally.clock import FrozenClock, to_micros
-from tally.effects.endpoints import Webhook, WebhookChanges, WebhookFilter
+from tally.effects.endpoints import WebhookChanges, WebhookFilter
 from tally.effects.records import AttemptResult, ClaimedDelivery, WebhookEventFilter
 from tally.effects.triggers import EffectRules
-from tally.metering.catalog import AllocationChanges, FeatureChanges, UsageFilter
+from tally.metering.catalog import UsageFilter
 from tally.model import NewEvent
 from tally.storage.base import Storage
-from tally.storage.base_entities import EntityUpsert
 from tests.support.drain import drain
 
 from .conftest import START, Backend
-
-T0 = to_micros(START)
-SECOND = 1_000_000
-LEASE = 30 * SECOND
-LIMITS = ("entitlement.limit.warning", "entitlement.limit.reached")
-
-
-@dataclass
-class World:
-    env: str
-    feature: str
-    company: str
-    hook: Webhook
-
-
-async def world(
-    s: Storage,
-    *,
-    allocation: int = 10,
-    period: str = "current_month",
-    types: tuple[str, ...] = LIMITS,
-) -> World:
-    env, _ = await s.ensure_environment("development", "development")
-    feature = await s.create_feature(
-        env.id, FeatureChanges(name="API calls", feature_type="event", event_subtype="api-call")
-    )
-    company = await s.upsert_company(
-        env.id, EntityUpsert(keys={"id": "acme", "stripe_customer_id": "cus_42"}, name="Acme")
-    )
-    await s.upsert_allocation(
-        env.id,
-        company.id,
-        feature.id,
-        AllocationChanges(value_type="numeric", value_numeric=allocation, metric_period=period),
-        None,
-        "key_test",
-    )
-    hook = await s.create_webhook(
-        env.id, WebhookChanges(name="limits", url="http://127.0.0.1:9/hook", request_types=types)
-    )
-    return World(env.id, feature.id, company.id, hook)
-
-
-def track(
-    w: World | str,
-    quantity: int = 1,
-    *,
-    at: int | None = None,
-    backfill: bool = False,
-    subtype: str = "api-call",
-    company: str = "acme",
-) -> NewEvent:
-    env = w if isinstance(w, str) else w.env
-    body = {
-        "event": subtype,
-        "company": {"id": company},
-        "user": {"id": "u1"},
-        "quantity": quantity,
-    }
-    captured = T0 if at is None else at
-    return NewEvent(
-        environment_id=env,
-        type="track",
-        status="pending",
-        body=json.dumps(body),
-        quantity=quantity,
-        captured_at=captured,
-        received_at=T0,
-        subtype=subtype,
-        sent_at=captured if at is not None or backfill else None,
-        trusted_client_clock=at is not None or backfill,
-        backfill=backfill,
-    )
-
-
-async def fan_out(s: Storage, backend: Backend) -> None:
-    await s.claim_deliveries(to_micros(backend.clock.now()), 0, LEASE, billing=False)
+from .records import LEASE, LIMITS, SECOND, T0, World, fan_out, track, world
 
 
 async def log(s: Storage, w: World) -> list[dict[str, object]]:
