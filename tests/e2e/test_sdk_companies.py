@@ -5,7 +5,7 @@ buffered ``identify()``/``track()`` processed by the server's worker and
 seen through ``lookup_company`` (merged keys and traits, usage metrics).
 
 Each client gets an ``httpx.Client`` that the fixture closes (see
-test_sdk_events.py for why).
+tests/e2e/conftest.py for why).
 """
 
 from __future__ import annotations
