@@ -156,7 +156,7 @@ def string_literals(
 def problems(source: str, skip_classes: frozenset[str] = frozenset()) -> list[str]:
     """What in ``source``'s SQL literals PostgreSQL or SQLite would not run
     alike (leaving out the classes named in ``skip_classes``)."""
-    found = []
+    found: list[str] = []
     for line, text in string_literals(source, skip_classes):
         if not _SQL_WORDS.search(text):
             continue
