@@ -10,6 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.receiver import Receiver
+
 
 @pytest.fixture(scope="session")
 def postgres_database() -> Iterator[str]:
@@ -29,3 +31,10 @@ def postgres_url(postgres_database: str) -> Iterator[str]:
 
     with fresh_schema(postgres_database) as url:
         yield url
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A local HTTP server that records what it receives (webhooks, meter records)."""
+    with Receiver() as rx:
+        yield rx

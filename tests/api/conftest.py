@@ -8,7 +8,6 @@ import functools
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,8 @@ from tally.clock import FrozenClock
 from tally.effects.targets import Resolver, TableResolver
 from tally.keys import create_key
 from tally.settings import Settings
+from tests.support.clock import NOW, NOW_TEXT, frozen_clock  # noqa: F401 (NOW*: for the tests)
+from tests.support.drain import drain
 
 # Starlette 1.x warns at import when the test client falls back to httpx
 # (it prefers httpx2); the warning is about the test tool, not about tally.
@@ -31,9 +32,6 @@ with warnings.catch_warnings():
         category=StarletteDeprecationWarning,
     )
     from starlette.testclient import TestClient
-
-NOW = datetime(2026, 3, 15, 12, 0, 0, tzinfo=UTC)
-NOW_TEXT = "2026-03-15T12:00:00.000000Z"
 
 
 @dataclass
@@ -58,6 +56,10 @@ class Api:
     def run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Run a coroutine function on the client's event loop."""
         return self.client.portal.call(functools.partial(fn, *args, **kwargs))
+
+    def drain(self) -> int:
+        """Process every pending event (``tests.support.drain``); returns how many."""
+        return int(self.run(drain, self.storage, 1000))
 
     def new_key(self, environment: str = "development", **kwargs: bool) -> tuple[Any, str]:
         record, plaintext, _ = self.run(create_key, self.storage, environment, **kwargs)
@@ -119,7 +121,7 @@ def make_app(
 
 @pytest.fixture
 def clock() -> FrozenClock:
-    return FrozenClock(NOW)
+    return frozen_clock()
 
 
 @contextlib.contextmanager

@@ -80,11 +80,6 @@ def override(
     return data  # type: ignore[no-any-return]
 
 
-def process(api: Api) -> None:
-    while api.run(api.storage.process_pending, 1000):
-        pass
-
-
 def send(api: Api, event_type: str, body: dict[str, Any]) -> str:
     return assert_raw_event(assert_ok(api.create(event_type, body), 201))
 
@@ -99,7 +94,7 @@ def company(api: Api, key: str = "acme", name: str | None = "Acme Inc") -> str:
         "identify",
         {"keys": {"email": f"owner@{key}.test"}, "name": "Owner", "company": company_body},
     )
-    process(api)
+    api.drain()
     events = api.list_events(event_types="identify")
     company_id = events[0]["company_id"]
     assert isinstance(company_id, str) and company_id.startswith("comp_"), events[0]
@@ -543,7 +538,7 @@ def metered(api: Api) -> dict[str, Any]:
     for at, quantity in ((SAT_LATE, 2), (SUN_NOON, 3), (MAR_LAST, 5), (APR_FIRST, 7)):
         api.clock.set(at)
         send(api, "track", track("api-call", company={"id": "acme"}, user=None, quantity=quantity))
-        process(api)
+        api.drain()
     return {"company_id": acme, "features": made}
 
 
@@ -620,7 +615,7 @@ def test_a_negative_correction_lowers_current_usage(api: Api, metered: dict[str,
     """A negative correction lowers the current period's usage."""
     api.clock.set(APR_FIRST + timedelta(hours=1))
     send(api, "track", track("api-call", company={"id": "acme"}, user=None, quantity=-4))
-    process(api)
+    api.drain()
     rows = usage(api, company_id=metered["company_id"])
     assert rows["calls day"]["usage"] == 3
     assert rows["calls day"]["access"] is True
@@ -635,7 +630,7 @@ def test_usage_lists_event_features_without_an_allocation(api: Api) -> None:
     beta = feature(api, "Beta", kind="boolean")  # no allocation: not listed
     override(api, acme, sso["id"], value_type="boolean", value_bool=True)
     send(api, "track", track("export", company={"id": "acme"}, user=None, quantity=4))
-    process(api)
+    api.drain()
 
     rows = usage(api, company_id=acme)
     assert sorted(rows) == ["Exports", "SSO"]
@@ -660,7 +655,7 @@ def test_usage_by_company_keys(api: Api) -> None:
     feature(api, "Exports", "export")
     override(api, acme, calls["id"], value_type="numeric", value_numeric=3)
     send(api, "track", track("api-call", company={"id": "acme"}, user=None, quantity=3))
-    process(api)
+    api.drain()
 
     by_id = usage(api, company_id=acme)
     assert by_id["API calls"]["usage"] == 3 and by_id["API calls"]["access"] is False
@@ -730,7 +725,7 @@ def test_company_keys_match_by_any_key_but_one_company(api: Api) -> None:
         "identify",
         {"keys": {"id": "u9"}, "company": {"keys": {"domain": "globex.test", "id": "globex"}}},
     )
-    process(api)
+    api.drain()
     response = api.get(
         "/usage-by-company", params={"keys[id]": "acme", "keys[domain]": "globex.test"}
     )
@@ -768,7 +763,7 @@ def test_events_carry_feature_company_and_user_previews(api: Api) -> None:
         api, "track", track("api-call", company={"id": "acme"}, user={"email": "wile@acme.test"})
     )
     unnamed = send(api, "track", track("api-call", company={"slug": "globex"}, user={"id": "u-77"}))
-    process(api)
+    api.drain()
 
     response = api.get(f"/events/{tracked}")
     detail = assert_ok(response, params={})
@@ -806,7 +801,7 @@ def test_events_carry_feature_company_and_user_previews(api: Api) -> None:
 def test_changing_a_subtype_affects_later_events_only(api: Api) -> None:
     calls = feature(api, "API calls", "api-call")
     before = send(api, "track", track("api-call", company={"id": "acme"}, user=None))
-    process(api)
+    api.drain()
     response = api.client.put(
         f"/features/{calls['id']}",
         headers=api.headers(api.secret),
@@ -817,7 +812,7 @@ def test_changing_a_subtype_affects_later_events_only(api: Api) -> None:
     new_subtype = send(
         api, "track", track("request", company={"id": "acme"}, user=None, quantity=6)
     )
-    process(api)
+    api.drain()
     assert assert_ok(api.get(f"/events/{before}"))["feature_ids"] == [calls["id"]]
     assert assert_ok(api.get(f"/events/{old_subtype}"))["feature_ids"] == []
     assert assert_ok(api.get(f"/events/{new_subtype}"))["feature_ids"] == [calls["id"]]

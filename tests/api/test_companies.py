@@ -156,13 +156,6 @@ def metrics_of(data: dict[str, Any]) -> dict[tuple[str, str, str], int]:
     }
 
 
-def process(api: Api) -> int:
-    total = 0
-    while (claimed := api.run(api.storage.process_pending, 1000)) > 0:
-        total += claimed
-    return total
-
-
 def send(api: Api, event_type: str, body: dict[str, Any], **fields: Any) -> str:
     data = assert_ok(api.create(event_type, body, **fields), 201)
     event_id: str = data["event_id"]
@@ -613,7 +606,7 @@ def test_identify_events_show_in_lookup(api: Api) -> None:
             "company": {"keys": {"id": "acme", "crm": "9"}, "traits": {"y": 2}},
         },
     )
-    assert process(api) == 2
+    assert api.drain() == 2
     company = assert_ok(api.get("/companies/lookup", params={"keys[crm]": "9"}))
     assert keys_of(company) == {"id": "acme", "crm": "9"}
     assert company["traits"] == {"x": 1, "y": 2} and company["name"] == "Acme"
@@ -631,7 +624,7 @@ def test_identify_events_show_in_lookup(api: Api) -> None:
         "identify",
         {"keys": {"id": "u1"}, "company": {"keys": {"id": "acme"}, "traits": {"z": 3}}},
     )
-    process(api)
+    api.drain()
     company = assert_ok(api.get(f"/companies/{company['id']}"))
     assert company["traits"] == {"x": 5, "y": 2, "z": 3}
 
@@ -643,7 +636,7 @@ def test_metrics_hold_the_current_periods(api: Api) -> None:
     track(api, "acme", 4, at=NOW - timedelta(days=2))  # Friday: this month, last week
     track(api, "acme", 5, at=NOW - timedelta(days=20))  # February
     track(api, "acme", 2, event="query")
-    assert process(api) == 4
+    assert api.drain() == 4
     data = assert_ok(api.get("/companies/lookup", params={"keys[id]": "acme"}))
     assert metrics_of(data) == {
         ("api-call", "all_time", "first_of_month"): 12,
@@ -681,7 +674,7 @@ def test_metrics_hold_the_current_periods(api: Api) -> None:
 def test_delete_company_removes_keys_memberships_and_counters(api: Api) -> None:
     send(api, "identify", {"keys": {"id": "u1"}, "company": {"keys": {"id": "acme"}}})
     event_id = track(api, "acme", 3)
-    process(api)
+    api.drain()
     company = assert_ok(api.get("/companies/lookup", params={"keys[id]": "acme"}))
     assert company["metrics"] and company["user_count"] == 1
     deleted = sdk_parse(DeleteCompanyResponse, delete(api, f"/companies/{company['id']}"))
@@ -697,7 +690,7 @@ def test_delete_company_removes_keys_memberships_and_counters(api: Api) -> None:
     )  # events keep it
     # the key is free again: the next event makes a new company with fresh counters
     track(api, "acme", 2)
-    process(api)
+    api.drain()
     fresh = assert_ok(api.get("/companies/lookup", params={"keys[id]": "acme"}))
     assert fresh["id"] != company["id"]
     assert metrics_of(fresh)[("api-call", "all_time", "first_of_month")] == 2
@@ -732,7 +725,7 @@ def test_billing_anchor_recounts_billing_counters(api: Api, tmp_path: Path) -> N
     track(api, "acme", 3)  # 2026-03-15 12:00
     track(api, "acme", 5, at=datetime(2026, 3, 9, 23, 0, tzinfo=UTC))
     track(api, "acme", 7, at=datetime(2026, 2, 20, tzinfo=UTC))
-    process(api)
+    api.drain()
     assert _billing_counters(tmp_path, company["id"]) == {}
 
     anchor = datetime(2026, 1, 10, tzinfo=UTC)
@@ -752,7 +745,7 @@ def test_billing_anchor_recounts_billing_counters(api: Api, tmp_path: Path) -> N
 
     # the worker counts new events into the anchored cycle; a recount agrees with it
     track(api, "acme", 2)
-    process(api)
+    api.drain()
     counted = _billing_counters(tmp_path, company["id"])
     assert counted == {("api-call", march): 5, ("api-call", february): 12}
     api.run(
@@ -773,7 +766,7 @@ def test_cli_set_billing_anchor(
     company = upsert_company(api, keys={"id": "acme"})
     other = upsert_company(api, keys={"id": "acme"}, key=api.other_env)  # same key, staging
     track(api, "acme", 4)
-    process(api)
+    api.drain()
     url = f"sqlite:///{tmp_path}/t.db"
     anchor = "2026-02-20T06:00:00"
 

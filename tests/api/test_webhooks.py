@@ -6,7 +6,6 @@ the test delivery (to a real local receiver, verified with the SDK's own
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -21,12 +20,6 @@ from tests.api.helpers import TIMESTAMP_Z, assert_error, assert_ok
 from tests.support.receiver import Receiver
 
 LIMITS = ["entitlement.limit.warning", "entitlement.limit.reached"]
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver() as rx:
-        yield rx
 
 
 def create(api: Api, key: str | None = "", **fields: Any) -> Any:

@@ -6,39 +6,8 @@ from __future__ import annotations
 
 import re
 
-from tally.metering.catalog import AllocationChanges, FeatureChanges
-from tally.storage.base_entities import EntityUpsert
 from tests.api.conftest import Api
-from tests.console.conftest import sign_in
-
-
-def metered_company(api: Api) -> str:
-    """Acme with an allocation of 5 API calls a month, 3 calls of 2 made and processed."""
-    env = api.environment_id
-    feature = api.run(
-        api.storage.create_feature,
-        env,
-        FeatureChanges(name="API calls", feature_type="event", event_subtype="api-call"),
-    )
-    company = api.run(
-        api.storage.upsert_company, env, EntityUpsert(keys={"id": "acme"}, name="Acme Corp")
-    )
-    api.run(
-        api.storage.upsert_allocation,
-        env,
-        company.id,
-        feature.id,
-        AllocationChanges(value_type="numeric", value_numeric=5, metric_period="current_month"),
-        None,
-        "key_test",
-    )
-    for _ in range(3):
-        body = {"event": "api-call", "company": {"id": "acme"}, "user": {"id": "u1"}, "quantity": 2}
-        answer = api.post("/events", {"event_type": "track", "body": body})
-        assert answer.status_code == 201
-    while api.run(api.storage.process_pending, 100):
-        pass
-    return str(company.id)
+from tests.console.conftest import metered_company, sign_in
 
 
 def test_company_search_and_page(console: Api) -> None:

@@ -127,8 +127,7 @@ def test_hostile_values_are_escaped(console: Api) -> None:
     answer = console.post("/events", {"event_type": "track", "body": body})
     assert answer.status_code == 201, answer.text
     event_id = answer.json()["data"]["event_id"]
-    while console.run(console.storage.process_pending, 100):
-        pass
+    console.drain()
     pages = [
         "/console/events",
         f"/console/events/{event_id}",

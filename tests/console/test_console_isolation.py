@@ -11,9 +11,7 @@ import re
 from starlette.routing import Mount, Route
 
 from tests.api.conftest import Api
-from tests.console.conftest import csrf_of, sign_in
-from tests.console.test_console_entities import metered_company
-from tests.console.test_console_webhooks import make_hook
+from tests.console.conftest import csrf_of, make_hook, metered_company, sign_in
 from tests.support.receiver import Receiver
 
 

@@ -5,31 +5,13 @@ attempts, and no signing secret anywhere."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from tally.clock import FrozenClock
-from tally.effects.endpoints import WebhookChanges
 from tally.effects.signing import signature
 from tests.api.conftest import NOW, Api, open_api
-from tests.console.conftest import csrf_of, sign_in
+from tests.console.conftest import csrf_of, make_hook, sign_in
 from tests.support.receiver import Receiver
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver() as rx:
-        yield rx
-
-
-def make_hook(api: Api, url: str) -> object:
-    return api.run(
-        api.storage.create_webhook,
-        api.environment_id,
-        WebhookChanges(name="limits", url=url, request_types=("entitlement.limit.reached",)),
-    )
 
 
 def test_send_test_reaches_the_receiver(console: Api, receiver: Receiver) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -20,11 +19,12 @@ import pytest
 from tally.clock import FrozenClock
 from tally.effects.triggers import EffectRules
 from tally.storage.base import Storage
+from tests.support.clock import NOW
 
 T = TypeVar("T")
 
 BACKENDS = ["sqlite", "postgres"]
-START = datetime(2026, 3, 15, 12, 0, 0, tzinfo=UTC)
+START = NOW  # the contract tests' name for the fixed moment
 
 
 @dataclass

@@ -9,10 +9,10 @@ from tally import ids
 from tally.clock import to_micros
 from tally.model import EventFilter
 from tally.storage.base import Storage
+from tests.support.drain import drain
 
 from .conftest import Backend
-from .test_effects_contract import T0, fan_out, process_all, track, world
-from .test_storage_contract import event
+from .records import T0, event, fan_out, track, world
 
 DAY = 86_400_000_000
 HOUR = 3_600_000_000
@@ -149,7 +149,7 @@ def test_company_usage_firings_meter_records_and_health(backend: Backend) -> Non
         health = await s.pipeline_health(w.env, now - HOUR)
         assert health.pending == 3 and health.oldest_pending_at == T0
         assert (health.received, health.processed, health.failed) == (4, 0, 1)
-        await process_all(s)
+        await drain(s)
         await fan_out(s, backend)
         daily = await s.company_daily_usage(w.env, w.company, T0 - 30 * DAY)
         day0 = T0 - T0 % DAY

@@ -17,11 +17,11 @@ from tally.clock import FrozenClock, to_micros
 from tally.metering.catalog import UsageFilter
 from tally.model import EventFilter
 from tally.storage.base import Storage
+from tests.support.drain import drain
 from tests.support.usage import (
     World,
     assert_counters_match,
     make_world,
-    process_all,
     read_counters,
     track_event,
 )
@@ -47,7 +47,7 @@ def test_a_deleted_company_s_events_keep_its_id_and_count_nowhere(backend: Backe
     async def scenario(s: Storage) -> None:
         w = await make_world(s, [])
         await s.ingest([track_event(w.env, n, T0) for n in (3, 4)])
-        await process_all(s)
+        await drain(s)
         assert await check_recount(s) == set()
 
         deleted = await s.delete_company(w.env, w.company)
@@ -57,7 +57,7 @@ def test_a_deleted_company_s_events_keep_its_id_and_count_nowhere(backend: Backe
 
         # the same keys later: a new company, counting only its own events
         await s.ingest([track_event(w.env, 5, T0)])
-        await process_all(s)
+        await drain(s)
         assert await check_recount(s) == {w.company}
         again = await s.lookup_company(w.env, {"id": "acme"})
         assert again is not None and again.id != w.company
@@ -86,7 +86,7 @@ def test_a_batch_racing_a_company_delete_leaves_no_counter_behind(postgres_url: 
         try:
             w = await make_world(s, [])
             await s.ingest([track_event(w.env, 2, T0)])
-            await process_all(s)
+            await drain(s)
             await s.ingest([track_event(w.env, 7, T0, user="u2")])
 
             deleting.execute("BEGIN")

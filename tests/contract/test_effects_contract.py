@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,97 +20,16 @@ import msgspec
 import pytest
 
 from tally.clock import FrozenClock, to_micros
-from tally.effects.endpoints import Webhook, WebhookChanges, WebhookFilter
+from tally.effects.endpoints import WebhookChanges, WebhookFilter
 from tally.effects.records import AttemptResult, ClaimedDelivery, WebhookEventFilter
 from tally.effects.triggers import EffectRules
-from tally.metering.catalog import AllocationChanges, FeatureChanges, UsageFilter
+from tally.metering.catalog import UsageFilter
 from tally.model import NewEvent
 from tally.storage.base import Storage
-from tally.storage.base_entities import EntityUpsert
+from tests.support.drain import drain
 
 from .conftest import START, Backend
-
-T0 = to_micros(START)
-SECOND = 1_000_000
-LEASE = 30 * SECOND
-LIMITS = ("entitlement.limit.warning", "entitlement.limit.reached")
-
-
-@dataclass
-class World:
-    env: str
-    feature: str
-    company: str
-    hook: Webhook
-
-
-async def world(
-    s: Storage,
-    *,
-    allocation: int = 10,
-    period: str = "current_month",
-    types: tuple[str, ...] = LIMITS,
-) -> World:
-    env, _ = await s.ensure_environment("development", "development")
-    feature = await s.create_feature(
-        env.id, FeatureChanges(name="API calls", feature_type="event", event_subtype="api-call")
-    )
-    company = await s.upsert_company(
-        env.id, EntityUpsert(keys={"id": "acme", "stripe_customer_id": "cus_42"}, name="Acme")
-    )
-    await s.upsert_allocation(
-        env.id,
-        company.id,
-        feature.id,
-        AllocationChanges(value_type="numeric", value_numeric=allocation, metric_period=period),
-        None,
-        "key_test",
-    )
-    hook = await s.create_webhook(
-        env.id, WebhookChanges(name="limits", url="http://127.0.0.1:9/hook", request_types=types)
-    )
-    return World(env.id, feature.id, company.id, hook)
-
-
-def track(
-    w: World | str,
-    quantity: int = 1,
-    *,
-    at: int | None = None,
-    backfill: bool = False,
-    subtype: str = "api-call",
-    company: str = "acme",
-) -> NewEvent:
-    env = w if isinstance(w, str) else w.env
-    body = {
-        "event": subtype,
-        "company": {"id": company},
-        "user": {"id": "u1"},
-        "quantity": quantity,
-    }
-    captured = T0 if at is None else at
-    return NewEvent(
-        environment_id=env,
-        type="track",
-        status="pending",
-        body=json.dumps(body),
-        quantity=quantity,
-        captured_at=captured,
-        received_at=T0,
-        subtype=subtype,
-        sent_at=captured if at is not None or backfill else None,
-        trusted_client_clock=at is not None or backfill,
-        backfill=backfill,
-    )
-
-
-async def process_all(s: Storage, batch: int = 500) -> None:
-    while await s.process_pending(batch):
-        pass
-
-
-async def fan_out(s: Storage, backend: Backend) -> None:
-    await s.claim_deliveries(to_micros(backend.clock.now()), 0, LEASE, billing=False)
+from .records import LEASE, LIMITS, SECOND, T0, World, fan_out, track, world
 
 
 async def log(s: Storage, w: World) -> list[dict[str, object]]:
@@ -146,13 +64,13 @@ def test_limit_notices_fire_once_per_period(backend: Backend) -> None:
 
         # more usage past the limit fires nothing; a new period fires again
         await s.ingest([track(w, 50)])
-        await process_all(s)
+        await drain(s)
         await fan_out(s, backend)
         assert len(await log(s, w)) == 2
         april = to_micros(datetime(2026, 4, 2, tzinfo=UTC))
         backend.clock.set(datetime(2026, 4, 2, 0, 1, tzinfo=UTC))
         await s.ingest([track(w, 9, at=april), track(w, 1, at=april)])
-        await process_all(s)
+        await drain(s)
         await fan_out(s, backend)
         sent = await log(s, w)
         assert [(e["action"], e["body"]["period_start"][:10]) for e in sent[2:]] == [  # type: ignore[index]
@@ -171,7 +89,7 @@ def test_a_backfill_over_the_limit_fires_nothing(backend: Backend) -> None:
         events += [track(w, 6, at=T0 - SECOND, backfill=True) for _ in range(4)]
         events += [track(w, 1, at=T0 - SECOND, backfill=True, company="newco")]
         await s.ingest(events)
-        await process_all(s)
+        await drain(s)
         await fan_out(s, backend)
         assert await log(s, w) == []
         counts = await s.delivery_counts()
@@ -190,13 +108,13 @@ def test_a_limit_a_backfill_passed_fires_with_the_next_event(backend: Backend) -
     async def scenario(s: Storage) -> None:
         w = await world(s)
         await s.ingest([track(w, 12, at=T0 - SECOND, backfill=True)])  # March: 12 of 10
-        await process_all(s)
+        await drain(s)
         await fan_out(s, backend)
         assert await log(s, w) == []
         (normal,) = await s.ingest([track(w, 1)])
-        await process_all(s)
+        await drain(s)
         await s.ingest([track(w, 1)])
-        await process_all(s)
+        await drain(s)
         await fan_out(s, backend)
         sent = [(e["action"], e["body"]["usage"], e["body"]["event_id"]) for e in await log(s, w)]  # type: ignore[index]
         assert sent == [
@@ -207,9 +125,9 @@ def test_a_limit_a_backfill_passed_fires_with_the_next_event(backend: Backend) -
         # a trusted-clock event in a past period the backfill filled
         february = to_micros(datetime(2026, 2, 20, 9, tzinfo=UTC))
         await s.ingest([track(w, 30, at=february, backfill=True)])
-        await process_all(s)
+        await drain(s)
         (late,) = await s.ingest([track(w, 1, at=february + SECOND)])
-        await process_all(s)
+        await drain(s)
         await fan_out(s, backend)
         sent = [
             (e["action"], e["body"]["period_start"][:7], e["body"]["event_id"])  # type: ignore[index]
@@ -227,9 +145,9 @@ def test_a_warning_a_backfill_skipped_fires_with_the_limit(backend: Backend) -> 
     async def scenario(s: Storage) -> None:
         w = await world(s)
         await s.ingest([track(w, 9, at=T0 - SECOND, backfill=True)])  # past the 80% warning
-        await process_all(s)
+        await drain(s)
         await s.ingest([track(w, 1)])  # reaches the limit
-        await process_all(s)
+        await drain(s)
         await fan_out(s, backend)
         sent = [(e["action"], e["body"]["usage"]) for e in await log(s, w)]  # type: ignore[index]
         assert sent == [("entitlement.limit.warning", 10), ("entitlement.limit.reached", 10)]
@@ -245,7 +163,7 @@ def test_a_correction_never_fires_a_limit_twice(backend: Backend) -> None:
         w = await world(s)
         for quantity in (10, -5, 10, -10, 1, 4):
             await s.ingest([track(w, quantity)])
-            await process_all(s)
+            await drain(s)
         await fan_out(s, backend)
         sent = [(e["action"], e["body"]["usage"]) for e in await log(s, w)]  # type: ignore[index]
         assert sent == [("entitlement.limit.warning", 10), ("entitlement.limit.reached", 10)]
@@ -299,10 +217,10 @@ def test_a_late_event_fires_for_its_own_period_not_the_current_one(
     async def scenario(s: Storage) -> None:
         w = await world(s)
         await s.ingest([track(w, 9)])  # March: 9 of 10, warned
-        await process_all(s)
+        await drain(s)
         february = to_micros(datetime(2026, 2, 20, 9, tzinfo=UTC))
         await s.ingest([track(w, 12, at=february)])  # a late event for February
-        await process_all(s)
+        await drain(s)
         await fan_out(s, backend)
         sent = [(e["action"], e["body"]["period_start"][:7]) for e in await log(s, w)]  # type: ignore[index]
         assert sent == [
@@ -336,7 +254,7 @@ def test_an_endpoint_scoped_to_features_hears_only_them(backend: Backend) -> Non
             ),
         )
         await s.ingest([track(w, 10)])
-        await process_all(s)
+        await drain(s)
         await fan_out(s, backend)
         targets = {e.webhook_id for e in await s.list_webhook_events(w.env, WebhookEventFilter())}
         assert targets == {w.hook.id}
@@ -365,7 +283,7 @@ def test_identify_notices_carry_the_object(backend: Backend) -> None:
             received_at=T0,
         )
         await s.ingest([identify])
-        await process_all(s)
+        await drain(s)
         await fan_out(s, backend)
         sent = {e["action"]: e for e in await log(s, w)}
         assert set(sent) == {"user.created", "company.updated"}
@@ -389,7 +307,7 @@ def test_one_meter_record_per_billed_event(backend: Backend) -> None:
         results = await s.ingest(
             [track(w, 3), track(w, -2), track(w, 4, at=late), track(w, 5, subtype="unbilled")]
         )
-        await process_all(s)
+        await drain(s)
         now = to_micros(backend.clock.now())
         assert await s.claim_deliveries(now, 10, LEASE, billing=False) == []
         claimed = await s.claim_deliveries(now, 10, LEASE, billing=True)
@@ -432,7 +350,7 @@ def test_meter_records_wait_in_the_outbox_for_a_billing_sink(backend: Backend) -
     async def scenario(s: Storage) -> None:
         w = await world(s, types=("user.created",))
         results = await s.ingest([track(w, 3), track(w, -1)])
-        await process_all(s)
+        await drain(s)
         now = to_micros(backend.clock.now())
         assert await s.claim_deliveries(now, 10, LEASE, billing=False) != []  # user.created
         assert await s.claim_deliveries(now, 10, LEASE, billing=False) == []
@@ -670,7 +588,7 @@ def test_the_delivery_log_filters_and_counts(backend: Backend) -> None:
                 )
             ]
         )
-        await process_all(s)
+        await drain(s)
         await fan_out(s, backend)
         everything = await s.list_webhook_events(w.env, WebhookEventFilter())
         assert len(everything) == 5
@@ -766,11 +684,11 @@ def test_the_warning_share_is_a_setting(tmp_path: Path) -> None:
             w = await world(s)
             for _ in range(4):
                 await s.ingest([track(w)])
-                await process_all(s)
+                await drain(s)
             await s.claim_deliveries(T0, 0, LEASE, billing=False)
             assert await log(s, w) == []
             await s.ingest([track(w)])  # 5 of 10: half
-            await process_all(s)
+            await drain(s)
             await s.claim_deliveries(T0, 0, LEASE, billing=False)
             sent = await log(s, w)
             assert [(e["action"], e["body"]["usage"]) for e in sent] == [  # type: ignore[index]

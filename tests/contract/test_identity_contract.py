@@ -31,7 +31,7 @@ from tally.model import (
 )
 from tally.storage.base import Storage
 from tally.storage.base_entities import EntityFilter, EntityUpsert
-from tests.support.usage import process_all
+from tests.support.drain import drain
 
 from .conftest import START, Backend
 
@@ -90,7 +90,7 @@ async def world(s: Storage) -> World:
 async def run(s: Storage, *events: NewEvent) -> list[StoredEvent]:
     """Ingest ``events``, process everything, return them as stored."""
     results = await s.ingest(list(events))
-    await process_all(s)
+    await drain(s)
     stored = []
     for result in results:
         event = await s.get_event(events[0].environment_id, result.event_id)
@@ -341,7 +341,7 @@ def test_failing_in_processing_releases_the_key(backend: Backend) -> None:
         good = {"event": "api-call", "company": {"id": "acme"}}
         (resent,) = await s.ingest([w.event("track", good, key="order-1", at=T0 + 1)])
         assert not resent.duplicate and resent.event_id != failed.id
-        await process_all(s)
+        await drain(s)
         stored = await s.get_event(w.env, resent.event_id)
         assert stored is not None and stored.status == "processed"
         # the resend now holds the key

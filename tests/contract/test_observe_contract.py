@@ -12,7 +12,7 @@ from tally.observe.metrics import metrics
 from tally.storage.base import Storage
 
 from .conftest import Backend
-from .test_storage_contract import env_id, event, now_us
+from .records import env_id, event, now_us
 
 
 def sample(name: str, **labels: str) -> float:

@@ -14,7 +14,7 @@ from tally.storage.postgres_schema import migrate
 from tally.storage.postgres_stats import CHECK_EVERY_SECONDS, stale_tables
 
 from .conftest import START
-from .test_storage_contract import T0, event
+from .records import T0, event
 
 _STATS = (
     "SELECT s.last_analyze IS NOT NULL OR s.last_autoanalyze IS NOT NULL, c.reltuples, "

@@ -13,7 +13,7 @@ from tally.clock import FrozenClock
 from tally.model import NewEvent
 
 from .conftest import START
-from .test_storage_contract import HOUR, T0, all_events, env_id, event
+from .records import HOUR, T0, all_events, env_id, event
 
 KEYS = 60
 ROUNDS = 6

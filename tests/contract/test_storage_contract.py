@@ -10,76 +10,11 @@ from datetime import timedelta
 
 from msgspec.structs import replace
 
-from tally.clock import to_micros
-from tally.model import Environment, EventFilter, IngestResult, NewEvent, StoredEvent
+from tally.model import Environment, EventFilter, IngestResult
 from tally.storage.base import Storage
 
-from .conftest import START, Backend
-
-T0 = to_micros(START)
-SECOND = 1_000_000
-MINUTE = 60 * SECOND
-HOUR = 60 * MINUTE
-
-
-def now_us(backend: Backend) -> int:
-    return to_micros(backend.clock.now())
-
-
-def advance_to(backend: Backend, at_us: int) -> None:
-    backend.clock.set(START + timedelta(microseconds=at_us - T0))
-
-
-def event(
-    env_id: str,
-    type: str = "track",
-    *,
-    received: int = T0,
-    captured: int | None = None,
-    subtype: str | None = "query_run",
-    key: str | None = None,
-    status: str = "pending",
-    body: str = '{"event":"query_run"}',
-    quantity: int = 1,
-    error: str | None = None,
-    company_id: str | None = None,
-    user_id: str | None = None,
-    flag_id: str | None = None,
-    sent_at: int | None = None,
-    trusted: bool = False,
-    backfill: bool = False,
-) -> NewEvent:
-    return NewEvent(
-        environment_id=env_id,
-        type=type,
-        status=status,
-        body=body,
-        quantity=quantity,
-        captured_at=received if captured is None else captured,
-        received_at=received,
-        subtype=subtype if type == "track" else None,
-        idempotency_key=key,
-        sent_at=sent_at,
-        trusted_client_clock=trusted,
-        backfill=backfill,
-        error_message=error,
-        api_key_id="key_test",
-        remote_ip="198.51.100.1",
-        user_agent="contract/1",
-        company_id=company_id,
-        user_id=user_id,
-        flag_id=flag_id,
-    )
-
-
-async def env_id(storage: Storage, name: str = "development") -> str:
-    env, _ = await storage.ensure_environment(name, "development")
-    return env.id
-
-
-async def all_events(storage: Storage, env: str) -> list[StoredEvent]:
-    return await storage.list_events(env, EventFilter(limit=250))
-
+from .conftest import Backend
+from .records import HOUR, MINUTE, SECOND, T0, advance_to, all_events, env_id, event
 
 # -- environments ----------------------------------------------------------------------
 

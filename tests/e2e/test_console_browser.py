@@ -61,12 +61,6 @@ def chromium() -> Iterator[Any]:
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver() as rx:
-        yield rx
-
-
-@pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
     env = {"TALLY_WEBHOOK_ALLOW_PRIVATE": "true", "TALLY_LOG_LEVEL": "info"}
     with running_server(tmp_path, extra_env=env) as srv:

@@ -43,20 +43,20 @@ from tally.effects.records import WebhookEvent, WebhookEventFilter
 from tally.effects.schedule import RetrySchedule
 from tally.effects.triggers import EffectRules
 from tally.storage.base import Storage
+from tests.support.clock import NOW as START
+from tests.support.drain import drain
 from tests.support.receiver import Received, Receiver
 from tests.support.server import free_port, tally_command
 from tests.support.usage import (
     World,
     identify_event,
     make_world,
-    process_all,
     track_event,
 )
 
 pytestmark = pytest.mark.slow
 
 T = TypeVar("T")
-START = datetime(2026, 3, 15, 12, 0, tzinfo=UTC)
 FAST = RetrySchedule(max_attempts=8, base_seconds=0.05, cap_seconds=0.2)
 EVERYTHING = tuple(t for t in EMITTED if t != "test.send")
 
@@ -159,7 +159,7 @@ def test_a_receiver_failing_its_first_three_attempts_gets_each_delivery_once(
     async def scenario(s: Storage) -> None:
         world = await make_world(s, [hooks.url], allocation=3)
         results = await s.ingest([track_event(world.env, 1, now) for _ in range(3)])
-        await process_all(s)
+        await drain(s)
         config = DeliveryConfig(
             schedule=FAST, timeout_seconds=5, billing_url=sink.url, allow_private=True
         )
@@ -206,7 +206,7 @@ def test_a_receiver_down_for_a_minute_gets_everything_queued(
         world = await make_world(s, [hooks.url], types=EVERYTHING)
         await s.ingest([identify_event(world.env, f"user-{n}", t0) for n in range(15)])
         await s.ingest([track_event(world.env, 1, t0) for _ in range(12)])
-        await process_all(s)
+        await drain(s)
         deliverer = Deliverer(
             s, DeliveryConfig(timeout_seconds=5, billing_url=sink.url, allow_private=True), clock
         )
@@ -263,7 +263,7 @@ def test_a_receiver_down_then_back_gets_everything_queued_in_real_time(
         try:
             for n in range(10):  # queued while the receiver is down
                 await s.ingest([identify_event(world.env, f"user-{n}", now)])
-                await process_all(s)
+                await drain(s)
                 await asyncio.sleep(0.1)
             await asyncio.sleep(1.5)
             failed_before = await s.list_webhook_events(world.env, WebhookEventFilter())
@@ -303,7 +303,7 @@ def test_a_backfill_over_the_limit_yields_no_webhook_and_no_meter_record(
         ]
         events += [track_event(world.env, 5, now - 1, backfill=True) for _ in range(8)]
         await s.ingest(events)
-        assert await process_all(s) == 16
+        assert await drain(s) == 16
         config = DeliveryConfig(
             schedule=FAST, timeout_seconds=5, billing_url=sink.url, allow_private=True
         )
@@ -325,7 +325,7 @@ def test_webhooks_to_private_targets_are_not_sent_but_the_billing_sink_is(
     async def scenario(s: Storage) -> None:
         world = await make_world(s, [hooks.url], types=("user.created",))
         await s.ingest([track_event(world.env, 1, now, user="u1")])
-        await process_all(s)
+        await drain(s)
         config = DeliveryConfig(
             schedule=RetrySchedule(max_attempts=1), timeout_seconds=5, billing_url=sink.url
         )
@@ -350,7 +350,7 @@ def test_limit_reached_fires_once_per_period_not_once_per_event(
         config = DeliveryConfig(schedule=FAST, timeout_seconds=5, allow_private=True)
         for _ in range(10):  # 50 events, each past the limit after the tenth
             await s.ingest([track_event(world.env, 1, t0) for _ in range(5)])
-            await process_all(s)
+            await drain(s)
             await Deliverer(s, config, clock).run_until_idle()
         actions = Counter(r.json()["action"] for r in hooks.received())
         assert actions == {"entitlement.limit.warning": 1, "entitlement.limit.reached": 1}
@@ -358,7 +358,7 @@ def test_limit_reached_fires_once_per_period_not_once_per_event(
         clock.set(START + timedelta(days=20))  # April
         april = to_micros(clock.now())
         await s.ingest([track_event(world.env, 1, april) for _ in range(30)])
-        await process_all(s)
+        await drain(s)
         await Deliverer(s, config, clock).run_until_idle()
         periods = Counter(
             (r.json()["action"], r.json()["body"]["period_start"][:7]) for r in hooks.received()
@@ -403,7 +403,7 @@ def test_a_delivery_loop_killed_mid_delivery_loses_nothing(
     async def fill(s: Storage) -> World:
         world = await make_world(s, [hooks.url], types=("user.created",))
         await s.ingest([identify_event(world.env, f"user-{n}", now) for n in range(total)])
-        await process_all(s)
+        await drain(s)
         return world
 
     world = run(database_url, SystemClock(), fill)
@@ -472,7 +472,7 @@ def test_tally_deliver_burst_delivers_what_is_due_and_exits(
     async def fill(s: Storage) -> World:
         world = await make_world(s, [hooks.url], types=("user.created",))
         await s.ingest([track_event(world.env, 1, now, user=f"u{n}") for n in range(5)])
-        await process_all(s)
+        await drain(s)
         return world
 
     world = run(url, SystemClock(), fill)

@@ -15,8 +15,9 @@ import pytest
 
 from tally.clock import to_micros
 from tally.storage.sqlite import SqliteStorage
+from tests.support.drain import drain
 from tests.support.server import tally_command
-from tests.support.usage import make_world, process_all, track_event
+from tests.support.usage import make_world, track_event
 
 SUFFIXES = ("", "-wal", "-shm")
 
@@ -45,7 +46,7 @@ def use(path: Path) -> None:
         try:
             world = await make_world(storage, ["http://127.0.0.1:9/hook"])
             await storage.ingest([track_event(world.env, 1, to_micros(datetime.now(UTC)))])
-            await process_all(storage)
+            await drain(storage)
             modes = {s: mode(Path(f"{path}{s}")) for s in SUFFIXES}
             assert modes == dict.fromkeys(SUFFIXES, 0o600), {s: oct(m) for s, m in modes.items()}
         finally:

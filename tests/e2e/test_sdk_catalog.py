@@ -12,10 +12,8 @@ SDK's own models.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 from schematic import (
     BadRequestError,
@@ -27,40 +25,12 @@ from schematic import (
     ForbiddenError,
     NotFoundError,
     Schematic,
-    SchematicConfig,
 )
 
+from tests.e2e.conftest import ClientFactory
 from tests.support.server import Server
 
 pytestmark = pytest.mark.slow
-
-ClientFactory = Callable[[str], Schematic]
-
-
-@pytest.fixture
-def make_client(server: Server) -> Iterator[ClientFactory]:
-    """SDK clients on the server; each gets an ``httpx.Client`` that is closed
-    afterwards (the SDK never closes one it makes itself)."""
-    made: list[tuple[Schematic, httpx.Client]] = []
-
-    def make(api_key: str) -> Schematic:
-        http = httpx.Client(timeout=10.0)
-        client = Schematic(
-            api_key,
-            SchematicConfig(
-                base_url=server.base_url,
-                event_capture_url=server.base_url,
-                httpx_client=http,
-                timeout=10.0,
-            ),
-        )
-        made.append((client, http))
-        return client
-
-    yield make
-    for client, http in made:
-        client.shutdown()
-        http.close()
 
 
 def wait_until_processed(client: Schematic, timeout: float = 20.0) -> list[EventDetailResponseData]:

@@ -5,16 +5,14 @@ buffered ``identify()``/``track()`` processed by the server's worker and
 seen through ``lookup_company`` (merged keys and traits, usage metrics).
 
 Each client gets an ``httpx.Client`` that the fixture closes (see
-test_sdk_events.py for why).
+tests/e2e/conftest.py for why).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 from schematic import (
     BadRequestError,
@@ -23,44 +21,13 @@ from schematic import (
     ForbiddenError,
     NotFoundError,
     Schematic,
-    SchematicConfig,
     UserDetailResponseData,
 )
 
+from tests.e2e.conftest import ClientFactory
 from tests.support.server import Server
 
 pytestmark = pytest.mark.slow
-
-ClientFactory = Callable[[str], Schematic]
-
-
-@pytest.fixture
-def make_client(server: Server) -> Iterator[ClientFactory]:
-    made: list[tuple[Schematic, httpx.Client]] = []
-
-    def make(api_key: str) -> Schematic:
-        http = httpx.Client(timeout=10.0)
-        client = Schematic(
-            api_key,
-            SchematicConfig(
-                base_url=server.base_url,
-                event_capture_url=server.base_url,
-                httpx_client=http,
-                timeout=10.0,
-            ),
-        )
-        made.append((client, http))
-        return client
-
-    yield make
-    for client, http in made:
-        client.shutdown()
-        http.close()
-
-
-@pytest.fixture
-def sdk(server: Server, make_client: ClientFactory) -> Schematic:
-    return make_client(server.secret_key)
 
 
 def keys_of(entity: CompanyDetailResponseData | UserDetailResponseData) -> dict[str, str]:

@@ -8,13 +8,13 @@ check the values those models carry.
 The SDK's REST client makes its own ``httpx.Client`` when none is given and
 never closes it, which surfaces as an unclosed-socket ``ResourceWarning`` (an
 error under ``filterwarnings=error``). Each client here is therefore given an
-``httpx.Client`` that the fixture closes; no warning filter is needed.
+``httpx.Client`` that the fixture (tests/e2e/conftest.py) closes; no warning
+filter is needed.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -34,11 +34,11 @@ from schematic import (
     NotFoundError,
     RawEventResponseData,
     Schematic,
-    SchematicConfig,
     UnauthorizedError,
 )
 from schematic.client import IdentifyOptions, TrackOptions
 
+from tests.e2e.conftest import ClientFactory
 from tests.support.server import Server
 
 pytestmark = pytest.mark.slow
@@ -56,38 +56,6 @@ MSG_PAST_TRUSTED = (
     "for older events use backfill (analytics-only, no billing side effects)"
 )
 MSG_PAST_BACKFILL = "sent_at cannot be more than 365 days in the past"
-
-ClientFactory = Callable[[str], Schematic]
-
-
-@pytest.fixture
-def make_client(server: Server) -> Iterator[ClientFactory]:
-    made: list[tuple[Schematic, httpx.Client]] = []
-
-    def make(api_key: str) -> Schematic:
-        http = httpx.Client(timeout=10.0)
-        client = Schematic(
-            api_key,
-            SchematicConfig(
-                base_url=server.base_url,
-                event_capture_url=server.base_url,
-                httpx_client=http,
-                timeout=10.0,
-            ),
-        )
-        made.append((client, http))
-        return client
-
-    yield make
-    for client, http in made:
-        client.shutdown()
-        http.close()
-
-
-@pytest.fixture
-def sdk(server: Server, make_client: ClientFactory) -> Schematic:
-    """A client with the development environment's secret key."""
-    return make_client(server.secret_key)
 
 
 # -- helpers -----------------------------------------------------------------

@@ -102,13 +102,6 @@ def identify_event(env: str, user: str, at: int) -> NewEvent:
     )
 
 
-async def process_all(s: Storage) -> int:
-    total = 0
-    while n := await s.process_pending(500):
-        total += n
-    return total
-
-
 # -- the recount ---------------------------------------------------------------------
 CounterKey = tuple[str, str, str, str, int]  # env, company, subtype, period kind, start µs
 # (environment, company id, subtype, quantity, effective time µs) of a processed track event

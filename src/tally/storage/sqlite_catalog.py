@@ -1,5 +1,5 @@
-"""SQLite implementation of ``CatalogStore`` — a mixin of ``SqliteStorage``:
-features and allocations here, usage reads in ``sqlite_usage``.
+"""``CatalogStore`` on SQL — a mixin of ``SqlStorage``, so SQLite and
+PostgreSQL both run it: features and allocations here, usage reads in ``sqlite_usage``.
 
 Methods use the host's ``self._writer.call(fn)`` for writes (``fn(conn)`` runs
 in one transaction on the writer thread), ``await self._read(fn)`` for reads

@@ -1,4 +1,4 @@
-"""Row mapping and shared look-ups of the SQLite catalog tables (features,
+"""Row mapping and shared look-ups of the catalog tables (features,
 allocations), used by ``sqlite_catalog`` and ``sqlite_usage``; the SQL is
 portable between SQLite and PostgreSQL."""
 

@@ -1,4 +1,5 @@
-"""SQLite implementation of ``EntityStore`` — a mixin of ``SqliteStorage``.
+"""``EntityStore`` on SQL — a mixin of ``SqlStorage``, so SQLite and
+PostgreSQL both run it (its SQL is portable, see ``tally.storage.sql``).
 
 Methods use the host's ``self._writer.call(fn)`` for writes (``fn(conn)`` runs
 in one transaction on the writer thread, so they serialize with ingestion and

@@ -1,5 +1,5 @@
-"""Reading companies, users and memberships on an open SQLite connection
-(a reader's, or the writer's inside its transaction), in bulk: one query per
+"""Reading companies, users and memberships on an open connection of either
+backend (a reader's, or the writer's inside its transaction), in bulk: one query per
 kind of detail for a whole page of entities. The SQL is portable between
 SQLite and PostgreSQL (see ``tally.storage.sql``)."""
 

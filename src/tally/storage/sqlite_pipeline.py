@@ -1,5 +1,6 @@
-"""The processing pipeline on an open SQLite transaction (the writer's
-connection): claim, read the batch's snapshot in bulk, write its changes."""
+"""The processing pipeline on an open transaction: claim, read the batch's
+snapshot in bulk, write its changes. The SQL is portable: SQLite runs it on
+the writer's connection, PostgreSQL through ``PgUnitOfWork`` (a subclass)."""
 
 from __future__ import annotations
 
@@ -391,7 +392,7 @@ class SqliteUnitOfWork:
             "INSERT INTO memberships (id, environment_id, company_id, user_id, created_at)",
             5,
             [(ids.new_id("cmem"), env, c, u, now) for env, c, u in sorted(changes.memberships)],
-            " ON CONFLICT DO NOTHING",
+            " ON CONFLICT (company_id, user_id) DO NOTHING",
         )
         counters = changes.counters.items()
         insert_rows(

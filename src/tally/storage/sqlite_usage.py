@@ -1,4 +1,4 @@
-"""SQLite usage reads of ``CatalogStore``: a company's feature usage (one
+"""The usage reads of ``CatalogStore`` on SQL (both backends): a company's feature usage (one
 primary-key counter read per feature) and the names of event previews —
 a mixin of ``SqliteCatalog``. The SQL is portable between SQLite and
 PostgreSQL (see ``tally.storage.sql``)."""

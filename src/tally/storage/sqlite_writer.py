@@ -1,4 +1,6 @@
-"""The single SQLite writer: one thread, one connection, group commit.
+"""The writer thread of both SQL backends: one thread, one connection, group
+commit (SQLite's single writer; PostgreSQL's writers, processor and
+delivery connection).
 
 Requests hand their work to a queue and await a future. The thread takes
 everything queued (up to ``max_events`` events), runs it in one transaction,

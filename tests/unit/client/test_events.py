@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -11,8 +11,8 @@ import pytest
 from tally.client.events import CsvRows, EventMaker, EventOptions, derived_key, parse_map
 from tally.errors import Invalid, TallyError
 from tally.ingest import rules
+from tests.support.clock import NOW
 
-NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 FILE_ID = "f" * 64
 
 

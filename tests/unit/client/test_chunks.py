@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -12,8 +11,8 @@ from tally.client import chunks as chunking
 from tally.client.chunks import read_chunks
 from tally.client.events import CsvRows, EventMaker, EventOptions, derived_key, parse_map
 from tally.client.source import Source
+from tests.support.clock import NOW
 
-NOW = datetime(2026, 6, 1, tzinfo=UTC)
 MAKER = EventMaker("c" * 64, EventOptions(), lambda: NOW)
 GOOD = json.dumps({"event_type": "track", "body": {"event": "e"}}).encode()
 

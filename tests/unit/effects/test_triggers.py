@@ -29,11 +29,11 @@ from tally.effects.triggers import (
     warning_threshold,
 )
 from tally.metering import periods
-from tally.pipeline.process import decode_bodies, process_events
-from tally.pipeline.unit import Changes, PendingEvent, Snapshot, StoredEntity
+from tally.pipeline.unit import PendingEvent, Snapshot, StoredEntity
+from tests.support.batch import run_batch as run
+from tests.support.clock import NOW_US as NOW
 
 ENV = "env_1"
-NOW = to_micros(datetime(2026, 3, 15, 12, 0, tzinfo=UTC))
 LAST_MONTH = to_micros(datetime(2026, 2, 20, 9, 0, tzinfo=UTC))
 MARCH = to_micros(datetime(2026, 3, 1, tzinfo=UTC))
 FEBRUARY = to_micros(datetime(2026, 2, 1, tzinfo=UTC))
@@ -220,15 +220,6 @@ def snapshot(*, limits: bool = True, subscribed: tuple[str, ...] = ()) -> Snapsh
         snap.limits[("comp_1", "api-call")] = [limit()]
     snap.subscribed = {(ENV, action) for action in subscribed}
     return snap
-
-
-def run(events: list[PendingEvent], snap: Snapshot, rules: EffectRules | None = None) -> Changes:
-    counter = itertools.count()
-
-    def new_id(prefix: str) -> str:
-        return f"{prefix}_{next(counter):03d}"
-
-    return process_events(events, decode_bodies(events), snap, new_id, rules or EffectRules())
 
 
 def test_without_allocations_or_endpoints_only_meter_records_are_recorded() -> None:

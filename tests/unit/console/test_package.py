@@ -8,7 +8,7 @@ import fnmatch
 import tomllib
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CONSOLE = ROOT / "src" / "tally" / "console"
 
 

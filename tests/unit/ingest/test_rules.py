@@ -8,8 +8,8 @@ import pytest
 
 from tally.errors import Invalid
 from tally.ingest import rules
+from tests.support.clock import NOW
 
-NOW = datetime(2026, 3, 15, 12, 0, 0, tzinfo=UTC)
 US = timedelta(microseconds=1)
 HOUR_US = 3_600 * 1_000_000
 MINUTE_US = 60 * 1_000_000

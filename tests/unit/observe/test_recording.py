@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -130,12 +130,6 @@ def test_worker_counts_batch_errors_the_event_it_sets_aside_and_storage_retries(
     assert failed == 1  # the poison event, set aside
     assert storage_errors == 1
     assert retries == 1
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver() as rx:
-        yield rx
 
 
 def claimed(kind: str, attempt: int, url: str | None) -> ClaimedDelivery:
