@@ -322,7 +322,7 @@ class FileImport:
             self._save()
             self._rejects.close()
         seconds = time.monotonic() - self._started
-        rejects: Path | None = self.rejects_path
+        rejects = self.rejects_path
         if self.committed.rejected == 0:
             self.rejects_path.unlink(missing_ok=True)
             rejects = None

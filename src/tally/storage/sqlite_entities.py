@@ -45,8 +45,7 @@ class SqliteEntities:
         def run(conn: sqlite3.Connection) -> T:
             return fn(conn, self._now())
 
-        result: T = await self._writer.call(run)
-        return result
+        return await self._writer.call(run)
 
     # -- companies ------------------------------------------------------------
     async def upsert_company(self, environment_id: str, change: EntityUpsert) -> Company:
