@@ -1,5 +1,6 @@
 # make run  — start tally on ./tally.db (creates the virtualenv on first use)
 # make test — run the whole test suite (creates the virtualenv on first use)
+# make lint — ruff (lint and format) and mypy (settings in pyproject.toml)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -23,9 +24,10 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache

@@ -1,5 +1,5 @@
 """The HTTP ceiling of bench/ingest.py: a trivial JSON endpoint on Starlette,
-served by uvicorn with the options ``tally serve`` uses (see tally/cli.py).
+served by uvicorn with the options ``tally serve`` uses (see tally/cli/serve.py).
 
     python bench/ceiling_app.py --port 8123
 """

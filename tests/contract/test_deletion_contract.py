@@ -10,14 +10,13 @@ batch racing the delete is read again rather than leave counters behind.
 from __future__ import annotations
 
 import asyncio
-import time
-from typing import Any
 
 from tally.clock import FrozenClock, to_micros
 from tally.metering.catalog import UsageFilter
 from tally.model import EventFilter
 from tally.storage.base import Storage
 from tests.support.drain import drain
+from tests.support.locks import wait_for_a_lock_wait
 from tests.support.usage import (
     World,
     assert_counters_match,
@@ -111,17 +110,3 @@ def test_a_batch_racing_a_company_delete_leaves_no_counter_behind(postgres_url: 
             await s.close()
 
     asyncio.run(main())
-
-
-def wait_for_a_lock_wait(conn: Any, timeout: float = 20.0) -> None:
-    """Until some other connection of this database waits on a row lock."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        row = conn.execute(
-            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
-        ).fetchone()
-        if row[0]:
-            return
-        time.sleep(0.02)
-    raise AssertionError("the processing batch never waited for the delete")

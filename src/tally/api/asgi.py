@@ -9,17 +9,13 @@ map and body stream cost more than ruling on the event) or a ``Response``.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable
 
 from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tally.api.auth import HEADER
 from tally.errors import Invalid, TooLarge
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 API_KEY_HEADER = HEADER.encode("ascii")
 _JSON = (b"content-type", b"application/json")
@@ -117,7 +113,7 @@ class Endpoint:
 
     __slots__ = ("__name__", "_fn")
 
-    def __init__(self, fn: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+    def __init__(self, fn: ASGIApp) -> None:
         self._fn = fn
         self.__name__ = fn.__name__
 
@@ -136,7 +132,7 @@ class NoNulInUrl:
     PostgreSQL text cannot hold it, so no lookup could use it. One check for
     every route, present and future, before any of them runs."""
 
-    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 
 from tally.client import source as src
 from tally.client.events import CsvRows, EventMaker
@@ -44,6 +45,10 @@ def _made(number: int, raw: bytes, make: Callable[[], bytes]) -> Item:
         return number, None, raw, err.message
 
 
+def _from_record(maker: EventMaker, rows: CsvRows, record: src.Record) -> bytes:
+    return maker.from_json(record.number, rows.to_json(record.cells or []))
+
+
 def read_items(source: src.Source, maker: EventMaker, rows: CsvRows | None) -> Iterator[Item]:
     """Each line (NDJSON; ``rows`` None) or record (CSV) from here on; a
     blank one is ``(line, None, b"", "")``."""
@@ -56,7 +61,7 @@ def read_items(source: src.Source, maker: EventMaker, rows: CsvRows | None) -> I
                 yield line.number, None, b"", ""
             else:
                 yield _made(
-                    line.number, line.data, lambda x=line: maker.from_json(x.number, x.data)
+                    line.number, line.data, partial(maker.from_json, line.number, line.data)
                 )
         return
     for record in src.CsvRecords(source).records():
@@ -65,11 +70,7 @@ def read_items(source: src.Source, maker: EventMaker, rows: CsvRows | None) -> I
         elif not record.cells:
             yield record.number, None, b"", ""
         else:
-            yield _made(
-                record.number,
-                record.raw,
-                lambda r=record: maker.from_json(r.number, rows.to_json(r.cells or [])),
-            )
+            yield _made(record.number, record.raw, partial(_from_record, maker, rows, record))
 
 
 def read_chunks(source: src.Source, maker: EventMaker, rows: CsvRows | None) -> Iterator[Chunk]:

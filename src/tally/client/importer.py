@@ -281,24 +281,12 @@ class FileImport:
             return FileResult(state.counts, rejects)
         file_id = state.file_id  # empty in a dry run: its events are not sent
         maker = self._maker(file_id)
-        rows: CsvRows | None = None
-        header_lines, header_end = 0, 0
-        if self.mapping is not None:
-            try:
-                header, header_lines, header_end = src.read_header(self.path)
-            except ValueError as err:
-                raise Mismatch(str(err)) from None
-            rows = CsvRows(self.mapping, header)
+        rows, header_lines, header_end = self._csv_rows()
         resuming = state.line > 0
         self.committed = msgspec.structs.replace(state.counts)
         self.live = msgspec.structs.replace(state.counts)
         self._base_sent = self.live.accepted + self.live.duplicates
-        if resuming:
-            self._rejects = open(self.rejects_path, "r+b" if self.rejects_path.exists() else "w+b")  # noqa: SIM115
-            self._rejects.truncate(state.rejects_bytes)
-            self._rejects.seek(0, os.SEEK_END)
-        else:
-            self._rejects = open(self.rejects_path, "w+b")  # noqa: SIM115
+        self._rejects = rejects_file = self._open_rejects(state, resuming)
         try:
             with src.Source(self.path) as source:
                 self._source = source
@@ -320,8 +308,31 @@ class FileImport:
             state.done = True
         finally:
             self._save()
-            self._rejects.close()
-        seconds = time.monotonic() - self._started
+            rejects_file.close()
+        return self._finish(time.monotonic() - self._started, resuming)
+
+    def _csv_rows(self) -> tuple[CsvRows | None, int, int]:
+        """(the CSV mapping over the file's header, the header's lines, where
+        it ends); ``(None, 0, 0)`` for NDJSON."""
+        if self.mapping is None:
+            return None, 0, 0
+        try:
+            header, header_lines, header_end = src.read_header(self.path)
+        except ValueError as err:
+            raise Mismatch(str(err)) from None
+        return CsvRows(self.mapping, header), header_lines, header_end
+
+    def _open_rejects(self, state: FileState, resuming: bool) -> BinaryIO:
+        """The rejects file: resumed as the checkpoint left it, else new."""
+        if not resuming:
+            return open(self.rejects_path, "w+b")
+        file = open(self.rejects_path, "r+b" if self.rejects_path.exists() else "w+b")  # noqa: SIM115
+        file.truncate(state.rejects_bytes)
+        file.seek(0, os.SEEK_END)
+        return file
+
+    def _finish(self, seconds: float, resuming: bool) -> FileResult:
+        """Drop an empty rejects file and say how the file went."""
         rejects: Path | None = self.rejects_path
         if self.committed.rejected == 0:
             self.rejects_path.unlink(missing_ok=True)

@@ -133,41 +133,12 @@ def _rule_event(
     backfill: bool | None,
 ) -> NewEvent:
     """The rules on an event whose type and key are known to be valid."""
-    raw = bytes(body)
-    if not raw or raw == b"null":
-        raise Invalid(f"body is required for {event_type} events")
-    if len(raw) > ctx.max_event_body_bytes:
-        raise TooLarge(
-            f"event body is {len(raw)} bytes, more than the limit of "
-            f"{ctx.max_event_body_bytes} bytes ({ctx.max_event_body_bytes // 1024} KiB)"
-        )
-    if nests_deeper(raw):
-        raise Invalid(nesting_message("body"))
-    parsed = decode_json(raw, wire.BODY_DECODERS[event_type], "body")
-
+    raw, parsed = _checked_body(ctx, event_type, body)
     trusted = bool(trusted_client_clock) or bool(backfill)
     secret = ctx.key.is_secret
     if trusted and not secret:  # who may set the clock, before what it says
         raise Invalid(rules.MSG_NEEDS_SECRET)
-    sent_at: datetime | None = None
-    if sent_at_text is not None:
-        try:
-            sent_at = parse_timestamp(sent_at_text)
-        except Invalid:
-            if trusted:
-                raise
-            sent_at = None  # ignored without a clock flag
-    captured_us = ctx.received_us
-    if trusted:
-        captured_us = to_micros(
-            rules.effective_time(
-                ctx.received_at,
-                sent_at,
-                trusted_client_clock=trusted,
-                backfill=bool(backfill),
-                secret_key=secret,
-            )
-        )
+    sent_at, captured_us = _times(ctx, sent_at_text, trusted, bool(backfill))
     event = NewEvent(
         environment_id=ctx.key.environment_id,
         type=event_type,
@@ -192,6 +163,48 @@ def _rule_event(
         event.company_id = parsed.company_id
         event.user_id = parsed.user_id
     return event
+
+
+def _checked_body(ctx: Context, event_type: str, body: msgspec.Raw) -> tuple[bytes, Any]:
+    """The body's bytes and its decoded form, refused when missing, too
+    large, nested too deep or not the shape of ``event_type``."""
+    raw = bytes(body)
+    if not raw or raw == b"null":
+        raise Invalid(f"body is required for {event_type} events")
+    if len(raw) > ctx.max_event_body_bytes:
+        raise TooLarge(
+            f"event body is {len(raw)} bytes, more than the limit of "
+            f"{ctx.max_event_body_bytes} bytes ({ctx.max_event_body_bytes // 1024} KiB)"
+        )
+    if nests_deeper(raw):
+        raise Invalid(nesting_message("body"))
+    return raw, decode_json(raw, wire.BODY_DECODERS[event_type], "body")
+
+
+def _times(
+    ctx: Context, sent_at_text: str | None, trusted: bool, backfill: bool
+) -> tuple[datetime | None, int]:
+    """(``sent_at``, the effective time in µs): the receipt time unless the
+    event sets a trusted clock (a bad ``sent_at`` is then refused; without
+    one it is ignored)."""
+    sent_at: datetime | None = None
+    if sent_at_text is not None:
+        try:
+            sent_at = parse_timestamp(sent_at_text)
+        except Invalid:
+            if trusted:
+                raise
+            sent_at = None  # ignored without a clock flag
+    if not trusted:
+        return sent_at, ctx.received_us
+    effective = rules.effective_time(
+        ctx.received_at,
+        sent_at,
+        trusted_client_clock=trusted,
+        backfill=backfill,
+        secret_key=ctx.key.is_secret,
+    )
+    return sent_at, to_micros(effective)
 
 
 def check_no_nul(data: bytes, what: str) -> None:

@@ -17,18 +17,14 @@ import logging
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tally.model import IngestResult
 from tally.observe.logs import RequestInfo, current_request
 from tally.observe.metrics import metrics
-
-Scope = dict[str, Any]
-Message = dict[str, Any]
-ASGIApp = Callable[
-    [Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]
-]
 
 HEADER = b"x-request-id"
 MAX_REQUEST_ID = 128
@@ -68,7 +64,7 @@ class ObserveRequests:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

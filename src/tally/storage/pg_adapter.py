@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, ClassVar
 
 import psycopg
@@ -88,7 +89,7 @@ class PgConnection:
             cursor.executemany(translate(sql), rows)
         return cursor
 
-    def copy(self, sql: str) -> psycopg.Copy:
+    def copy(self, sql: str) -> AbstractContextManager[psycopg.Copy]:
         """``cursor.copy(sql)`` (a ``COPY … FROM STDIN``) in the open transaction."""
         self._send_begin()
         return self.raw.cursor().copy(sql)

@@ -262,6 +262,7 @@ class PostgresStorage(SqlStorage):
     pick_setup = ("SET LOCAL enable_bitmapscan = off",)
     pick_teardown = ("SET LOCAL enable_bitmapscan = on",)
     reader_name = "tally-pg-read"
+    unit_of_work = PgUnitOfWork  # admin upserts merge and retry as the worker does
 
     def __init__(
         self,

@@ -221,8 +221,18 @@ class SqlConsole:
         def run(conn: Conn) -> list[MeterRecord]:
             rows = conn.execute(sql, (environment_id, limit)).fetchall()
             return [
-                MeterRecord(*row[:7], row[7] if row[3] == "pending" else None, row[8])
-                for row in rows
+                MeterRecord(
+                    rid,
+                    event,
+                    payload,
+                    status,
+                    attempts,
+                    code,
+                    error,
+                    next_at if status == "pending" else None,
+                    created,
+                )
+                for rid, event, payload, status, attempts, code, error, next_at, created in rows
             ]
 
         return await self._read(run)

@@ -283,8 +283,7 @@ class SqlStorage(SqliteEntities, SqliteCatalog, SqlWebhooks, SqlOutbox, SqlConso
         """Run ``fn(conn)`` in one transaction on the delivery connection."""
         if not self._deliverer_started:
             await asyncio.to_thread(self._start_deliverer)
-        result: T = await self._deliverer.call(fn)
-        return result
+        return await self._deliverer.call(fn)
 
     def _start_deliverer(self) -> None:
         with self._deliverer_lock:
@@ -313,8 +312,7 @@ class SqlStorage(SqliteEntities, SqliteCatalog, SqlWebhooks, SqlOutbox, SqlConso
                 return Environment(*row), False
             return env, True
 
-        result: tuple[Environment, bool] = await self._writer.call(run)
-        return result
+        return await self._writer.call(run)
 
     async def list_environments(self) -> list[Environment]:
         def run(conn: Conn) -> list[Environment]:
@@ -342,8 +340,7 @@ class SqlStorage(SqliteEntities, SqliteCatalog, SqlWebhooks, SqlOutbox, SqlConso
             ).fetchone()
             return key_from_row(row)
 
-        result: ApiKey = await self._writer.call(run)
-        return result
+        return await self._writer.call(run)
 
     async def find_api_key(self, key_hash: str) -> ApiKey | None:
         def run(conn: Conn) -> ApiKey | None:
@@ -386,8 +383,7 @@ class SqlStorage(SqliteEntities, SqliteCatalog, SqlWebhooks, SqlOutbox, SqlConso
             ).fetchone()
             return key_from_row(row)
 
-        result: ApiKey | None = await self._writer.call(run)
-        return result
+        return await self._writer.call(run)
 
     # -- events -------------------------------------------------------------
     async def ingest(self, events: Sequence[NewEvent]) -> list[IngestResult]:
@@ -415,8 +411,7 @@ class SqlStorage(SqliteEntities, SqliteCatalog, SqlWebhooks, SqlOutbox, SqlConso
                 if removed < PRUNE_CHUNK:
                     return total
 
-        result: int = await self._writer.call(run)
-        return result
+        return await self._writer.call(run)
 
     def process_as_stored(self, enabled: bool) -> None:
         """Whether to process events in the commit that stores them (only
@@ -426,8 +421,7 @@ class SqlStorage(SqliteEntities, SqliteCatalog, SqlWebhooks, SqlOutbox, SqlConso
         """Process up to ``limit`` pending events in one transaction on the
         writer thread; returns how many were claimed."""
 
-        result: int = await self._processor.call(lambda conn: self._process(conn, limit))
-        return result
+        return await self._processor.call(lambda conn: self._process(conn, limit))
 
     async def fail_next_pending(self, message: str) -> str | None:
         def run(conn: Conn) -> str | None:
@@ -443,8 +437,7 @@ class SqlStorage(SqliteEntities, SqliteCatalog, SqlWebhooks, SqlOutbox, SqlConso
                 release_keys(conn, [(row[1], row[2], row[3], row[0])])
             return str(row[0])
 
-        result: str | None = await self._processor.call(run)
-        return result
+        return await self._processor.call(run)
 
     async def get_event(self, environment_id: str, event_id: str) -> StoredEvent | None:
         def run(conn: Conn) -> StoredEvent | None:

@@ -137,8 +137,7 @@ class SqlWebhooks:
         def _now(self) -> int: ...
 
     async def _hook_write(self, fn: Callable[[Any], T]) -> T:
-        result: T = await self._writer.call(fn)
-        return result
+        return await self._writer.call(fn)
 
     # -- endpoints ----------------------------------------------------------
     async def create_webhook(self, environment_id: str, changes: WebhookChanges) -> Webhook:

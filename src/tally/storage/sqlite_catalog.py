@@ -58,8 +58,7 @@ class SqliteCatalog(SqliteUsage):
         def _now(self) -> int: ...
 
     async def _catalog_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        result: T = await self._writer.call(fn)
-        return result
+        return await self._writer.call(fn)
 
     # -- features -----------------------------------------------------------
     async def create_feature(self, environment_id: str, changes: FeatureChanges) -> Feature:

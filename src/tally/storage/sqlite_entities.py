@@ -26,6 +26,7 @@ from tally.storage.base_entities import (
     TraitChange,
     User,
 )
+from tally.storage.sqlite_pipeline import SqliteUnitOfWork
 
 if TYPE_CHECKING:
     from tally.storage.sqlite_writer import WriterThread
@@ -34,6 +35,9 @@ T = TypeVar("T")
 
 
 class SqliteEntities:
+    # upserts write as the worker does on this backend (PostgreSQL: ``PgUnitOfWork``)
+    unit_of_work: type[SqliteUnitOfWork] = SqliteUnitOfWork
+
     if TYPE_CHECKING:
         _writer: WriterThread
         _clock: Clock
@@ -46,18 +50,27 @@ class SqliteEntities:
         def run(conn: sqlite3.Connection) -> T:
             return fn(conn, self._now())
 
-        result: T = await self._writer.call(run)
-        return result
+        return await self._writer.call(run)
+
+    async def _upsert(self, fn: Callable[[SqliteUnitOfWork, int], T]) -> T:
+        """``fn(uow, now)`` as a ``_write``, again if it meets a concurrent
+        write of the same entity (``writes.retrying``)."""
+
+        def run(conn: sqlite3.Connection, now: int) -> T:
+            uow = self.unit_of_work(conn)
+            return writes.retrying(uow, lambda: fn(uow, now))
+
+        return await self._write(run)
 
     # -- companies ------------------------------------------------------------
     async def upsert_company(self, environment_id: str, change: EntityUpsert) -> Company:
-        def run(conn: sqlite3.Connection, now: int) -> Company:
-            company_id = writes.upsert(conn, "company", environment_id, change, now)
-            company = rows.company_by_id(conn, environment_id, company_id, self._clock.now())
+        def run(uow: SqliteUnitOfWork, now: int) -> Company:
+            company_id = writes.upsert(uow, "company", environment_id, change, now)
+            company = rows.company_by_id(uow.conn, environment_id, company_id, self._clock.now())
             assert company is not None
             return company
 
-        return await self._write(run)
+        return await self._upsert(run)
 
     async def get_company(self, environment_id: str, company_id: str) -> Company | None:
         return await self._read(
@@ -115,13 +128,13 @@ class SqliteEntities:
         return await self._write(run)
 
     async def upsert_company_trait(self, environment_id: str, change: TraitChange) -> Company:
-        def run(conn: sqlite3.Connection, now: int) -> Company:
-            company_id = writes.trait(conn, "company", environment_id, change, now)
-            company = rows.company_by_id(conn, environment_id, company_id, self._clock.now())
+        def run(uow: SqliteUnitOfWork, now: int) -> Company:
+            company_id = writes.trait(uow, "company", environment_id, change, now)
+            company = rows.company_by_id(uow.conn, environment_id, company_id, self._clock.now())
             assert company is not None
             return company
 
-        return await self._write(run)
+        return await self._upsert(run)
 
     async def set_billing_anchor(
         self, environment_id: str | None, keys: Mapping[str, str], anchor: int | None
@@ -160,13 +173,13 @@ class SqliteEntities:
 
     # -- users --------------------------------------------------------------
     async def upsert_user(self, environment_id: str, change: EntityUpsert) -> User:
-        def run(conn: sqlite3.Connection, now: int) -> User:
-            user_id = writes.upsert(conn, "user", environment_id, change, now)
-            user = rows.user_by_id(conn, environment_id, user_id)
+        def run(uow: SqliteUnitOfWork, now: int) -> User:
+            user_id = writes.upsert(uow, "user", environment_id, change, now)
+            user = rows.user_by_id(uow.conn, environment_id, user_id)
             assert user is not None
             return user
 
-        return await self._write(run)
+        return await self._upsert(run)
 
     async def get_user(self, environment_id: str, user_id: str) -> User | None:
         return await self._read(lambda conn: rows.user_by_id(conn, environment_id, user_id))
@@ -218,13 +231,13 @@ class SqliteEntities:
         return await self._write(run)
 
     async def upsert_user_trait(self, environment_id: str, change: TraitChange) -> User:
-        def run(conn: sqlite3.Connection, now: int) -> User:
-            user_id = writes.trait(conn, "user", environment_id, change, now)
-            user = rows.user_by_id(conn, environment_id, user_id)
+        def run(uow: SqliteUnitOfWork, now: int) -> User:
+            user_id = writes.trait(uow, "user", environment_id, change, now)
+            user = rows.user_by_id(uow.conn, environment_id, user_id)
             assert user is not None
             return user
 
-        return await self._write(run)
+        return await self._upsert(run)
 
     # -- memberships ----------------------------------------------------------
     async def list_memberships(

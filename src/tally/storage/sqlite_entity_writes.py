@@ -1,14 +1,18 @@
 """Writes of companies, users, memberships and traits, each run inside the
 writer's transaction (``fn(conn, now)``). Upserts go through the pipeline's
-own identify upsert (``tally.pipeline.process.upsert_entity``), so the API
-and identify events follow one set of rules; an error raised here rolls the
-whole write back."""
+own identify upsert (``tally.pipeline.process.upsert_entity``) on the
+backend's unit of work, so the API and identify events follow one set of
+rules and write alike: on PostgreSQL a trait change is merged into the row
+as stored (a worker may have changed it since it was read), and an upsert
+that meets a concurrent write of the same keys runs again (``retrying``).
+An error raised here rolls the whole write back."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from tally import ids
 from tally.clock import from_micros, to_micros
@@ -20,6 +24,27 @@ from tally.storage import sqlite_entity_rows as rows
 from tally.storage.base_entities import EntityUpsert, TraitChange
 from tally.storage.sql import in_list
 from tally.storage.sqlite_pipeline import SqliteUnitOfWork
+
+T = TypeVar("T")
+
+
+def retrying(uow: SqliteUnitOfWork, write: Callable[[], T]) -> T:
+    """``write()`` in a savepoint, run again (up to ``uow.max_attempts``)
+    while it meets another transaction's write of the same rows: a worker or
+    another server creating the same company by the same key at the same
+    moment. Each attempt reads afresh. (SQLite has one writer: one attempt.)"""
+    for attempt in range(1, uow.max_attempts + 1):
+        uow.conn.execute("SAVEPOINT tally_entity_write")
+        try:
+            result = write()
+        except Exception as err:
+            uow.conn.execute("ROLLBACK TO SAVEPOINT tally_entity_write")
+            if not uow.is_conflict(err) or attempt == uow.max_attempts:
+                raise
+            continue
+        uow.conn.execute("RELEASE SAVEPOINT tally_entity_write")
+        return result
+    raise AssertionError("max_attempts is at least 1")
 
 
 def resolve_for_write(
@@ -75,16 +100,15 @@ def resolve_for_write(
     return target
 
 
-def upsert(conn: sqlite3.Connection, kind: str, env: str, change: EntityUpsert, now: int) -> str:
+def upsert(uow: SqliteUnitOfWork, kind: str, env: str, change: EntityUpsert, now: int) -> str:
+    conn = uow.conn
     table, key_table, _ = rows.TABLES[kind]
     if not change.keys and change.id is None:
         raise Invalid(f"keys must hold at least one key of the {kind}, or send its id")
     target = resolve_for_write(conn, kind, env, change, now)
     keys = dict(change.keys) if change.keys else {"id": target or ""}
     try:
-        entity_id = upsert_entity(
-            SqliteUnitOfWork(conn), kind, env, keys, change.name, change.traits, now
-        )
+        entity_id = upsert_entity(uow, kind, env, keys, change.name, change.traits, now)
     except ProcessingFailed as err:
         raise Invalid(str(err)) from None
     if change.last_seen_at is not None:
@@ -170,8 +194,8 @@ def _incremented(trait: str, current: Any, incr: int) -> int | float:
     return number + incr
 
 
-def trait(conn: sqlite3.Connection, kind: str, env: str, change: TraitChange, now: int) -> str:
-    target = rows.find_one(conn, kind, env, change.keys)
+def trait(uow: SqliteUnitOfWork, kind: str, env: str, change: TraitChange, now: int) -> str:
+    target = rows.find_one(uow.conn, kind, env, change.keys)
     if target is None and change.update_only:
         raise NotFound(
             f"no {kind} has the keys {dict(change.keys)}, and update_only forbids creating one"
@@ -180,14 +204,18 @@ def trait(conn: sqlite3.Connection, kind: str, env: str, change: TraitChange, no
     if change.incr is not None:
         current = None
         if target is not None:
-            _, traits_text = SqliteUnitOfWork(conn).load_entity(kind, target)
+            # take the row before reading it: on PostgreSQL this waits for a
+            # concurrent increment or worker batch, so the value read is current
+            uow.conn.execute(
+                f"UPDATE {rows.TABLES[kind][0]} SET updated_at = updated_at WHERE id = ?",
+                (target,),
+            )
+            _, traits_text = uow.load_entity(kind, target)
             current = rows.decode_traits(traits_text).get(change.trait)
         value = _incremented(change.trait, current, change.incr)
     keys = dict(change.keys)
     try:
-        return upsert_entity(
-            SqliteUnitOfWork(conn), kind, env, keys, None, {change.trait: value}, now
-        )
+        return upsert_entity(uow, kind, env, keys, None, {change.trait: value}, now)
     except ProcessingFailed as err:
         raise Invalid(str(err)) from None
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tally.clock import from_micros, to_micros
@@ -58,6 +59,66 @@ def previews_query(environment_id: str, lists: Sequence[Sequence[str]]) -> tuple
     return " UNION ALL ".join(parts), args
 
 
+def usage_query(environment_id: str, company_id: str, where: UsageFilter) -> tuple[str, list[Any]]:
+    """The features ``where`` asks for (with the company's allocation of
+    each, if any): those allocated to the company, and every event feature."""
+    clauses = [
+        "f.environment_id = ?",
+        "(a.id IS NOT NULL OR f.feature_type = 'event')",
+    ]
+    args: list[Any] = [company_id, environment_id]
+    if where.feature_ids:
+        clause, values = in_list("f.id", where.feature_ids)
+        clauses.append(clause)
+        args.extend(values)
+    if where.q:
+        clauses.append(contains("f.name"))
+        args.append(like_pattern(where.q))
+    sql = (
+        f"SELECT {FEATURE_COLUMNS}, {ALLOCATION_COLUMNS} FROM features f "
+        "LEFT JOIN allocations a ON a.feature_id = f.id AND a.company_id = ? "
+        f"WHERE {' AND '.join(clauses)} ORDER BY f.name, f.id"
+    )
+    if where.limit is not None:
+        sql += " LIMIT ? OFFSET ?"
+        args.extend((where.limit, where.offset))
+    return sql, args
+
+
+def usage_of(
+    conn: sqlite3.Connection, company_id: str, row: Any, now: datetime, anchor: datetime | None
+) -> FeatureUsage:
+    """A row of ``usage_query`` with the company's usage in the current
+    period of its allocation (an event feature without one: all time)."""
+    feature = feature_from_row(row)
+    allocation = None
+    if row[8] is not None:
+        allocation = allocation_from_row((*row[8:], *row[:8]))
+    if allocation is not None:
+        metric, reset = allocation.metric_period, allocation.month_reset
+    elif feature.feature_type == "event":
+        metric, reset = "all_time", None
+    else:
+        metric = reset = None
+    if metric is None or feature.event_subtype is None:
+        return FeatureUsage(company_id, feature, allocation, None, None)
+    kind = counter_kind(metric, reset or "first_of_month", anchor is not None)
+    start = period_start(kind, now, anchor)
+    end = period_end(kind, start, anchor)
+    counter = conn.execute(
+        COUNTER_LOOKUP, (company_id, feature.event_subtype, kind, to_micros(start))
+    ).fetchone()
+    return FeatureUsage(
+        company_id=company_id,
+        feature=feature,
+        allocation=allocation,
+        period=metric,
+        usage=counter[0] if counter else 0,
+        period_start=to_micros(start),
+        period_end=None if end is None else to_micros(end),
+    )
+
+
 class SqliteUsage:
     if TYPE_CHECKING:
 
@@ -97,26 +158,7 @@ class SqliteUsage:
     async def feature_usage(
         self, environment_id: str, company_id: str, where: UsageFilter, now_us: int
     ) -> list[FeatureUsage]:
-        clauses = [
-            "f.environment_id = ?",
-            "(a.id IS NOT NULL OR f.feature_type = 'event')",
-        ]
-        args: list[Any] = [company_id, environment_id]
-        if where.feature_ids:
-            clause, values = in_list("f.id", where.feature_ids)
-            clauses.append(clause)
-            args.extend(values)
-        if where.q:
-            clauses.append(contains("f.name"))
-            args.append(like_pattern(where.q))
-        sql = (
-            f"SELECT {FEATURE_COLUMNS}, {ALLOCATION_COLUMNS} FROM features f "
-            "LEFT JOIN allocations a ON a.feature_id = f.id AND a.company_id = ? "
-            f"WHERE {' AND '.join(clauses)} ORDER BY f.name, f.id"
-        )
-        if where.limit is not None:
-            sql += " LIMIT ? OFFSET ?"
-            args.extend((where.limit, where.offset))
+        sql, args = usage_query(environment_id, company_id, where)
         now = from_micros(now_us)
 
         def run(conn: sqlite3.Connection) -> list[FeatureUsage]:
@@ -126,39 +168,10 @@ class SqliteUsage:
             anchor = (
                 from_micros(anchor_row[0]) if anchor_row and anchor_row[0] is not None else None
             )
-            out: list[FeatureUsage] = []
-            for row in conn.execute(sql, args).fetchall():
-                feature = feature_from_row(row)
-                allocation = None
-                if row[8] is not None:
-                    allocation = allocation_from_row((*row[8:], *row[:8]))
-                if allocation is not None:
-                    metric, reset = allocation.metric_period, allocation.month_reset
-                elif feature.feature_type == "event":
-                    metric, reset = "all_time", None
-                else:
-                    metric = reset = None
-                if metric is None or feature.event_subtype is None:
-                    out.append(FeatureUsage(company_id, feature, allocation, None, None))
-                    continue
-                kind = counter_kind(metric, reset or "first_of_month", anchor is not None)
-                start = period_start(kind, now, anchor)
-                end = period_end(kind, start, anchor)
-                counter = conn.execute(
-                    COUNTER_LOOKUP, (company_id, feature.event_subtype, kind, to_micros(start))
-                ).fetchone()
-                out.append(
-                    FeatureUsage(
-                        company_id=company_id,
-                        feature=feature,
-                        allocation=allocation,
-                        period=metric,
-                        usage=counter[0] if counter else 0,
-                        period_start=to_micros(start),
-                        period_end=None if end is None else to_micros(end),
-                    )
-                )
-            return out
+            return [
+                usage_of(conn, company_id, row, now, anchor)
+                for row in conn.execute(sql, args).fetchall()
+            ]
 
         return await self._read(run)
 

@@ -23,7 +23,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 
@@ -32,7 +32,9 @@ from tally.observe.metrics import metrics
 log = logging.getLogger(__name__)
 
 BatchFn = Callable[[sqlite3.Connection, list[Sequence[Any]]], list[Any]]
-CallFn = Callable[[sqlite3.Connection], Any]
+T = TypeVar("T")
+# what a job's future settles with: its value, or the error it raised
+Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
 
 
 class _Job:
@@ -54,7 +56,7 @@ _STOP = object()
 DRIVER_ERRORS = (sqlite3.Error, psycopg.Error)
 
 
-def _settle(pairs: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+def _settle(pairs: list[Outcome]) -> None:
     for future, value, error in pairs:
         if future.done():
             continue
@@ -111,12 +113,16 @@ class WriterThread:
     async def submit_batch(self, items: Sequence[Any]) -> list[Any]:
         job = _Job(items, len(items), asyncio.get_running_loop())
         self._queue.put(job)
-        return await job.future  # type: ignore[no-any-return]
+        results: list[Any] = await job.future
+        return results
 
-    async def call(self, fn: CallFn) -> Any:
+    async def call(self, fn: Callable[[Any], T]) -> T:
+        """``fn(conn)`` alone in one transaction; ``conn`` is what ``connect``
+        makes (``sqlite3.Connection``, or ``PgConnection`` on PostgreSQL)."""
         job = _CallJob(fn, 1, asyncio.get_running_loop())
         self._queue.put(job)
-        return await job.future
+        result: T = await job.future
+        return result
 
     # -- the thread ---------------------------------------------------------
     def _run(self) -> None:
@@ -166,7 +172,9 @@ class WriterThread:
             metrics().group_commit(sum(job.size for job in batch), time.perf_counter() - started)
             with self._count_lock:
                 self.commits += 1
-            outcome = [(job.future, res, None) for job, res in zip(batch, results, strict=True)]
+            outcome: list[Outcome] = [
+                (job.future, res, None) for job, res in zip(batch, results, strict=True)
+            ]
         except Exception as err:
             log.exception("group commit of %d jobs failed", len(batch))
             if isinstance(err, DRIVER_ERRORS):
@@ -183,7 +191,7 @@ class WriterThread:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-            outcome = [(job.future, value, None)]
+            outcome: list[Outcome] = [(job.future, value, None)]
         except Exception as err:
             if isinstance(err, DRIVER_ERRORS):
                 metrics().database_error("transaction")
@@ -191,9 +199,7 @@ class WriterThread:
         self._deliver([job], outcome)
 
     @staticmethod
-    def _deliver(
-        batch: list[_Job], outcome: list[tuple[asyncio.Future[Any], Any, BaseException | None]]
-    ) -> None:
+    def _deliver(batch: list[_Job], outcome: list[Outcome]) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
         for job, pair in zip(batch, outcome, strict=True):
             by_loop.setdefault(job.loop, []).append(pair)
