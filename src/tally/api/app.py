@@ -14,10 +14,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tally.api import catalog, companies, events, metrics, webhooks
+from tally.api import catalog, companies, metrics, webhooks
 from tally.api.asgi import NoNulInUrl
 from tally.api.auth import Authenticator
-from tally.api.http import error_response, ok, plain_error
+from tally.api.common.envelope import JSONBytes, error_response, ok, plain_error
+from tally.api.events.routes import routes as event_routes
 from tally.api.openapi import openapi_document
 from tally.api.state import AppState
 from tally.background import start_loops
@@ -41,8 +42,6 @@ async def health(request: Request) -> Response:
 
 
 async def openapi(request: Request) -> Response:
-    from tally.api.http import JSONBytes
-
     return JSONBytes(openapi_document())
 
 
@@ -105,7 +104,7 @@ def create_app(
 
     app = Starlette(
         routes=[
-            *events.routes,  # first: POST /events is the hot path, matched in order
+            *event_routes,  # first: POST /events is the hot path, matched in order
             Route("/health", health, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
             *companies.routes,

@@ -15,7 +15,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tally.api import catalog_shapes as shapes
-from tally.api.http import json_query_map, ok, query_int, query_list, query_str, read_json
+from tally.api.common.bodies import read_json
+from tally.api.common.envelope import ok
+from tally.api.common.params import json_query_map, query_int, query_list, query_str
 from tally.api.state import AppState
 from tally.clock import to_micros
 from tally.errors import Invalid, NotFound

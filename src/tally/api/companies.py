@@ -21,7 +21,9 @@ from starlette.routing import Route
 
 from tally.api import entity_requests as requests
 from tally.api import entity_shapes as shapes
-from tally.api.http import check_json, ok, query_str, read_body
+from tally.api.common.bodies import check_json, read_body
+from tally.api.common.envelope import ok
+from tally.api.common.params import query_str
 from tally.api.state import AppState
 from tally.errors import Invalid, NotFound
 from tally.model import ApiKey

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import msgspec
 from starlette.requests import Request
 
-from tally.api.http import json_query_map, query_int, query_list, query_str
+from tally.api.common.params import json_query_map, query_int, query_list, query_str
 from tally.clock import to_micros
 from tally.errors import Invalid
 from tally.ingest.timeparse import parse_timestamp

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tally.api.http import plain_error
+from tally.api.common.envelope import plain_error
 from tally.api.state import AppState
 from tally.clock import to_micros
 from tally.model import PendingBacklog

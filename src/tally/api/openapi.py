@@ -14,8 +14,10 @@ from typing import Any
 import msgspec
 
 from tally import __version__
-from tally.api import catalog_shapes, entity_requests, entity_shapes, shapes, webhook_shapes
+from tally.api import catalog_shapes, entity_requests, entity_shapes, webhook_shapes
 from tally.api import openapi_admin as admin
+from tally.api.common.shapes import ErrorBody
+from tally.api.events import shapes
 from tally.api.openapi_parts import (
     PAGE,
     READ,
@@ -46,7 +48,7 @@ _SCHEMA_TYPES: tuple[Any, ...] = (
     shapes.EventSummaryResponseData,
     shapes.CaptureBatchResponseData,
     shapes.EventBatchResponseData,
-    shapes.ErrorBody,
+    ErrorBody,
     entity_requests.UpsertBody,
     entity_requests.KeysBody,
     entity_requests.MembershipBody,

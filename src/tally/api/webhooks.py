@@ -22,7 +22,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tally.api import webhook_shapes as shapes
-from tally.api.http import ok, query_int, query_list, query_str, read_json
+from tally.api.common.bodies import read_json
+from tally.api.common.envelope import ok
+from tally.api.common.params import query_int, query_list, query_str
 from tally.api.state import AppState
 from tally.effects.endpoints import (
     REQUEST_TYPES,
