@@ -14,10 +14,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tally.api import catalog, companies, metrics, webhooks
+from tally.api import catalog, metrics, webhooks
 from tally.api.asgi import NoNulInUrl
 from tally.api.auth import Authenticator
 from tally.api.common.envelope import JSONBytes, error_response, ok, plain_error
+from tally.api.companies.routes import routes as company_routes
 from tally.api.events.routes import routes as event_routes
 from tally.api.openapi import openapi_document
 from tally.api.state import AppState
@@ -107,7 +108,7 @@ def create_app(
             *event_routes,  # first: POST /events is the hot path, matched in order
             Route("/health", health, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
-            *companies.routes,
+            *company_routes,
             *catalog.routes,
             *webhooks.routes,
             *metrics.routes,

@@ -14,9 +14,11 @@ from typing import Any
 import msgspec
 
 from tally import __version__
-from tally.api import catalog_shapes, entity_requests, entity_shapes, webhook_shapes
+from tally.api import catalog_shapes, webhook_shapes
 from tally.api import openapi_admin as admin
-from tally.api.common.shapes import ErrorBody
+from tally.api.common.shapes import CountResponse, DeleteResponse, ErrorBody
+from tally.api.companies import requests as entity_requests
+from tally.api.companies import shapes as entity_shapes
 from tally.api.events import shapes
 from tally.api.openapi_parts import (
     PAGE,
@@ -58,8 +60,8 @@ _SCHEMA_TYPES: tuple[Any, ...] = (
     entity_shapes.UserDetailResponseData,
     entity_shapes.UserResponseData,
     entity_shapes.CompanyMembershipDetailResponseData,
-    entity_shapes.DeleteResponse,
-    entity_shapes.CountResponse,
+    DeleteResponse,
+    CountResponse,
     catalog_shapes.FeatureBody,
     catalog_shapes.CompanyOverrideBody,
     catalog_shapes.FeatureDetailResponseData,

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
 import msgspec
 from starlette.requests import Request
 
@@ -11,6 +13,15 @@ from tally.api.common.bodies import check_json
 from tally.errors import Invalid
 
 _STRING_MAP = msgspec.json.Decoder(dict[str, str])
+V = TypeVar("V")
+
+
+def echo(params: dict[str, Any], name: str, value: V) -> V:
+    """``value``, also set in ``params`` (the answer's echo of what the
+    request asked) unless it is absent (``None`` or no values)."""
+    if value is not None and value != []:
+        params[name] = value
+    return value
 
 
 def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
