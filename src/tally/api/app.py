@@ -14,9 +14,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tally.api import catalog, metrics, webhooks
+from tally.api import metrics, webhooks
 from tally.api.asgi import NoNulInUrl
 from tally.api.auth import Authenticator
+from tally.api.catalog.routes import routes as catalog_routes
 from tally.api.common.envelope import JSONBytes, error_response, ok, plain_error
 from tally.api.companies.routes import routes as company_routes
 from tally.api.events.routes import routes as event_routes
@@ -109,7 +110,7 @@ def create_app(
             Route("/health", health, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
             *company_routes,
-            *catalog.routes,
+            *catalog_routes,
             *webhooks.routes,
             *metrics.routes,
             *(console_routes(state) if settings.console else []),

@@ -14,8 +14,10 @@ from typing import Any
 import msgspec
 
 from tally import __version__
-from tally.api import catalog_shapes, webhook_shapes
 from tally.api import openapi_admin as admin
+from tally.api import webhook_shapes
+from tally.api.catalog import requests as catalog_requests
+from tally.api.catalog import shapes as catalog_shapes
 from tally.api.common.shapes import CountResponse, DeleteResponse, ErrorBody
 from tally.api.companies import requests as entity_requests
 from tally.api.companies import shapes as entity_shapes
@@ -62,8 +64,8 @@ _SCHEMA_TYPES: tuple[Any, ...] = (
     entity_shapes.CompanyMembershipDetailResponseData,
     DeleteResponse,
     CountResponse,
-    catalog_shapes.FeatureBody,
-    catalog_shapes.CompanyOverrideBody,
+    catalog_requests.FeatureBody,
+    catalog_requests.CompanyOverrideBody,
     catalog_shapes.FeatureDetailResponseData,
     catalog_shapes.CompanyOverrideResponseData,
     catalog_shapes.FeatureUsageResponseData,
