@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tally.api import metrics, webhooks
+from tally.api import metrics
 from tally.api.asgi import NoNulInUrl
 from tally.api.auth import Authenticator
 from tally.api.catalog.routes import routes as catalog_routes
@@ -23,6 +23,7 @@ from tally.api.companies.routes import routes as company_routes
 from tally.api.events.routes import routes as event_routes
 from tally.api.openapi import openapi_document
 from tally.api.state import AppState
+from tally.api.webhooks.routes import routes as webhook_routes
 from tally.background import start_loops
 from tally.clock import Clock, SystemClock
 from tally.console.app import console_routes
@@ -111,7 +112,7 @@ def create_app(
             Route("/openapi.json", openapi, methods=["GET"]),
             *company_routes,
             *catalog_routes,
-            *webhooks.routes,
+            *webhook_routes,
             *metrics.routes,
             *(console_routes(state) if settings.console else []),
         ],

@@ -15,7 +15,6 @@ import msgspec
 
 from tally import __version__
 from tally.api import openapi_admin as admin
-from tally.api import webhook_shapes
 from tally.api.catalog import requests as catalog_requests
 from tally.api.catalog import shapes as catalog_shapes
 from tally.api.common.shapes import CountResponse, DeleteResponse, ErrorBody
@@ -37,6 +36,8 @@ from tally.api.openapi_parts import (
     ref,
 )
 from tally.api.openapi_rules import refine
+from tally.api.webhooks import requests as webhook_requests
+from tally.api.webhooks import shapes as webhook_shapes
 from tally.ingest import wire
 from tally.model import EVENT_TYPES
 
@@ -70,8 +71,8 @@ _SCHEMA_TYPES: tuple[Any, ...] = (
     catalog_shapes.CompanyOverrideResponseData,
     catalog_shapes.FeatureUsageResponseData,
     catalog_shapes.FeatureUsageDetailResponseData,
-    webhook_shapes.WebhookBody,
-    webhook_shapes.TestWebhookBody,
+    webhook_requests.WebhookBody,
+    webhook_requests.TestWebhookBody,
     webhook_shapes.WebhookResponseData,
     webhook_shapes.WebhookEventDetailResponseData,
     webhook_shapes.TestWebhookResponseData,
