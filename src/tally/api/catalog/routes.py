@@ -10,12 +10,13 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from tally.api.catalog import requests, shapes
+from tally.api.catalog.openapi import FEATURE, OVERRIDE, USAGE
 from tally.api.common.admin import admin
 from tally.api.common.bodies import read_json
 from tally.api.common.envelope import ok
+from tally.api.common.routing import ApiRoute
 from tally.api.common.shapes import DELETED
 from tally.api.state import AppState
 from tally.clock import to_micros
@@ -159,16 +160,20 @@ async def usage_by_company(request: Request) -> Response:
 
 
 routes = [
-    Route("/features", create_feature, methods=["POST"]),
-    Route("/features", list_features, methods=["GET"]),
-    Route("/features/{feature_id}", get_feature, methods=["GET"]),
-    Route("/features/{feature_id}", update_feature, methods=["PUT"]),
-    Route("/features/{feature_id}", delete_feature, methods=["DELETE"]),
-    Route("/company-overrides", create_company_override, methods=["POST"]),
-    Route("/company-overrides", list_company_overrides, methods=["GET"]),
-    Route("/company-overrides/{override_id}", get_company_override, methods=["GET"]),
-    Route("/company-overrides/{override_id}", update_company_override, methods=["PUT"]),
-    Route("/company-overrides/{override_id}", delete_company_override, methods=["DELETE"]),
-    Route("/feature-usage", list_feature_usage, methods=["GET"]),
-    Route("/usage-by-company", usage_by_company, methods=["GET"]),
+    ApiRoute("POST", "/features", create_feature, FEATURE["create"]),
+    ApiRoute("GET", "/features", list_features, FEATURE["list"]),
+    ApiRoute("GET", "/features/{feature_id}", get_feature, FEATURE["get"]),
+    ApiRoute("PUT", "/features/{feature_id}", update_feature, FEATURE["update"]),
+    ApiRoute("DELETE", "/features/{feature_id}", delete_feature, FEATURE["delete"]),
+    ApiRoute("POST", "/company-overrides", create_company_override, OVERRIDE["create"]),
+    ApiRoute("GET", "/company-overrides", list_company_overrides, OVERRIDE["list"]),
+    ApiRoute("GET", "/company-overrides/{override_id}", get_company_override, OVERRIDE["get"]),
+    ApiRoute(
+        "PUT", "/company-overrides/{override_id}", update_company_override, OVERRIDE["update"]
+    ),
+    ApiRoute(
+        "DELETE", "/company-overrides/{override_id}", delete_company_override, OVERRIDE["delete"]
+    ),
+    ApiRoute("GET", "/feature-usage", list_feature_usage, USAGE["list"]),
+    ApiRoute("GET", "/usage-by-company", usage_by_company, USAGE["by_company"]),
 ]

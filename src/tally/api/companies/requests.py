@@ -20,6 +20,7 @@ from tally.storage.base_entities import EntityFilter, EntityUpsert, TraitChange
 MAX_KEYS = 50
 MAX_TEXT = 255
 MAX_IDS = 1000
+SORT_COLUMNS = ("created_at", "updated_at", "last_seen_at", "name")
 KeyMap = dict[str, str]
 Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 
@@ -137,7 +138,7 @@ def trait_change(body: TraitBody) -> TraitChange:
 
 def sort_order(request: Request, params: dict[str, Any]) -> tuple[str, bool]:
     column = query_str(request, "sort_order_column", 64) or "created_at"
-    if column not in ("created_at", "updated_at", "last_seen_at", "name"):
+    if column not in SORT_COLUMNS:
         raise Invalid(
             "sort_order_column must be created_at, updated_at, last_seen_at or name, "
             f"not {column!r}"
@@ -154,35 +155,35 @@ def sort_order(request: Request, params: dict[str, Any]) -> tuple[str, bool]:
 
 # Filters on plans, subscriptions and credits: tally has none of them, so a
 # company passes only when the filter asks for their absence.
-_PLAN_LISTS = (
+PLAN_LISTS = (
     "credit_type_ids",
     "plan_ids",
     "plan_version_ids",
     "subscription_statuses",
     "subscription_types",
 )
-_PLAN_TEXTS = ("plan_id", "plan_version_id")
-_PLAN_WANTS = (
+PLAN_TEXTS = ("plan_id", "plan_version_id")
+PLAN_WANTS = (
     "has_scheduled_downgrade",
     "monetized_subscriptions",
     "plan_version_unpublished",
     "with_subscription",
 )
-_PLAN_WANTS_NOT = ("without_plan", "without_subscription")
+PLAN_WANTS_NOT = ("without_plan", "without_subscription")
 
 
 def company_filter(request: Request, params: dict[str, Any]) -> EntityFilter:
     match_none = False
-    for name in _PLAN_LISTS:
+    for name in PLAN_LISTS:
         match_none = bool(echo(params, name, query_list(request, name))) or match_none
-    for name in _PLAN_TEXTS:
+    for name in PLAN_TEXTS:
         match_none = (
             echo(params, name, query_str(request, name, MAX_TEXT)) is not None or match_none
         )
-    for name in _PLAN_WANTS:
+    for name in PLAN_WANTS:
         flag = echo(params, name, query_bool(request, name))
         match_none = match_none or bool(flag)
-    for name in _PLAN_WANTS_NOT:
+    for name in PLAN_WANTS_NOT:
         flag = echo(params, name, query_bool(request, name))
         match_none = match_none or flag is False
     ids = echo(params, "ids", query_list(request, "ids", MAX_IDS))

@@ -15,15 +15,16 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from tally.api.common.admin import admin
 from tally.api.common.bodies import read_json
 from tally.api.common.envelope import ok
 from tally.api.common.paging import page
 from tally.api.common.params import echo, query_bool
+from tally.api.common.routing import ApiRoute
 from tally.api.common.shapes import DELETED, CountResponse
 from tally.api.companies import requests, shapes
+from tally.api.companies.openapi import COMPANY, MEMBERSHIP, USER
 from tally.api.state import AppState
 from tally.errors import Invalid, NotFound
 from tally.model import ApiKey
@@ -220,23 +221,25 @@ async def delete_membership(request: Request) -> Response:
 
 
 routes = [
-    Route("/companies", upsert_company, methods=["POST"]),
-    Route("/companies", list_companies, methods=["GET"]),
-    Route("/companies/count", count_companies, methods=["GET"]),
-    Route("/companies/lookup", lookup_company, methods=["GET"]),
-    Route("/companies/delete", delete_company_by_keys, methods=["POST"]),
-    Route("/companies/{company_id}", get_company, methods=["GET"]),
-    Route("/companies/{company_id}", delete_company, methods=["DELETE"]),
-    Route("/company-traits", upsert_company_trait, methods=["POST"]),
-    Route("/users", upsert_user, methods=["POST"]),
-    Route("/users", list_users, methods=["GET"]),
-    Route("/users/count", count_users, methods=["GET"]),
-    Route("/users/lookup", lookup_user, methods=["GET"]),
-    Route("/users/delete", delete_user_by_keys, methods=["POST"]),
-    Route("/users/{user_id}", get_user, methods=["GET"]),
-    Route("/users/{user_id}", delete_user, methods=["DELETE"]),
-    Route("/user-traits", upsert_user_trait, methods=["POST"]),
-    Route("/company-memberships", get_or_create_membership, methods=["POST"]),
-    Route("/company-memberships", list_memberships, methods=["GET"]),
-    Route("/company-memberships/{membership_id}", delete_membership, methods=["DELETE"]),
+    ApiRoute("POST", "/companies", upsert_company, COMPANY["upsert"]),
+    ApiRoute("GET", "/companies", list_companies, COMPANY["list"]),
+    ApiRoute("GET", "/companies/count", count_companies, COMPANY["count"]),
+    ApiRoute("GET", "/companies/lookup", lookup_company, COMPANY["lookup"]),
+    ApiRoute("POST", "/companies/delete", delete_company_by_keys, COMPANY["delete_by_keys"]),
+    ApiRoute("GET", "/companies/{company_id}", get_company, COMPANY["get"]),
+    ApiRoute("DELETE", "/companies/{company_id}", delete_company, COMPANY["delete"]),
+    ApiRoute("POST", "/company-traits", upsert_company_trait, COMPANY["trait"]),
+    ApiRoute("POST", "/users", upsert_user, USER["upsert"]),
+    ApiRoute("GET", "/users", list_users, USER["list"]),
+    ApiRoute("GET", "/users/count", count_users, USER["count"]),
+    ApiRoute("GET", "/users/lookup", lookup_user, USER["lookup"]),
+    ApiRoute("POST", "/users/delete", delete_user_by_keys, USER["delete_by_keys"]),
+    ApiRoute("GET", "/users/{user_id}", get_user, USER["get"]),
+    ApiRoute("DELETE", "/users/{user_id}", delete_user, USER["delete"]),
+    ApiRoute("POST", "/user-traits", upsert_user_trait, USER["trait"]),
+    ApiRoute("POST", "/company-memberships", get_or_create_membership, MEMBERSHIP["create"]),
+    ApiRoute("GET", "/company-memberships", list_memberships, MEMBERSHIP["list"]),
+    ApiRoute(
+        "DELETE", "/company-memberships/{membership_id}", delete_membership, MEMBERSHIP["delete"]
+    ),
 ]

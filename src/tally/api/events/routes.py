@@ -9,12 +9,13 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from tally.api.asgi import Endpoint, Receive, Scope, Send, send_json
 from tally.api.common.envelope import envelope, ok
 from tally.api.common.paging import page
+from tally.api.common.routing import ApiRoute
 from tally.api.events import shapes
+from tally.api.events.openapi import EVENT
 from tally.api.events.requests import event_filter, summary_filter, write_request
 from tally.api.state import AppState
 from tally.errors import NotFound
@@ -124,10 +125,10 @@ async def event_summaries(request: Request) -> Response:
 
 
 routes = [
-    Route("/events", Endpoint(create_event), methods=["POST"]),
-    Route("/events", list_events, methods=["GET"]),
-    Route("/events/{event_id}", get_event, methods=["GET"]),
-    Route("/event-batch", Endpoint(create_event_batch), methods=["POST"]),
-    Route("/batch", Endpoint(capture_batch), methods=["POST"]),
-    Route("/event-types", event_summaries, methods=["GET"]),
+    ApiRoute("POST", "/events", Endpoint(create_event), EVENT["create"]),
+    ApiRoute("GET", "/events", list_events, EVENT["list"]),
+    ApiRoute("GET", "/events/{event_id}", get_event, EVENT["get"]),
+    ApiRoute("POST", "/event-batch", Endpoint(create_event_batch), EVENT["create_batch"]),
+    ApiRoute("POST", "/batch", Endpoint(capture_batch), EVENT["capture_batch"]),
+    ApiRoute("GET", "/event-types", event_summaries, EVENT["summaries"]),
 ]

@@ -18,14 +18,15 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from tally.api.common.admin import admin
 from tally.api.common.bodies import read_json
 from tally.api.common.envelope import ok
+from tally.api.common.routing import ApiRoute
 from tally.api.common.shapes import DELETED, CountResponse
 from tally.api.state import AppState
 from tally.api.webhooks import requests, shapes
+from tally.api.webhooks.openapi import WEBHOOK, WEBHOOK_EVENT
 from tally.effects.endpoints import REQUEST_TYPES, WebhookChanges, check_url, url_host
 from tally.effects.probe import send_test
 from tally.effects.targets import addresses
@@ -169,14 +170,14 @@ async def get_webhook_event(request: Request) -> Response:
 
 
 routes = [
-    Route("/webhooks", create_webhook, methods=["POST"]),
-    Route("/webhooks", list_webhooks, methods=["GET"]),
-    Route("/webhooks/count", count_webhooks, methods=["GET"]),
-    Route("/webhooks/{webhook_id}", get_webhook, methods=["GET"]),
-    Route("/webhooks/{webhook_id}", update_webhook, methods=["PUT"]),
-    Route("/webhooks/{webhook_id}", delete_webhook, methods=["DELETE"]),
-    Route("/webhooks/{webhook_id}/test", test_webhook, methods=["POST"]),
-    Route("/webhook-events", list_webhook_events, methods=["GET"]),
-    Route("/webhook-events/count", count_webhook_events, methods=["GET"]),
-    Route("/webhook-events/{webhook_event_id}", get_webhook_event, methods=["GET"]),
+    ApiRoute("POST", "/webhooks", create_webhook, WEBHOOK["create"]),
+    ApiRoute("GET", "/webhooks", list_webhooks, WEBHOOK["list"]),
+    ApiRoute("GET", "/webhooks/count", count_webhooks, WEBHOOK["count"]),
+    ApiRoute("GET", "/webhooks/{webhook_id}", get_webhook, WEBHOOK["get"]),
+    ApiRoute("PUT", "/webhooks/{webhook_id}", update_webhook, WEBHOOK["update"]),
+    ApiRoute("DELETE", "/webhooks/{webhook_id}", delete_webhook, WEBHOOK["delete"]),
+    ApiRoute("POST", "/webhooks/{webhook_id}/test", test_webhook, WEBHOOK["test"]),
+    ApiRoute("GET", "/webhook-events", list_webhook_events, WEBHOOK_EVENT["list"]),
+    ApiRoute("GET", "/webhook-events/count", count_webhook_events, WEBHOOK_EVENT["count"]),
+    ApiRoute("GET", "/webhook-events/{webhook_event_id}", get_webhook_event, WEBHOOK_EVENT["get"]),
 ]
