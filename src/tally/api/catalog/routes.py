@@ -18,17 +18,11 @@ from tally.api.common.bodies import read_json
 from tally.api.common.envelope import ok
 from tally.api.common.routing import ApiRoute
 from tally.api.common.shapes import DELETED
-from tally.api.state import AppState
 from tally.clock import to_micros
 from tally.errors import Invalid, NotFound
 from tally.metering.catalog import UsageFilter
-from tally.model import ApiKey
 
 AREA = "features, company overrides and usage"
-
-
-async def _admin(request: Request, *, write: bool) -> tuple[AppState, ApiKey]:
-    return await admin(request, AREA, write=write)
 
 
 def _not_found(kind: str, object_id: str) -> NotFound:
@@ -37,14 +31,14 @@ def _not_found(kind: str, object_id: str) -> NotFound:
 
 # -- features -------------------------------------------------------------------
 async def create_feature(request: Request) -> Response:
-    state, key = await _admin(request, write=True)
+    state, key = await admin(request, AREA, write=True)
     body = await read_json(request, requests.FEATURE_BODY, "feature")
     feature = await state.storage.create_feature(key.environment_id, requests.feature_changes(body))
     return ok(shapes.feature_detail(feature), status=201)
 
 
 async def list_features(request: Request) -> Response:
-    state, key = await _admin(request, write=False)
+    state, key = await admin(request, AREA, write=False)
     params: dict[str, Any] = {}
     where = requests.feature_filter(request, params)
     features = await state.storage.list_features(key.environment_id, where)
@@ -52,7 +46,7 @@ async def list_features(request: Request) -> Response:
 
 
 async def get_feature(request: Request) -> Response:
-    state, key = await _admin(request, write=False)
+    state, key = await admin(request, AREA, write=False)
     feature_id = request.path_params["feature_id"]
     feature = await state.storage.get_feature(key.environment_id, feature_id)
     if feature is None:
@@ -63,7 +57,7 @@ async def get_feature(request: Request) -> Response:
 async def update_feature(request: Request) -> Response:
     """A new ``event_subtype`` attributes events processed from now on; events
     already processed keep their ``feature_ids``."""
-    state, key = await _admin(request, write=True)
+    state, key = await admin(request, AREA, write=True)
     feature_id = request.path_params["feature_id"]
     body = await read_json(request, requests.FEATURE_BODY, "feature")
     feature = await state.storage.update_feature(
@@ -75,7 +69,7 @@ async def update_feature(request: Request) -> Response:
 
 
 async def delete_feature(request: Request) -> Response:
-    state, key = await _admin(request, write=True)
+    state, key = await admin(request, AREA, write=True)
     feature_id = request.path_params["feature_id"]
     if not await state.storage.delete_feature(key.environment_id, feature_id):
         raise _not_found("feature", feature_id)
@@ -86,7 +80,7 @@ async def delete_feature(request: Request) -> Response:
 async def create_company_override(request: Request) -> Response:
     """One override per (company, feature): creating a second one for the
     same pair updates the first (answered with 200 instead of 201)."""
-    state, key = await _admin(request, write=True)
+    state, key = await admin(request, AREA, write=True)
     body = await read_json(request, requests.OVERRIDE_BODY, "company override")
     if not body.company_id:
         raise Invalid("company_id is required")
@@ -100,7 +94,7 @@ async def create_company_override(request: Request) -> Response:
 
 
 async def list_company_overrides(request: Request) -> Response:
-    state, key = await _admin(request, write=False)
+    state, key = await admin(request, AREA, write=False)
     params: dict[str, Any] = {}
     where = requests.override_filter(request, params)
     rows = await state.storage.list_allocations(key.environment_id, where)
@@ -108,7 +102,7 @@ async def list_company_overrides(request: Request) -> Response:
 
 
 async def get_company_override(request: Request) -> Response:
-    state, key = await _admin(request, write=False)
+    state, key = await admin(request, AREA, write=False)
     override_id = request.path_params["override_id"]
     allocation = await state.storage.get_allocation(key.environment_id, override_id)
     if allocation is None:
@@ -117,7 +111,7 @@ async def get_company_override(request: Request) -> Response:
 
 
 async def update_company_override(request: Request) -> Response:
-    state, key = await _admin(request, write=True)
+    state, key = await admin(request, AREA, write=True)
     override_id = request.path_params["override_id"]
     body = await read_json(request, requests.OVERRIDE_BODY, "company override")
     allocation = await state.storage.update_allocation(
@@ -129,7 +123,7 @@ async def update_company_override(request: Request) -> Response:
 
 
 async def delete_company_override(request: Request) -> Response:
-    state, key = await _admin(request, write=True)
+    state, key = await admin(request, AREA, write=True)
     override_id = request.path_params["override_id"]
     if not await state.storage.delete_allocation(key.environment_id, override_id):
         raise _not_found("company override", override_id)
@@ -138,7 +132,7 @@ async def delete_company_override(request: Request) -> Response:
 
 # -- usage ----------------------------------------------------------------------
 async def list_feature_usage(request: Request) -> Response:
-    state, key = await _admin(request, write=False)
+    state, key = await admin(request, AREA, write=False)
     params: dict[str, Any] = {}
     company_id, company_keys, where = requests.usage_filter(request, params)
     target = await state.storage.find_company_id(key.environment_id, company_id, company_keys)
@@ -148,7 +142,7 @@ async def list_feature_usage(request: Request) -> Response:
 
 
 async def usage_by_company(request: Request) -> Response:
-    state, key = await _admin(request, write=False)
+    state, key = await admin(request, AREA, write=False)
     keys = requests.company_keys(request)
     target = await state.storage.find_company_id(key.environment_id, None, keys)
     now_us = to_micros(state.clock.now())

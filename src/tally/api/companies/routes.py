@@ -27,14 +27,9 @@ from tally.api.companies import requests, shapes
 from tally.api.companies.openapi import COMPANY, MEMBERSHIP, USER
 from tally.api.state import AppState
 from tally.errors import Invalid, NotFound
-from tally.model import ApiKey
 
 AREA = "companies, users and memberships"
 BODY = "the request body"
-
-
-async def _admin(request: Request, *, write: bool) -> tuple[AppState, ApiKey]:
-    return await admin(request, AREA, write=write)
 
 
 async def _body(request: Request, state: AppState, decoder: Any) -> Any:
@@ -52,14 +47,14 @@ def _no_match(kind: str, keys: requests.KeyMap) -> NotFound:
 
 # -- companies -------------------------------------------------------------------
 async def upsert_company(request: Request) -> Response:
-    state, key = await _admin(request, write=True)
+    state, key = await admin(request, AREA, write=True)
     change = requests.upsert_change(await _body(request, state, requests.UPSERT_BODY), "company")
     company = await state.storage.upsert_company(key.environment_id, change)
     return ok(shapes.company_detail(company))
 
 
 async def list_companies(request: Request) -> Response:
-    state, key = await _admin(request, write=False)
+    state, key = await admin(request, AREA, write=False)
     params: dict[str, Any] = {}
     where = requests.company_filter(request, params)
     companies = await state.storage.list_companies(key.environment_id, where)
@@ -67,7 +62,7 @@ async def list_companies(request: Request) -> Response:
 
 
 async def count_companies(request: Request) -> Response:
-    state, key = await _admin(request, write=False)
+    state, key = await admin(request, AREA, write=False)
     params: dict[str, Any] = {}
     where = requests.company_filter(request, params)
     count = await state.storage.count_companies(key.environment_id, where)
@@ -75,7 +70,7 @@ async def count_companies(request: Request) -> Response:
 
 
 async def get_company(request: Request) -> Response:
-    state, key = await _admin(request, write=False)
+    state, key = await admin(request, AREA, write=False)
     company_id = request.path_params["company_id"]
     company = await state.storage.get_company(key.environment_id, company_id)
     if company is None:
@@ -84,7 +79,7 @@ async def get_company(request: Request) -> Response:
 
 
 async def lookup_company(request: Request) -> Response:
-    state, key = await _admin(request, write=False)
+    state, key = await admin(request, AREA, write=False)
     keys = requests.query_keys(request)
     company = await state.storage.lookup_company(key.environment_id, keys)
     if company is None:
@@ -93,7 +88,7 @@ async def lookup_company(request: Request) -> Response:
 
 
 async def delete_company(request: Request) -> Response:
-    state, key = await _admin(request, write=True)
+    state, key = await admin(request, AREA, write=True)
     company_id = request.path_params["company_id"]
     params: dict[str, Any] = {}
     for name in ("cancel_subscription", "prorate"):
@@ -105,7 +100,7 @@ async def delete_company(request: Request) -> Response:
 
 
 async def delete_company_by_keys(request: Request) -> Response:
-    state, key = await _admin(request, write=True)
+    state, key = await admin(request, AREA, write=True)
     keys = requests.key_map((await _body(request, state, requests.KEYS_BODY)).keys)
     company = await state.storage.delete_company_by_keys(key.environment_id, keys)
     if company is None:
@@ -114,7 +109,7 @@ async def delete_company_by_keys(request: Request) -> Response:
 
 
 async def upsert_company_trait(request: Request) -> Response:
-    state, key = await _admin(request, write=True)
+    state, key = await admin(request, AREA, write=True)
     change = requests.trait_change(await _body(request, state, requests.TRAIT_BODY))
     company = await state.storage.upsert_company_trait(key.environment_id, change)
     return ok(shapes.company_detail(company))
@@ -122,14 +117,14 @@ async def upsert_company_trait(request: Request) -> Response:
 
 # -- users ------------------------------------------------------------------------
 async def upsert_user(request: Request) -> Response:
-    state, key = await _admin(request, write=True)
+    state, key = await admin(request, AREA, write=True)
     change = requests.upsert_change(await _body(request, state, requests.UPSERT_BODY), "user")
     user = await state.storage.upsert_user(key.environment_id, change)
     return ok(shapes.user_detail(user))
 
 
 async def list_users(request: Request) -> Response:
-    state, key = await _admin(request, write=False)
+    state, key = await admin(request, AREA, write=False)
     params: dict[str, Any] = {}
     where = requests.user_filter(request, params)
     users = await state.storage.list_users(key.environment_id, where)
@@ -137,7 +132,7 @@ async def list_users(request: Request) -> Response:
 
 
 async def count_users(request: Request) -> Response:
-    state, key = await _admin(request, write=False)
+    state, key = await admin(request, AREA, write=False)
     params: dict[str, Any] = {}
     where = requests.user_filter(request, params)
     count = await state.storage.count_users(key.environment_id, where)
@@ -145,7 +140,7 @@ async def count_users(request: Request) -> Response:
 
 
 async def get_user(request: Request) -> Response:
-    state, key = await _admin(request, write=False)
+    state, key = await admin(request, AREA, write=False)
     user_id = request.path_params["user_id"]
     user = await state.storage.get_user(key.environment_id, user_id)
     if user is None:
@@ -154,7 +149,7 @@ async def get_user(request: Request) -> Response:
 
 
 async def lookup_user(request: Request) -> Response:
-    state, key = await _admin(request, write=False)
+    state, key = await admin(request, AREA, write=False)
     keys = requests.query_keys(request)
     user = await state.storage.lookup_user(key.environment_id, keys)
     if user is None:
@@ -163,7 +158,7 @@ async def lookup_user(request: Request) -> Response:
 
 
 async def delete_user(request: Request) -> Response:
-    state, key = await _admin(request, write=True)
+    state, key = await admin(request, AREA, write=True)
     user_id = request.path_params["user_id"]
     user = await state.storage.delete_user(key.environment_id, user_id)
     if user is None:
@@ -172,7 +167,7 @@ async def delete_user(request: Request) -> Response:
 
 
 async def delete_user_by_keys(request: Request) -> Response:
-    state, key = await _admin(request, write=True)
+    state, key = await admin(request, AREA, write=True)
     keys = requests.key_map((await _body(request, state, requests.KEYS_BODY)).keys)
     user = await state.storage.delete_user_by_keys(key.environment_id, keys)
     if user is None:
@@ -181,7 +176,7 @@ async def delete_user_by_keys(request: Request) -> Response:
 
 
 async def upsert_user_trait(request: Request) -> Response:
-    state, key = await _admin(request, write=True)
+    state, key = await admin(request, AREA, write=True)
     change = requests.trait_change(await _body(request, state, requests.TRAIT_BODY))
     user = await state.storage.upsert_user_trait(key.environment_id, change)
     return ok(shapes.user_detail(user))
@@ -189,7 +184,7 @@ async def upsert_user_trait(request: Request) -> Response:
 
 # -- memberships ------------------------------------------------------------------
 async def list_memberships(request: Request) -> Response:
-    state, key = await _admin(request, write=False)
+    state, key = await admin(request, AREA, write=False)
     params: dict[str, Any] = {}
     company_id, user_id = requests.membership_filter(request, params)
     limit, offset = page(request, params)
@@ -200,7 +195,7 @@ async def list_memberships(request: Request) -> Response:
 
 
 async def get_or_create_membership(request: Request) -> Response:
-    state, key = await _admin(request, write=True)
+    state, key = await admin(request, AREA, write=True)
     body = await _body(request, state, requests.MEMBERSHIP_BODY)
     if not body.company_id or not body.user_id:
         raise Invalid("company_id and user_id are both required")
@@ -213,7 +208,7 @@ async def get_or_create_membership(request: Request) -> Response:
 
 
 async def delete_membership(request: Request) -> Response:
-    state, key = await _admin(request, write=True)
+    state, key = await admin(request, AREA, write=True)
     membership_id = request.path_params["membership_id"]
     if not await state.storage.delete_membership(key.environment_id, membership_id):
         raise _not_found("company membership", membership_id)

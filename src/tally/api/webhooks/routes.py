@@ -31,13 +31,8 @@ from tally.effects.endpoints import REQUEST_TYPES, WebhookChanges, check_url, ur
 from tally.effects.probe import send_test
 from tally.effects.targets import addresses
 from tally.errors import Invalid, NotFound
-from tally.model import ApiKey
 
 AREA = "webhooks"
-
-
-async def _admin(request: Request, *, write: bool) -> tuple[AppState, ApiKey]:
-    return await admin(request, AREA, write=write)
 
 
 def _not_found(webhook_id: str) -> NotFound:
@@ -60,14 +55,14 @@ async def _changes(state: AppState, body: requests.WebhookBody) -> WebhookChange
 
 # -- endpoints ------------------------------------------------------------------
 async def create_webhook(request: Request) -> Response:
-    state, key = await _admin(request, write=True)
+    state, key = await admin(request, AREA, write=True)
     body = await read_json(request, requests.WEBHOOK_BODY, "webhook")
     hook = await state.storage.create_webhook(key.environment_id, await _changes(state, body))
     return ok(shapes.webhook(hook), status=201)
 
 
 async def list_webhooks(request: Request) -> Response:
-    state, key = await _admin(request, write=False)
+    state, key = await admin(request, AREA, write=False)
     params: dict[str, Any] = {}
     hooks = await state.storage.list_webhooks(
         key.environment_id, requests.webhook_filter(request, params)
@@ -76,7 +71,7 @@ async def list_webhooks(request: Request) -> Response:
 
 
 async def count_webhooks(request: Request) -> Response:
-    state, key = await _admin(request, write=False)
+    state, key = await admin(request, AREA, write=False)
     params: dict[str, Any] = {}
     count = await state.storage.count_webhooks(
         key.environment_id, requests.webhook_filter(request, params)
@@ -85,7 +80,7 @@ async def count_webhooks(request: Request) -> Response:
 
 
 async def get_webhook(request: Request) -> Response:
-    state, key = await _admin(request, write=False)
+    state, key = await admin(request, AREA, write=False)
     webhook_id = request.path_params["webhook_id"]
     hook = await state.storage.get_webhook(key.environment_id, webhook_id)
     if hook is None:
@@ -94,7 +89,7 @@ async def get_webhook(request: Request) -> Response:
 
 
 async def update_webhook(request: Request) -> Response:
-    state, key = await _admin(request, write=True)
+    state, key = await admin(request, AREA, write=True)
     webhook_id = request.path_params["webhook_id"]
     body = await read_json(request, requests.WEBHOOK_BODY, "webhook")
     hook = await state.storage.update_webhook(
@@ -106,7 +101,7 @@ async def update_webhook(request: Request) -> Response:
 
 
 async def delete_webhook(request: Request) -> Response:
-    state, key = await _admin(request, write=True)
+    state, key = await admin(request, AREA, write=True)
     webhook_id = request.path_params["webhook_id"]
     if not await state.storage.delete_webhook(key.environment_id, webhook_id):
         raise _not_found(webhook_id)
@@ -116,7 +111,7 @@ async def delete_webhook(request: Request) -> Response:
 async def test_webhook(request: Request) -> Response:
     """Send one signed test delivery now and answer how it went; it is logged
     like any delivery, and never retried."""
-    state, key = await _admin(request, write=True)
+    state, key = await admin(request, AREA, write=True)
     webhook_id = request.path_params["webhook_id"]
     body = await read_json(request, requests.TEST_BODY, "webhook test")
     if not body.request_type:
@@ -143,7 +138,7 @@ async def test_webhook(request: Request) -> Response:
 
 # -- the delivery log -----------------------------------------------------------
 async def list_webhook_events(request: Request) -> Response:
-    state, key = await _admin(request, write=False)
+    state, key = await admin(request, AREA, write=False)
     params: dict[str, Any] = {}
     events = await state.storage.list_webhook_events(
         key.environment_id, requests.event_filter(request, params)
@@ -152,7 +147,7 @@ async def list_webhook_events(request: Request) -> Response:
 
 
 async def count_webhook_events(request: Request) -> Response:
-    state, key = await _admin(request, write=False)
+    state, key = await admin(request, AREA, write=False)
     params: dict[str, Any] = {}
     count = await state.storage.count_webhook_events(
         key.environment_id, requests.event_filter(request, params)
@@ -161,7 +156,7 @@ async def count_webhook_events(request: Request) -> Response:
 
 
 async def get_webhook_event(request: Request) -> Response:
-    state, key = await _admin(request, write=False)
+    state, key = await admin(request, AREA, write=False)
     event_id = request.path_params["webhook_event_id"]
     event = await state.storage.get_webhook_event(key.environment_id, event_id)
     if event is None:
