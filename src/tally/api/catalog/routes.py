@@ -16,17 +16,14 @@ from tally.api.catalog.openapi import FEATURE, OVERRIDE, USAGE
 from tally.api.common.admin import admin
 from tally.api.common.bodies import read_json
 from tally.api.common.envelope import ok
+from tally.api.common.errors import not_found
 from tally.api.common.routing import ApiRoute
 from tally.api.common.shapes import DELETED
 from tally.clock import to_micros
-from tally.errors import Invalid, NotFound
+from tally.errors import Invalid
 from tally.metering.catalog import UsageFilter
 
 AREA = "features, company overrides and usage"
-
-
-def _not_found(kind: str, object_id: str) -> NotFound:
-    return NotFound(f"{kind} {object_id[:64]!r} was not found in this environment")
 
 
 # -- features -------------------------------------------------------------------
@@ -50,7 +47,7 @@ async def get_feature(request: Request) -> Response:
     feature_id = request.path_params["feature_id"]
     feature = await state.storage.get_feature(key.environment_id, feature_id)
     if feature is None:
-        raise _not_found("feature", feature_id)
+        raise not_found("feature", feature_id)
     return ok(shapes.feature_detail(feature))
 
 
@@ -64,7 +61,7 @@ async def update_feature(request: Request) -> Response:
         key.environment_id, feature_id, requests.feature_changes(body)
     )
     if feature is None:
-        raise _not_found("feature", feature_id)
+        raise not_found("feature", feature_id)
     return ok(shapes.feature_detail(feature))
 
 
@@ -72,7 +69,7 @@ async def delete_feature(request: Request) -> Response:
     state, key = await admin(request, AREA, write=True)
     feature_id = request.path_params["feature_id"]
     if not await state.storage.delete_feature(key.environment_id, feature_id):
-        raise _not_found("feature", feature_id)
+        raise not_found("feature", feature_id)
     return ok(DELETED)
 
 
@@ -106,7 +103,7 @@ async def get_company_override(request: Request) -> Response:
     override_id = request.path_params["override_id"]
     allocation = await state.storage.get_allocation(key.environment_id, override_id)
     if allocation is None:
-        raise _not_found("company override", override_id)
+        raise not_found("company override", override_id)
     return ok(shapes.company_override(allocation))
 
 
@@ -118,7 +115,7 @@ async def update_company_override(request: Request) -> Response:
         key.environment_id, override_id, requests.override_changes(body), body.note, key.id
     )
     if allocation is None:
-        raise _not_found("company override", override_id)
+        raise not_found("company override", override_id)
     return ok(shapes.company_override(allocation))
 
 
@@ -126,7 +123,7 @@ async def delete_company_override(request: Request) -> Response:
     state, key = await admin(request, AREA, write=True)
     override_id = request.path_params["override_id"]
     if not await state.storage.delete_allocation(key.environment_id, override_id):
-        raise _not_found("company override", override_id)
+        raise not_found("company override", override_id)
     return ok(DELETED)
 
 

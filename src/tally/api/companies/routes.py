@@ -19,6 +19,7 @@ from starlette.responses import Response
 from tally.api.common.admin import admin
 from tally.api.common.bodies import read_json
 from tally.api.common.envelope import ok
+from tally.api.common.errors import not_found
 from tally.api.common.paging import page
 from tally.api.common.params import echo, query_bool
 from tally.api.common.routing import ApiRoute
@@ -35,10 +36,6 @@ BODY = "the request body"
 async def _body(request: Request, state: AppState, decoder: Any) -> Any:
     """A body at most as large as one event's (``max_event_body_bytes``)."""
     return await read_json(request, decoder, BODY, limit=state.settings.max_event_body_bytes)
-
-
-def _not_found(kind: str, entity_id: str) -> NotFound:
-    return NotFound(f"{kind} {entity_id[:64]!r} was not found in this environment")
 
 
 def _no_match(kind: str, keys: requests.KeyMap) -> NotFound:
@@ -74,7 +71,7 @@ async def get_company(request: Request) -> Response:
     company_id = request.path_params["company_id"]
     company = await state.storage.get_company(key.environment_id, company_id)
     if company is None:
-        raise _not_found("company", company_id)
+        raise not_found("company", company_id)
     return ok(shapes.company_detail(company))
 
 
@@ -95,7 +92,7 @@ async def delete_company(request: Request) -> Response:
         echo(params, name, query_bool(request, name))
     company = await state.storage.delete_company(key.environment_id, company_id)
     if company is None:
-        raise _not_found("company", company_id)
+        raise not_found("company", company_id)
     return ok(DELETED, params)
 
 
@@ -144,7 +141,7 @@ async def get_user(request: Request) -> Response:
     user_id = request.path_params["user_id"]
     user = await state.storage.get_user(key.environment_id, user_id)
     if user is None:
-        raise _not_found("user", user_id)
+        raise not_found("user", user_id)
     return ok(shapes.user_detail(user))
 
 
@@ -162,7 +159,7 @@ async def delete_user(request: Request) -> Response:
     user_id = request.path_params["user_id"]
     user = await state.storage.delete_user(key.environment_id, user_id)
     if user is None:
-        raise _not_found("user", user_id)
+        raise not_found("user", user_id)
     return ok(DELETED)
 
 
@@ -211,7 +208,7 @@ async def delete_membership(request: Request) -> Response:
     state, key = await admin(request, AREA, write=True)
     membership_id = request.path_params["membership_id"]
     if not await state.storage.delete_membership(key.environment_id, membership_id):
-        raise _not_found("company membership", membership_id)
+        raise not_found("company membership", membership_id)
     return ok(DELETED)
 
 

@@ -12,13 +12,13 @@ from starlette.responses import Response
 
 from tally.api.asgi import Endpoint, Receive, Scope, Send, send_json
 from tally.api.common.envelope import envelope, ok
+from tally.api.common.errors import not_found
 from tally.api.common.paging import page
 from tally.api.common.routing import ApiRoute
 from tally.api.events import shapes
 from tally.api.events.openapi import EVENT
 from tally.api.events.requests import event_filter, summary_filter, write_request
 from tally.api.state import AppState
-from tally.errors import NotFound
 from tally.ingest.parse import (
     batch_refusal,
     parse_capture_batch,
@@ -109,7 +109,7 @@ async def get_event(request: Request) -> Response:
     event_id = request.path_params["event_id"]
     event = await state.storage.get_event(key.environment_id, event_id)
     if event is None:
-        raise NotFound(f"event {event_id[:64]!r} was not found in this environment")
+        raise not_found("event", event_id)
     names = await _preview_names(state, key.environment_id, [event])
     return ok(shapes.event_detail(event, names))
 

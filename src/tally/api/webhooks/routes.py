@@ -22,6 +22,7 @@ from starlette.responses import Response
 from tally.api.common.admin import admin
 from tally.api.common.bodies import read_json
 from tally.api.common.envelope import ok
+from tally.api.common.errors import not_found
 from tally.api.common.routing import ApiRoute
 from tally.api.common.shapes import DELETED, CountResponse
 from tally.api.state import AppState
@@ -30,13 +31,9 @@ from tally.api.webhooks.openapi import WEBHOOK, WEBHOOK_EVENT
 from tally.effects.endpoints import REQUEST_TYPES, WebhookChanges, check_url, url_host
 from tally.effects.probe import send_test
 from tally.effects.targets import addresses
-from tally.errors import Invalid, NotFound
+from tally.errors import Invalid
 
 AREA = "webhooks"
-
-
-def _not_found(webhook_id: str) -> NotFound:
-    return NotFound(f"webhook {webhook_id[:64]!r} was not found in this environment")
 
 
 async def _changes(state: AppState, body: requests.WebhookBody) -> WebhookChanges:
@@ -84,7 +81,7 @@ async def get_webhook(request: Request) -> Response:
     webhook_id = request.path_params["webhook_id"]
     hook = await state.storage.get_webhook(key.environment_id, webhook_id)
     if hook is None:
-        raise _not_found(webhook_id)
+        raise not_found("webhook", webhook_id)
     return ok(shapes.webhook(hook, with_secret=key.can_write))
 
 
@@ -96,7 +93,7 @@ async def update_webhook(request: Request) -> Response:
         key.environment_id, webhook_id, await _changes(state, body)
     )
     if hook is None:
-        raise _not_found(webhook_id)
+        raise not_found("webhook", webhook_id)
     return ok(shapes.webhook(hook))
 
 
@@ -104,7 +101,7 @@ async def delete_webhook(request: Request) -> Response:
     state, key = await admin(request, AREA, write=True)
     webhook_id = request.path_params["webhook_id"]
     if not await state.storage.delete_webhook(key.environment_id, webhook_id):
-        raise _not_found(webhook_id)
+        raise not_found("webhook", webhook_id)
     return ok(DELETED)
 
 
@@ -120,7 +117,7 @@ async def test_webhook(request: Request) -> Response:
         raise Invalid(f"unknown request type {body.request_type[:64]!r}")
     hook = await state.storage.get_webhook(key.environment_id, webhook_id)
     if hook is None:
-        raise _not_found(webhook_id)
+        raise not_found("webhook", webhook_id)
     result = await send_test(
         state.storage,
         state.clock,
@@ -160,7 +157,7 @@ async def get_webhook_event(request: Request) -> Response:
     event_id = request.path_params["webhook_event_id"]
     event = await state.storage.get_webhook_event(key.environment_id, event_id)
     if event is None:
-        raise NotFound(f"webhook event {event_id[:64]!r} was not found in this environment")
+        raise not_found("webhook event", event_id)
     return ok(shapes.webhook_event(event, with_attempts=True, with_secret=key.can_write))
 
 
