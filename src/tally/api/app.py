@@ -12,14 +12,18 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute
 
-from tally.api import catalog, companies, events, metrics, webhooks
+from tally.api import metrics, openapi
 from tally.api.asgi import NoNulInUrl
 from tally.api.auth import Authenticator
-from tally.api.http import error_response, ok, plain_error
-from tally.api.openapi import openapi_document
+from tally.api.catalog.routes import routes as catalog_routes
+from tally.api.common.envelope import error_response, ok, plain_error
+from tally.api.common.routing import ApiRoute
+from tally.api.companies.routes import routes as company_routes
+from tally.api.events.routes import routes as event_routes
 from tally.api.state import AppState
+from tally.api.webhooks.routes import routes as webhook_routes
 from tally.background import start_loops
 from tally.clock import Clock, SystemClock
 from tally.console.app import console_routes
@@ -38,12 +42,6 @@ log = logging.getLogger(__name__)
 
 async def health(request: Request) -> Response:
     return ok({"status": "ok"})
-
-
-async def openapi(request: Request) -> Response:
-    from tally.api.http import JSONBytes
-
-    return JSONBytes(openapi_document())
 
 
 async def _tally_error(request: Request, exc: Exception) -> Response:
@@ -65,6 +63,20 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return plain_error("internal error; the request may be retried", 500)
+
+
+def api_routes() -> list[BaseRoute]:
+    """The route table of the API; each route carries its OpenAPI operation,
+    and the document (``tally.api.openapi``) is built from this table."""
+    return [
+        *event_routes,  # first: POST /events is the hot path, matched in order
+        ApiRoute("GET", "/health", health, openapi.HEALTH),
+        ApiRoute("GET", "/openapi.json", openapi.serve, openapi.SELF),
+        *company_routes,
+        *catalog_routes,
+        *webhook_routes,
+        *metrics.routes,
+    ]
 
 
 def create_app(
@@ -104,16 +116,7 @@ def create_app(
             await store.close()
 
     app = Starlette(
-        routes=[
-            *events.routes,  # first: POST /events is the hot path, matched in order
-            Route("/health", health, methods=["GET"]),
-            Route("/openapi.json", openapi, methods=["GET"]),
-            *companies.routes,
-            *catalog.routes,
-            *webhooks.routes,
-            *metrics.routes,
-            *(console_routes(state) if settings.console else []),
-        ],
+        routes=[*api_routes(), *(console_routes(state) if settings.console else [])],
         middleware=[Middleware(ObserveRequests), Middleware(NoNulInUrl)],
         exception_handlers={
             TallyError: _tally_error,

@@ -9,9 +9,10 @@ import logging
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
-from tally.api.http import plain_error
+from tally.api.common.envelope import plain_error
+from tally.api.common.openapi import json_body, ref
+from tally.api.common.routing import ApiRoute
 from tally.api.state import AppState
 from tally.clock import to_micros
 from tally.model import PendingBacklog
@@ -36,4 +37,21 @@ async def metrics(request: Request) -> Response:
     return Response(render(backlog, to_micros(state.clock.now())), media_type=CONTENT_TYPE)
 
 
-routes = [Route("/metrics", metrics, methods=["GET"])]
+# operational, not part of the Schematic API (docs/monitoring.md)
+OPERATION = {
+    "operationId": "metrics",
+    "tags": ["operations"],
+    "summary": "Prometheus metrics of this tally (not an API route)",
+    "description": "The Prometheus text exposition. Loopback clients may always "
+    "read it; other clients only with Authorization: Bearer <TALLY_METRICS_TOKEN>.",
+    "security": [],
+    "x-tally-operational": True,
+    "responses": {
+        "200": {
+            "description": "the exposition",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        },
+        **{str(code): json_body(ref("ErrorBody"), "error") for code in (401, 403)},
+    },
+}
+routes = [ApiRoute("GET", "/metrics", metrics, OPERATION)]

@@ -1,203 +1,66 @@
-"""The OpenAPI document of every route (``GET /openapi.json``), with the
-parameters and request bodies a client needs: the event routes here, the
-admin routes in ``openapi_admin``; body and response schemas generated from
-the msgspec wire structs, refined by ``openapi_rules`` with what the server
-accepts. ``tests/api/test_openapi.py`` checks that every route of the app
-is here, and ``tests/e2e/test_fuzz.py`` fuzzes every operation of it.
+"""The OpenAPI document of every route (``GET /openapi.json``), built from
+the app's route table (``tally.api.app.api_routes``): each route carries its
+operation (``tally.api.common.routing.ApiRoute``), declared next to its
+resource's routes (``<resource>/openapi.py``), which also names the msgspec
+structs its schemas come from (``SCHEMAS``) and refines them with what the
+server accepts (``RULES``). ``tests/api/test_openapi.py`` checks that every
+route of the app is here, and ``tests/e2e/test_fuzz.py`` fuzzes every
+operation of it.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
 
 from tally import __version__
-from tally.api import catalog_shapes, entity_requests, entity_shapes, shapes, webhook_shapes
-from tally.api import openapi_admin as admin
-from tally.api.openapi_parts import (
-    PAGE,
-    READ,
-    READ_ONE,
-    STRING,
-    STRINGS,
-    envelope,
-    json_body,
-    list_of,
-    op,
-    path_param,
-    query,
-    ref,
-)
-from tally.api.openapi_rules import refine
-from tally.ingest import wire
-from tally.model import EVENT_TYPES
+from tally.api.catalog import openapi as catalog
+from tally.api.common import shapes
+from tally.api.common.envelope import JSONBytes
+from tally.api.common.openapi import Rules, envelope, op, refine
+from tally.api.common.routing import ApiRoute
+from tally.api.companies import openapi as companies
+from tally.api.events import openapi as events
+from tally.api.webhooks import openapi as webhooks
 
-_SCHEMA_TYPES: tuple[Any, ...] = (
-    wire.CreateEventEnvelope,
-    wire.CaptureEventEnvelope,
-    wire.IdentifyBody,
-    wire.TrackBody,
-    wire.FlagCheckBody,
-    wire.InferenceBody,
-    shapes.RawEventResponseData,
-    shapes.EventDetailResponseData,
-    shapes.EventSummaryResponseData,
-    shapes.CaptureBatchResponseData,
-    shapes.EventBatchResponseData,
+_RESOURCES = (events, companies, catalog, webhooks)
+SCHEMAS: tuple[Any, ...] = (
+    *(schema for resource in _RESOURCES for schema in resource.SCHEMAS),
     shapes.ErrorBody,
-    entity_requests.UpsertBody,
-    entity_requests.KeysBody,
-    entity_requests.MembershipBody,
-    entity_requests.TraitBody,
-    entity_shapes.CompanyDetailResponseData,
-    entity_shapes.CompanyResponseData,
-    entity_shapes.UserDetailResponseData,
-    entity_shapes.UserResponseData,
-    entity_shapes.CompanyMembershipDetailResponseData,
-    entity_shapes.DeleteResponse,
-    entity_shapes.CountResponse,
-    catalog_shapes.FeatureBody,
-    catalog_shapes.CompanyOverrideBody,
-    catalog_shapes.FeatureDetailResponseData,
-    catalog_shapes.CompanyOverrideResponseData,
-    catalog_shapes.FeatureUsageResponseData,
-    catalog_shapes.FeatureUsageDetailResponseData,
-    webhook_shapes.WebhookBody,
-    webhook_shapes.TestWebhookBody,
-    webhook_shapes.WebhookResponseData,
-    webhook_shapes.WebhookEventDetailResponseData,
-    webhook_shapes.TestWebhookResponseData,
+    shapes.DeleteResponse,
+    shapes.CountResponse,
 )
+RULES: Rules = {name: rule for resource in _RESOURCES for name, rule in resource.RULES.items()}
+
+HEALTH = op("health", (200, envelope({"type": "object"}), "up"), (), public=True)
+SELF = op("openapi", (200, {"type": "object"}, "this document"), (), public=True)
 
 
-def _event_paths() -> dict[str, Any]:
-    raw_event = ref("RawEventResponseData")
-    return {
-        "/events": {
-            "post": op(
-                "createEvent",
-                (201, envelope(raw_event), "stored"),
-                (400, 401, 403, 413),
-                body=(ref("CreateEventEnvelope"), "one event"),
-            ),
-            "get": op(
-                "listEvents",
-                (200, envelope(list_of("EventDetailResponseData")), "newest first"),
-                READ,
-                params=[
-                    *(
-                        query(n, STRING)
-                        for n in (
-                            "company_id",
-                            "user_id",
-                            "flag_id",
-                            "event_subtype",
-                            "idempotency_key",
-                        )
-                    ),
-                    query("event_types", {"type": "array", "items": {"enum": list(EVENT_TYPES)}}),
-                    *PAGE,
-                ],
-            ),
-        },
-        "/events/{event_id}": {
-            "get": op(
-                "getEvent",
-                (200, envelope(ref("EventDetailResponseData")), "the event"),
-                READ_ONE,
-                params=[path_param("event_id")],
-            )
-        },
-        "/event-batch": {
-            "post": op(
-                "createEventBatch",
-                (201, envelope(ref("EventBatchResponseData")), "stored"),
-                (400, 401, 403, 413),
-                body=(
-                    {
-                        "type": "object",
-                        "required": ["events"],
-                        "properties": {
-                            "events": {**list_of("CreateEventEnvelope"), "maxItems": 1000}
-                        },
-                    },
-                    "up to 1000 events, all or none",
-                ),
-            )
-        },
-        "/batch": {
-            "post": op(
-                "captureBatch",
-                (200, envelope(ref("CaptureBatchResponseData")), "stored (bad events failed)"),
-                (400, 401, 413),
-                body=(
-                    {
-                        "type": "object",
-                        "required": ["events"],
-                        "properties": {
-                            "events": {**list_of("CaptureEventEnvelope"), "maxItems": 100}
-                        },
-                    },
-                    "the SDK's buffered events",
-                ),
-            )
-        },
-        "/event-types": {
-            "get": op(
-                "getEventSummaries",
-                (200, envelope(list_of("EventSummaryResponseData")), "one row per subtype"),
-                READ,
-                params=[query("q", STRING), query("event_subtypes", STRINGS), *PAGE],
-            )
-        },
-    }
+async def serve(request: Request) -> Response:
+    return JSONBytes(openapi_document())
 
 
-@functools.cache
-def openapi_document() -> bytes:
+def document(routes: Iterable[BaseRoute]) -> dict[str, Any]:
+    """The document of ``routes``; a route without an operation (the web
+    console's) is not part of the API."""
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        if isinstance(route, ApiRoute):
+            paths.setdefault(route.path, {})[route.method] = route.operation
     _, components = msgspec.json.schema_components(
-        _SCHEMA_TYPES, ref_template="#/components/schemas/{name}"
+        SCHEMAS, ref_template="#/components/schemas/{name}"
     )
-    paths: dict[str, Any] = {
-        **_event_paths(),
-        "/health": {
-            "get": op("health", (200, envelope({"type": "object"}), "up"), (), public=True)
-        },
-        "/openapi.json": {
-            "get": op("openapi", (200, {"type": "object"}, "this document"), (), public=True)
-        },
-        **admin.entities("company", "companies", admin.COMPANY_FILTERS),
-        **admin.entities("user", "users", admin.USER_FILTERS),
-        **admin.membership_paths(),
-        **admin.catalog_paths(),
-        **admin.webhook_paths(),
-        # operational, not part of the Schematic API (docs/monitoring.md)
-        "/metrics": {
-            "get": {
-                "operationId": "metrics",
-                "tags": ["operations"],
-                "summary": "Prometheus metrics of this tally (not an API route)",
-                "description": "The Prometheus text exposition. Loopback clients may always "
-                "read it; other clients only with Authorization: Bearer <TALLY_METRICS_TOKEN>.",
-                "security": [],
-                "x-tally-operational": True,
-                "responses": {
-                    "200": {
-                        "description": "the exposition",
-                        "content": {"text/plain": {"schema": {"type": "string"}}},
-                    },
-                    **{str(code): json_body(ref("ErrorBody"), "error") for code in (401, 403)},
-                },
-            }
-        },
-    }
-    doc = {
+    return {
         "openapi": "3.1.0",
         "info": {"title": "tally", "version": __version__},
         "components": {
-            "schemas": refine(components),
+            "schemas": refine(components, RULES),
             "securitySchemes": {
                 "ApiKeyAuth": {"type": "apiKey", "in": "header", "name": "X-Schematic-Api-Key"}
             },
@@ -205,4 +68,11 @@ def openapi_document() -> bytes:
         "security": [{"ApiKeyAuth": []}],
         "paths": paths,
     }
-    return msgspec.json.encode(doc)
+
+
+@functools.cache
+def openapi_document() -> bytes:
+    """The document of the app's routes, as JSON text."""
+    from tally.api.app import api_routes  # the app imports this module for ``serve``
+
+    return msgspec.json.encode(document(api_routes()))

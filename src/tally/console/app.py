@@ -18,7 +18,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from tally.api.http import read_body
+from tally.api.common.bodies import read_body
 from tally.api.state import AppState
 from tally.console import entity_views, event_views, format, health_views, webhook_views
 from tally.console.headers import SecurityHeaders

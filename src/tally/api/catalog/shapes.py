@@ -1,4 +1,4 @@
-"""Request and response shapes of features, company overrides and feature
+"""Response shapes of features, company overrides and feature
 usage, as msgspec structs.
 
 Field names and the required/optional split follow ``schematichq==1.4.6``
@@ -13,6 +13,8 @@ from typing import Any
 
 import msgspec
 
+from tally.api.catalog.requests import EVENT_SOURCE
+from tally.api.common.shapes import opt_time
 from tally.clock import format_micros
 from tally.metering.catalog import (
     Allocation,
@@ -22,34 +24,7 @@ from tally.metering.catalog import (
     usage_status,
 )
 
-EVENT_SOURCE = "track"  # tally meters features by track events only
 DEFAULT_ICON = ""  # tally does not store icons
-
-
-# -- requests -------------------------------------------------------------------
-class FeatureBody(msgspec.Struct, forbid_unknown_fields=False):
-    """``CreateFeatureRequestBody`` / ``UpdateFeatureRequestBody``; other
-    fields (flag, icon, lifecycle_phase, …) are accepted and not stored."""
-
-    name: str | None = None
-    description: str | None = None
-    feature_type: str | None = None
-    event_subtype: str | None = None
-    event_source: str | None = None
-
-
-class CompanyOverrideBody(msgspec.Struct, forbid_unknown_fields=False):
-    """``CreateCompanyOverrideRequestBody`` / ``UpdateCompanyOverrideRequestBody``."""
-
-    value_type: str | None = None
-    company_id: str | None = None
-    feature_id: str | None = None
-    value_numeric: int | None = None
-    value_bool: bool | None = None
-    metric_period: str | None = None
-    metric_period_month_reset: str | None = None
-    note: str | None = None
-    expiration_date: str | None = None  # refused: tally's overrides do not expire
 
 
 # -- responses ------------------------------------------------------------------
@@ -116,10 +91,6 @@ class FeatureUsageResponseData(msgspec.Struct, omit_defaults=True):
 
 class FeatureUsageDetailResponseData(msgspec.Struct):
     features: list[FeatureUsageResponseData]
-
-
-class DeleteResponse(msgspec.Struct):
-    deleted: bool
 
 
 # -- builders -------------------------------------------------------------------
@@ -189,7 +160,7 @@ def feature_usage(row: FeatureUsage) -> FeatureUsageResponseData:
         overuse=status.overuse,
         period=row.period,
         month_reset=allocation.month_reset if allocation else None,
-        metric_reset_at=None if row.period_end is None else format_micros(row.period_end),
+        metric_reset_at=opt_time(row.period_end),
         entitlement_source="company_override" if allocation else None,
         company_override=company_override(allocation) if allocation else None,
     )

@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from tally.api.common.shapes import opt_time
 from tally.clock import format_micros
 from tally.jsontext import read_object
 from tally.metering import periods
@@ -161,18 +162,6 @@ class UserDetailResponseData(_Shape):
     traits: dict[str, Any] | None = None
 
 
-class DeleteResponse(_Shape):
-    deleted: bool
-
-
-class CountResponse(_Shape):
-    count: int
-
-
-def _opt_time(micros: int | None) -> str | None:
-    return None if micros is None else format_micros(micros)
-
-
 def derived_id(prefix: str, *parts: str) -> str:
     """A stable id for an object tally does not store on its own."""
     digest = hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()
@@ -251,7 +240,7 @@ def _metric(
     """tally keeps no per-counter event times, so ``captured_at_min``/``_max``
     are the period's bounds (all time: the epoch, and the company's last
     activity) and ``created_at`` is when the period began for this company."""
-    end = _opt_time(counter.period_end)
+    end = opt_time(counter.period_end)
     latest = company.last_seen_at if company.last_seen_at is not None else company.updated_at
     return CompanyEventPeriodMetricsResponseData(
         account_id=company.environment_id,
@@ -302,7 +291,7 @@ def company_detail(company: Company) -> CompanyDetailResponseData:
         rules=[],
         updated_at=format_micros(company.updated_at),
         user_count=company.user_count,
-        last_seen_at=_opt_time(company.last_seen_at),
+        last_seen_at=opt_time(company.last_seen_at),
         traits=traits,
     )
 
@@ -315,7 +304,7 @@ def company_head(company: Company | CompanyHead) -> CompanyResponseData:
         id=company.id,
         name=name,
         updated_at=format_micros(company.updated_at),
-        last_seen_at=_opt_time(company.last_seen_at),
+        last_seen_at=opt_time(company.last_seen_at),
     )
 
 
@@ -342,7 +331,7 @@ def user_detail(user: User) -> UserDetailResponseData:
         keys=entity_keys("user", user.environment_id, user.id, user.keys),
         name=user.display_name,
         updated_at=format_micros(user.updated_at),
-        last_seen_at=_opt_time(user.last_seen_at),
+        last_seen_at=opt_time(user.last_seen_at),
         traits=traits,
     )
 
@@ -354,5 +343,5 @@ def user_head(user: User) -> UserResponseData:
         id=user.id,
         name=user.display_name,
         updated_at=format_micros(user.updated_at),
-        last_seen_at=_opt_time(user.last_seen_at),
+        last_seen_at=opt_time(user.last_seen_at),
     )

@@ -16,53 +16,29 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
-from tally.api import webhook_shapes as shapes
-from tally.api.http import ok, query_int, query_list, query_str, read_json
+from tally.api.common.admin import admin
+from tally.api.common.bodies import read_json
+from tally.api.common.envelope import ok
+from tally.api.common.errors import not_found
+from tally.api.common.routing import ApiRoute
+from tally.api.common.shapes import DELETED, CountResponse
 from tally.api.state import AppState
-from tally.effects.endpoints import (
-    REQUEST_TYPES,
-    WebhookChanges,
-    WebhookFilter,
-    check_url,
-    url_host,
-)
+from tally.api.webhooks import requests, shapes
+from tally.api.webhooks.openapi import WEBHOOK, WEBHOOK_EVENT
+from tally.effects.endpoints import REQUEST_TYPES, WebhookChanges, check_url, url_host
 from tally.effects.probe import send_test
-from tally.effects.records import WebhookEventFilter
 from tally.effects.targets import addresses
-from tally.errors import Invalid, NotFound
-from tally.model import ApiKey
+from tally.errors import Invalid
 
-MAX_LIMIT = 250
-MAX_IDS = 100
-_WEBHOOK_BODY = msgspec.json.Decoder(shapes.WebhookBody)
-_TEST_BODY = msgspec.json.Decoder(shapes.TestWebhookBody)
+AREA = "webhooks"
 
 
-async def _admin(request: Request, *, write: bool) -> tuple[AppState, ApiKey]:
-    state: AppState = request.app.state.tally
-    key = await state.auth.admin(request, area="webhooks", write=write)
-    return state, key
-
-
-def _page(request: Request, params: dict[str, Any]) -> tuple[int, int]:
-    limit = query_int(request, "limit", 100, 0, MAX_LIMIT)
-    offset = query_int(request, "offset", 0, 0, 2**31)
-    params.update(limit=limit, offset=offset)
-    return limit, offset
-
-
-def _not_found(webhook_id: str) -> NotFound:
-    return NotFound(f"webhook {webhook_id[:64]!r} was not found in this environment")
-
-
-async def _changes(state: AppState, body: shapes.WebhookBody) -> WebhookChanges:
+async def _changes(state: AppState, body: requests.WebhookBody) -> WebhookChanges:
     """The requested changes, with a new URL checked against private targets."""
-    changes = shapes.webhook_changes(body)
+    changes = requests.webhook_changes(body)
     guard = state.guard
     if changes.url is not None and not guard.allow_private:
         host, port = url_host(check_url(changes.url))
@@ -74,93 +50,74 @@ async def _changes(state: AppState, body: shapes.WebhookBody) -> WebhookChanges:
     return changes
 
 
-def _webhook_filter(request: Request, params: dict[str, Any]) -> WebhookFilter:
-    q = query_str(request, "q", 512)
-    if q is not None:
-        params["q"] = q
-    limit, offset = _page(request, params)
-    return WebhookFilter(q=q, limit=limit, offset=offset)
-
-
-def _event_filter(request: Request, params: dict[str, Any]) -> WebhookEventFilter:
-    event_ids = query_list(request, "ids")
-    if len(event_ids) > MAX_IDS:
-        raise Invalid(f"ids takes at most {MAX_IDS} values")
-    q = query_str(request, "q", 512)
-    webhook_id = query_str(request, "webhook_id", 255)
-    for name, value in (("q", q), ("webhook_id", webhook_id)):
-        if value is not None:
-            params[name] = value
-    if event_ids:
-        params["ids"] = event_ids
-    limit, offset = _page(request, params)
-    return WebhookEventFilter(tuple(event_ids), q, webhook_id, limit, offset)
-
-
 # -- endpoints ------------------------------------------------------------------
 async def create_webhook(request: Request) -> Response:
-    state, key = await _admin(request, write=True)
-    body = await read_json(request, _WEBHOOK_BODY, "webhook")
+    state, key = await admin(request, AREA, write=True)
+    body = await read_json(request, requests.WEBHOOK_BODY, "webhook")
     hook = await state.storage.create_webhook(key.environment_id, await _changes(state, body))
     return ok(shapes.webhook(hook), status=201)
 
 
 async def list_webhooks(request: Request) -> Response:
-    state, key = await _admin(request, write=False)
+    state, key = await admin(request, AREA, write=False)
     params: dict[str, Any] = {}
-    hooks = await state.storage.list_webhooks(key.environment_id, _webhook_filter(request, params))
+    hooks = await state.storage.list_webhooks(
+        key.environment_id, requests.webhook_filter(request, params)
+    )
     return ok([shapes.webhook(h, with_secret=key.can_write) for h in hooks], params)
 
 
 async def count_webhooks(request: Request) -> Response:
-    state, key = await _admin(request, write=False)
+    state, key = await admin(request, AREA, write=False)
     params: dict[str, Any] = {}
-    count = await state.storage.count_webhooks(key.environment_id, _webhook_filter(request, params))
-    return ok(shapes.CountResponse(count=count), params)
+    count = await state.storage.count_webhooks(
+        key.environment_id, requests.webhook_filter(request, params)
+    )
+    return ok(CountResponse(count=count), params)
 
 
 async def get_webhook(request: Request) -> Response:
-    state, key = await _admin(request, write=False)
+    state, key = await admin(request, AREA, write=False)
     webhook_id = request.path_params["webhook_id"]
     hook = await state.storage.get_webhook(key.environment_id, webhook_id)
     if hook is None:
-        raise _not_found(webhook_id)
+        raise not_found("webhook", webhook_id)
     return ok(shapes.webhook(hook, with_secret=key.can_write))
 
 
 async def update_webhook(request: Request) -> Response:
-    state, key = await _admin(request, write=True)
+    state, key = await admin(request, AREA, write=True)
     webhook_id = request.path_params["webhook_id"]
-    body = await read_json(request, _WEBHOOK_BODY, "webhook")
+    body = await read_json(request, requests.WEBHOOK_BODY, "webhook")
     hook = await state.storage.update_webhook(
         key.environment_id, webhook_id, await _changes(state, body)
     )
     if hook is None:
-        raise _not_found(webhook_id)
+        raise not_found("webhook", webhook_id)
     return ok(shapes.webhook(hook))
 
 
 async def delete_webhook(request: Request) -> Response:
-    state, key = await _admin(request, write=True)
+    state, key = await admin(request, AREA, write=True)
     webhook_id = request.path_params["webhook_id"]
     if not await state.storage.delete_webhook(key.environment_id, webhook_id):
-        raise _not_found(webhook_id)
-    return ok(shapes.DeleteResponse(deleted=True))
+        raise not_found("webhook", webhook_id)
+    return ok(DELETED)
 
 
 async def test_webhook(request: Request) -> Response:
     """Send one signed test delivery now and answer how it went; it is logged
     like any delivery, and never retried."""
-    state, key = await _admin(request, write=True)
+    state, key = await admin(request, AREA, write=True)
     webhook_id = request.path_params["webhook_id"]
-    body = await read_json(request, _TEST_BODY, "webhook test")
+    body = await read_json(request, requests.TEST_BODY, "webhook test")
     if not body.request_type:
         raise Invalid("request_type is required (for example test.send)")
     if body.request_type not in REQUEST_TYPES:
         raise Invalid(f"unknown request type {body.request_type[:64]!r}")
     hook = await state.storage.get_webhook(key.environment_id, webhook_id)
     if hook is None:
-        raise _not_found(webhook_id)
+        raise not_found("webhook", webhook_id)
     result = await send_test(
         state.storage,
         state.clock,
@@ -178,41 +135,41 @@ async def test_webhook(request: Request) -> Response:
 
 # -- the delivery log -----------------------------------------------------------
 async def list_webhook_events(request: Request) -> Response:
-    state, key = await _admin(request, write=False)
+    state, key = await admin(request, AREA, write=False)
     params: dict[str, Any] = {}
     events = await state.storage.list_webhook_events(
-        key.environment_id, _event_filter(request, params)
+        key.environment_id, requests.event_filter(request, params)
     )
     return ok([shapes.webhook_event(e, with_secret=key.can_write) for e in events], params)
 
 
 async def count_webhook_events(request: Request) -> Response:
-    state, key = await _admin(request, write=False)
+    state, key = await admin(request, AREA, write=False)
     params: dict[str, Any] = {}
     count = await state.storage.count_webhook_events(
-        key.environment_id, _event_filter(request, params)
+        key.environment_id, requests.event_filter(request, params)
     )
-    return ok(shapes.CountResponse(count=count), params)
+    return ok(CountResponse(count=count), params)
 
 
 async def get_webhook_event(request: Request) -> Response:
-    state, key = await _admin(request, write=False)
+    state, key = await admin(request, AREA, write=False)
     event_id = request.path_params["webhook_event_id"]
     event = await state.storage.get_webhook_event(key.environment_id, event_id)
     if event is None:
-        raise NotFound(f"webhook event {event_id[:64]!r} was not found in this environment")
+        raise not_found("webhook event", event_id)
     return ok(shapes.webhook_event(event, with_attempts=True, with_secret=key.can_write))
 
 
 routes = [
-    Route("/webhooks", create_webhook, methods=["POST"]),
-    Route("/webhooks", list_webhooks, methods=["GET"]),
-    Route("/webhooks/count", count_webhooks, methods=["GET"]),
-    Route("/webhooks/{webhook_id}", get_webhook, methods=["GET"]),
-    Route("/webhooks/{webhook_id}", update_webhook, methods=["PUT"]),
-    Route("/webhooks/{webhook_id}", delete_webhook, methods=["DELETE"]),
-    Route("/webhooks/{webhook_id}/test", test_webhook, methods=["POST"]),
-    Route("/webhook-events", list_webhook_events, methods=["GET"]),
-    Route("/webhook-events/count", count_webhook_events, methods=["GET"]),
-    Route("/webhook-events/{webhook_event_id}", get_webhook_event, methods=["GET"]),
+    ApiRoute("POST", "/webhooks", create_webhook, WEBHOOK["create"]),
+    ApiRoute("GET", "/webhooks", list_webhooks, WEBHOOK["list"]),
+    ApiRoute("GET", "/webhooks/count", count_webhooks, WEBHOOK["count"]),
+    ApiRoute("GET", "/webhooks/{webhook_id}", get_webhook, WEBHOOK["get"]),
+    ApiRoute("PUT", "/webhooks/{webhook_id}", update_webhook, WEBHOOK["update"]),
+    ApiRoute("DELETE", "/webhooks/{webhook_id}", delete_webhook, WEBHOOK["delete"]),
+    ApiRoute("POST", "/webhooks/{webhook_id}/test", test_webhook, WEBHOOK["test"]),
+    ApiRoute("GET", "/webhook-events", list_webhook_events, WEBHOOK_EVENT["list"]),
+    ApiRoute("GET", "/webhook-events/count", count_webhook_events, WEBHOOK_EVENT["count"]),
+    ApiRoute("GET", "/webhook-events/{webhook_event_id}", get_webhook_event, WEBHOOK_EVENT["get"]),
 ]

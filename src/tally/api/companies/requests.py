@@ -10,16 +10,17 @@ from typing import Annotated, Any
 import msgspec
 from starlette.requests import Request
 
-from tally.api.http import json_query_map, query_int, query_list, query_str
+from tally.api.common.paging import page
+from tally.api.common.params import echo, query_bool, query_list, query_map, query_str
 from tally.clock import to_micros
 from tally.errors import Invalid
 from tally.ingest.timeparse import parse_timestamp
 from tally.storage.base_entities import EntityFilter, EntityUpsert, TraitChange
 
-MAX_LIMIT = 250
 MAX_KEYS = 50
 MAX_TEXT = 255
 MAX_IDS = 1000
+SORT_COLUMNS = ("created_at", "updated_at", "last_seen_at", "name")
 KeyMap = dict[str, str]
 Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 
@@ -59,6 +60,12 @@ class TraitBody(msgspec.Struct):
     update_only: bool | None = None
 
 
+UPSERT_BODY = msgspec.json.Decoder(UpsertBody)
+KEYS_BODY = msgspec.json.Decoder(KeysBody)
+MEMBERSHIP_BODY = msgspec.json.Decoder(MembershipBody)
+TRAIT_BODY = msgspec.json.Decoder(TraitBody)
+
+
 def text(value: str, field: str) -> str:
     if not value or len(value) > MAX_TEXT:
         raise Invalid(f"{field} must be 1 to {MAX_TEXT} characters, not {len(value)}")
@@ -81,40 +88,7 @@ def key_map(keys: KeyMap | None, field: str = "keys", *, required: bool = True) 
 def query_keys(request: Request, name: str = "keys") -> KeyMap:
     """A map query parameter, as ``keys[id]=acme`` or as JSON text
     ``keys={"id":"acme"}``."""
-    out: KeyMap = {}
-    prefix = name + "["
-    for param, value in request.query_params.multi_items():
-        if param.startswith(prefix) and param.endswith("]"):
-            out[param[len(prefix) : -1]] = value
-        elif param == name and value:
-            out.update(json_query_map(name, value))
-    return key_map(out, name)
-
-
-def query_bool(request: Request, name: str) -> bool | None:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return None
-    if raw.lower() in ("true", "1"):
-        return True
-    if raw.lower() in ("false", "0"):
-        return False
-    raise Invalid(f"{name} must be true or false, not {raw[:32]!r}")
-
-
-def id_list(request: Request, name: str) -> list[str]:
-    values = query_list(request, name)
-    if len(values) > MAX_IDS:
-        raise Invalid(f"{name} takes at most {MAX_IDS} values")
-    return values
-
-
-def page(request: Request, params: dict[str, Any]) -> tuple[int, int]:
-    limit = query_int(request, "limit", 100, 0, MAX_LIMIT)
-    offset = query_int(request, "offset", 0, 0, 2**31)
-    params["limit"] = limit
-    params["offset"] = offset
-    return limit, offset
+    return key_map(query_map(request, name), name)
 
 
 def upsert_change(body: UpsertBody, kind: str) -> EntityUpsert:
@@ -164,7 +138,7 @@ def trait_change(body: TraitBody) -> TraitChange:
 
 def sort_order(request: Request, params: dict[str, Any]) -> tuple[str, bool]:
     column = query_str(request, "sort_order_column", 64) or "created_at"
-    if column not in ("created_at", "updated_at", "last_seen_at", "name"):
+    if column not in SORT_COLUMNS:
         raise Invalid(
             "sort_order_column must be created_at, updated_at, last_seen_at or name, "
             f"not {column!r}"
@@ -181,57 +155,47 @@ def sort_order(request: Request, params: dict[str, Any]) -> tuple[str, bool]:
 
 # Filters on plans, subscriptions and credits: tally has none of them, so a
 # company passes only when the filter asks for their absence.
-_PLAN_LISTS = (
+PLAN_LISTS = (
     "credit_type_ids",
     "plan_ids",
     "plan_version_ids",
     "subscription_statuses",
     "subscription_types",
 )
-_PLAN_TEXTS = ("plan_id", "plan_version_id")
-_PLAN_WANTS = (
+PLAN_TEXTS = ("plan_id", "plan_version_id")
+PLAN_WANTS = (
     "has_scheduled_downgrade",
     "monetized_subscriptions",
     "plan_version_unpublished",
     "with_subscription",
 )
-_PLAN_WANTS_NOT = ("without_plan", "without_subscription")
+PLAN_WANTS_NOT = ("without_plan", "without_subscription")
 
 
 def company_filter(request: Request, params: dict[str, Any]) -> EntityFilter:
     match_none = False
-    for name in _PLAN_LISTS:
-        values = query_list(request, name)
-        if values:
-            params[name] = values
-            match_none = True
-    for name in _PLAN_TEXTS:
-        value = query_str(request, name, MAX_TEXT)
-        if value is not None:
-            params[name] = value
-            match_none = True
-    for name in _PLAN_WANTS:
-        flag = query_bool(request, name)
-        if flag is not None:
-            params[name] = flag
-            match_none = match_none or flag
-    for name in _PLAN_WANTS_NOT:
-        flag = query_bool(request, name)
-        if flag is not None:
-            params[name] = flag
-            match_none = match_none or not flag
-    ids = id_list(request, "ids")
-    if ids:
-        params["ids"] = ids
-    q = query_str(request, "q", 512)
-    if q is not None:
-        params["q"] = q
-    with_feature = query_str(request, "with_entitlement_for", MAX_TEXT)
-    if with_feature is not None:
-        params["with_entitlement_for"] = with_feature
-    without_feature = query_str(request, "without_feature_override_for", MAX_TEXT)
-    if without_feature is not None:
-        params["without_feature_override_for"] = without_feature
+    for name in PLAN_LISTS:
+        match_none = bool(echo(params, name, query_list(request, name))) or match_none
+    for name in PLAN_TEXTS:
+        match_none = (
+            echo(params, name, query_str(request, name, MAX_TEXT)) is not None or match_none
+        )
+    for name in PLAN_WANTS:
+        flag = echo(params, name, query_bool(request, name))
+        match_none = match_none or bool(flag)
+    for name in PLAN_WANTS_NOT:
+        flag = echo(params, name, query_bool(request, name))
+        match_none = match_none or flag is False
+    ids = echo(params, "ids", query_list(request, "ids", MAX_IDS))
+    q = echo(params, "q", query_str(request, "q", 512))
+    with_feature = echo(
+        params, "with_entitlement_for", query_str(request, "with_entitlement_for", MAX_TEXT)
+    )
+    without_feature = echo(
+        params,
+        "without_feature_override_for",
+        query_str(request, "without_feature_override_for", MAX_TEXT),
+    )
     sort, descending = sort_order(request, params)
     limit, offset = page(request, params)
     return EntityFilter(
@@ -248,18 +212,10 @@ def company_filter(request: Request, params: dict[str, Any]) -> EntityFilter:
 
 
 def user_filter(request: Request, params: dict[str, Any]) -> EntityFilter:
-    company_id = query_str(request, "company_id", MAX_TEXT)
-    if company_id is not None:
-        params["company_id"] = company_id
-    ids = id_list(request, "ids")
-    if ids:
-        params["ids"] = ids
-    q = query_str(request, "q", 512)
-    if q is not None:
-        params["q"] = q
-    plan_id = query_str(request, "plan_id", MAX_TEXT)
-    if plan_id is not None:
-        params["plan_id"] = plan_id
+    company_id = echo(params, "company_id", query_str(request, "company_id", MAX_TEXT))
+    ids = echo(params, "ids", query_list(request, "ids", MAX_IDS))
+    q = echo(params, "q", query_str(request, "q", 512))
+    plan_id = echo(params, "plan_id", query_str(request, "plan_id", MAX_TEXT))
     limit, offset = page(request, params)
     return EntityFilter(
         ids=tuple(ids),
@@ -269,3 +225,10 @@ def user_filter(request: Request, params: dict[str, Any]) -> EntityFilter:
         limit=limit,
         offset=offset,
     )
+
+
+def membership_filter(request: Request, params: dict[str, Any]) -> tuple[str | None, str | None]:
+    """``GET /company-memberships``' company and user."""
+    company_id = echo(params, "company_id", query_str(request, "company_id", MAX_TEXT))
+    user_id = echo(params, "user_id", query_str(request, "user_id", MAX_TEXT))
+    return company_id, user_id

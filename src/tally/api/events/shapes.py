@@ -7,10 +7,10 @@ models; optional fields left ``None`` are omitted from the JSON.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import msgspec
 
+from tally.api.common.shapes import opt_time
 from tally.clock import format_micros
 from tally.model import EventSummary, IngestResult, StoredEvent
 
@@ -81,19 +81,6 @@ class EventBatchResponseData(msgspec.Struct):
     events: list[RawEventResponseData]
 
 
-class Envelope(msgspec.Struct):
-    data: Any
-    params: dict[str, Any]
-
-
-class ErrorBody(msgspec.Struct):
-    error: str
-
-
-def _opt_time(micros: int | None) -> str | None:
-    return None if micros is None else format_micros(micros)
-
-
 def body_preview(body: str) -> str:
     if len(body) <= BODY_PREVIEW_CHARS:
         return body
@@ -143,10 +130,10 @@ def event_detail(event: StoredEvent, names: Names | None = None) -> EventDetailR
         company=_preview(names, "company", event.company_id),
         user=_preview(names, "user", event.user_id),
         idempotency_key=event.idempotency_key,
-        sent_at=_opt_time(event.sent_at),
+        sent_at=opt_time(event.sent_at),
         loaded_at=format_micros(event.loaded_at),
-        enriched_at=_opt_time(event.enriched_at),
-        processed_at=_opt_time(event.enriched_at) if event.status == "processed" else None,
+        enriched_at=opt_time(event.enriched_at),
+        processed_at=opt_time(event.enriched_at) if event.status == "processed" else None,
         updated_at=format_micros(event.updated_at),
         error_message=event.error_message,
     )
@@ -159,5 +146,5 @@ def event_summary(summary: EventSummary, environment_id: str) -> EventSummaryRes
         company_count=summary.company_count,
         user_count=summary.user_count,
         environment_id=environment_id,
-        last_seen_at=_opt_time(summary.last_seen_at),
+        last_seen_at=opt_time(summary.last_seen_at),
     )

@@ -1,4 +1,4 @@
-"""Request and response shapes of webhook endpoints and their delivery log,
+"""Response shapes of webhook endpoints and their delivery log,
 as msgspec structs. Field names and the required/optional split follow
 ``schematichq==1.4.6`` (``CreateWebhookRequestBody``, ``WebhookResponseData``,
 ``WebhookEventDetailResponseData``, ``TestWebhookResponseData``); fields the
@@ -12,52 +12,11 @@ from __future__ import annotations
 
 import msgspec
 
+from tally.api.common.shapes import opt_time
+from tally.api.webhooks.requests import CreditTriggerConfig, EntitlementTriggerConfig
 from tally.clock import format_micros
-from tally.effects.endpoints import Webhook, WebhookChanges
+from tally.effects.endpoints import Webhook
 from tally.effects.records import DeliveryAttempt, WebhookEvent
-
-
-# -- requests -------------------------------------------------------------------
-class EntitlementTriggerConfig(msgspec.Struct, forbid_unknown_fields=False):
-    feature_id: str
-
-
-class CreditTriggerConfig(msgspec.Struct, forbid_unknown_fields=False):
-    credit_id: str
-
-
-class WebhookBody(msgspec.Struct, forbid_unknown_fields=False):
-    """``CreateWebhookRequestBody`` / ``UpdateWebhookRequestBody``."""
-
-    name: str | None = None
-    url: str | None = None
-    request_types: list[str] | None = None
-    status: str | None = None
-    entitlement_trigger_configs: list[EntitlementTriggerConfig] | None = None
-    credit_trigger_configs: list[CreditTriggerConfig] | None = None
-
-
-class TestWebhookBody(msgspec.Struct, forbid_unknown_fields=False):
-    request_type: str | None = None
-
-
-def webhook_changes(body: WebhookBody) -> WebhookChanges:
-    return WebhookChanges(
-        name=body.name,
-        url=body.url,
-        request_types=None if body.request_types is None else tuple(body.request_types),
-        status=body.status,
-        feature_ids=(
-            None
-            if body.entitlement_trigger_configs is None
-            else tuple(c.feature_id for c in body.entitlement_trigger_configs)
-        ),
-        credit_ids=(
-            None
-            if body.credit_trigger_configs is None
-            else tuple(c.credit_id for c in body.credit_trigger_configs)
-        ),
-    )
 
 
 # -- responses ------------------------------------------------------------------
@@ -107,18 +66,6 @@ class TestWebhookResponseData(msgspec.Struct, omit_defaults=True):
     failure_reason: str | None = None
 
 
-class CountResponse(msgspec.Struct):
-    count: int
-
-
-class DeleteResponse(msgspec.Struct):
-    deleted: bool
-
-
-def _opt_time(micros: int | None) -> str | None:
-    return None if micros is None else format_micros(micros)
-
-
 def webhook(hook: Webhook, *, with_secret: bool = True) -> WebhookResponseData:
     """The endpoint; its signing secret blank unless ``with_secret``."""
     return WebhookResponseData(
@@ -141,7 +88,7 @@ def _attempt(a: DeliveryAttempt) -> WebhookAttemptData:
         number=a.number,
         started_at=format_micros(a.started_at),
         outcome=a.outcome,
-        finished_at=_opt_time(a.finished_at),
+        finished_at=opt_time(a.finished_at),
         response_code=a.response_code,
         error=a.error,
     )
@@ -160,11 +107,11 @@ def webhook_event(
         webhook_id=event.webhook_id,
         payload=event.payload,
         response_code=event.response_code,
-        sent_at=_opt_time(event.sent_at),
+        sent_at=opt_time(event.sent_at),
         webhook=(
             webhook(event.webhook, with_secret=with_secret) if event.webhook is not None else None
         ),
         last_error=event.last_error,
-        next_attempt_at=_opt_time(event.next_attempt_at),
+        next_attempt_at=opt_time(event.next_attempt_at),
         attempts=[_attempt(a) for a in event.attempts] if with_attempts else None,
     )
