@@ -4,9 +4,10 @@ tracked in ``tally_schema``. Times are BIGINT microseconds since the epoch
 
 from __future__ import annotations
 
+from tally.storage import sql_summaries
 from tally.storage.pg_adapter import PgConnection
 from tally.storage.postgres_stats import analyze, schema_tables
-from tally.storage.sqlite_schema import ONE_VALUE_PER_KEY_NAME
+from tally.storage.sqlite_schema import EVENT_READ_INDEXES, ONE_VALUE_PER_KEY_NAME
 
 MIGRATIONS: list[str] = [
     # 1: environments, keys, events, idempotency keys
@@ -273,6 +274,8 @@ MIGRATIONS: list[str] = [
     """,
     # 6: one value per key name and entity
     ONE_VALUE_PER_KEY_NAME,
+    # 7: event summaries and the indexes of flat reads (see sqlite_schema)
+    sql_summaries.schema(sqlite=False) + EVENT_READ_INDEXES,
 ]
 
 _LOCK_ID = 7_411_873_101  # pg_advisory_xact_lock: one migrator at a time

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from tally import ids
 from tally.model import EventFilter
+from tally.storage import sql_summaries
 from tally.storage.base_console import (
     ConsoleSession,
     DailyCount,
@@ -143,36 +144,26 @@ class SqlConsole:
         return await self._read(run)
 
     async def event_type_stats(self, environment_id: str, limit: int) -> list[EventTypeStats]:
-        # index-only (environment_id, subtype, id): first and last seen are
-        # the receipt times the ids carry
-        sql = (
-            "SELECT subtype, COUNT(*), MIN(id), MAX(id) FROM events "
-            "WHERE environment_id = ? AND subtype IS NOT NULL GROUP BY subtype "
-            "ORDER BY subtype LIMIT ?"
-        )
-
+        # the summaries and the pending backlog (``sql_summaries``): first and
+        # last seen are the receipt times the ids carry
         def run(conn: Conn) -> list[EventTypeStats]:
+            found = sql_summaries.subtype_totals(conn, environment_id)
             return [
                 EventTypeStats(
-                    row[0], int(row[1]), ids.made_at_micros(row[2]), ids.made_at_micros(row[3])
+                    t.subtype,
+                    t.processed + t.failed,
+                    ids.made_at_micros(t.first_id or ""),
+                    ids.made_at_micros(t.last_id or ""),
                 )
-                for row in conn.execute(sql, (environment_id, limit)).fetchall()
+                for t in (found[name] for name in sorted(found)[:limit])
             ]
 
         return await self._read(run)
 
     async def daily_event_counts(self, environment_id: str, since: int) -> list[DailyCount]:
-        sql = (
-            f"SELECT subtype, captured_at / {DAY_US}, COUNT(*) FROM events "
-            "WHERE environment_id = ? AND subtype IS NOT NULL AND captured_at >= ? "
-            f"GROUP BY subtype, captured_at / {DAY_US} ORDER BY 1, 2"
-        )
-
         def run(conn: Conn) -> list[DailyCount]:
-            return [
-                DailyCount(row[0], int(row[1]) * DAY_US, int(row[2]))
-                for row in conn.execute(sql, (environment_id, since)).fetchall()
-            ]
+            counts = sql_summaries.daily_counts(conn, environment_id, since)
+            return [DailyCount(name, day, n) for (name, day), n in sorted(counts.items())]
 
         return await self._read(run)
 

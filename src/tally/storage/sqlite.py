@@ -22,6 +22,7 @@ from tally.model import (
     NewEvent,
     stored_status,
 )
+from tally.storage import sql_summaries
 from tally.storage.sql import multi_row_sql, placeholders, power_of_two_slices
 from tally.storage.sql_storage import PRUNE_CHUNK, SqlStorage
 from tally.storage.sqlite_checkpoint import Checkpointer
@@ -149,6 +150,7 @@ def insert_events(
             results = [r if r.duplicate else NOT_STORED for r in results]
         out.append(results)
     insert_rows(conn, INSERT_EVENT_HEAD, EVENT_COLUMNS, rows)
+    sql_summaries.record(conn, sql_summaries.stored_rows(rows))
     if kept:
         key_rows = [(*ident, *held) for ident, held in kept.items()]
         insert_rows(conn, _UPSERT_KEY_HEAD, 6, key_rows, _UPSERT_KEY_TAIL)

@@ -26,7 +26,7 @@ from tally.pipeline.unit import (
     Snapshot,
     StoredEntity,
 )
-from tally.storage import sql_effects
+from tally.storage import sql_effects, sql_summaries
 
 _TABLES = {"company": ("companies", "company_keys", "comp"), "user": ("users", "user_keys", "user")}
 _CHUNK = 500
@@ -129,6 +129,7 @@ class SqliteUnitOfWork:
             changes = process_events(events, bodies, snapshot, ids.new_id, self.rules)
             self.apply(changes, now)
         self.conn.execute("RELEASE SAVEPOINT tally_apply")
+        sql_summaries.record(self.conn, sql_summaries.settled_rows(events, changes.outcomes))
         return changes.outcomes
 
     def claim_pending(self, limit: int) -> list[PendingEvent]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import sqlite3
 
+from tally.storage import sql_summaries
+
 # One value per key name and entity (events never change a key's
 # value, and two workers cannot both add one): a value added later than
 # another of the same name (a race of old) gives way to the first
@@ -26,6 +28,17 @@ DROP INDEX company_keys_entity;
 DROP INDEX user_keys_entity;
 CREATE UNIQUE INDEX company_keys_entity_key ON company_keys (entity_id, key);
 CREATE UNIQUE INDEX user_keys_entity_key ON user_keys (entity_id, key);
+"""
+
+# Flat reads (issue 10): look-ups by idempotency key and by a rare event type
+# walk an index of their own instead of every event. Both are partial: an
+# event without a key, and a track event (the bulk of any stream), pay nothing
+# for them at ingest (``tally.storage.sql_storage.event_conditions`` names
+# ``RARE_TYPES`` so that the planner may use the second one).
+EVENT_READ_INDEXES = """
+CREATE INDEX events_idempotency ON events (environment_id, idempotency_key, id)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX events_rare_type ON events (environment_id, type, id) WHERE type <> 'track';
 """
 
 MIGRATIONS: list[str] = [
@@ -294,6 +307,9 @@ MIGRATIONS: list[str] = [
     """,
     # 6: one value per key name and entity (portable SQL, shared with PostgreSQL)
     ONE_VALUE_PER_KEY_NAME,
+    # 7: event summaries, filled from the stored events (tally.storage.sql_summaries),
+    # and the indexes of flat reads (EVENT_READ_INDEXES)
+    sql_summaries.schema(sqlite=True) + EVENT_READ_INDEXES,
 ]
 
 
