@@ -7,6 +7,7 @@ processed, failed in processing, failed at ingest and failed by the operator."""
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 from tally import ids
@@ -44,8 +45,17 @@ async def assert_tables_equal_a_recount(s: Storage) -> None:
     assert kept == await s._writer.call(recount)  # type: ignore[attr-defined]
 
 
-async def every_event(s: Storage, env: str) -> list[StoredEvent]:
-    return await s.list_events(env, EventFilter(limit=100_000))
+async def every_event(s: Storage, env: str, where: EventFilter | None = None) -> list[StoredEvent]:
+    return await s.list_events(env, replace(where or EventFilter(), limit=100_000))
+
+
+WHOLE_TYPES = [
+    EventFilter(),
+    EventFilter(event_types=("track",)),
+    EventFilter(event_types=("identify", "flag_check")),
+    EventFilter(event_subtype="export"),
+    EventFilter(event_subtype="export", status="failed"),
+]
 
 
 async def assert_reads_equal_a_scan(s: Storage, env: str) -> None:
@@ -81,6 +91,10 @@ async def assert_reads_equal_a_scan(s: Storage, env: str) -> None:
     )
     got_daily = await s.daily_event_counts(env, since)
     assert {(d.name, d.day_start): d.count for d in got_daily} == dict(daily)
+
+    for where in WHOLE_TYPES:  # the console's counts per status
+        scanned = Counter(e.status for e in await every_event(s, env, where))
+        assert await s.count_events_by_status(env, where) == dict(scanned), where
 
 
 def _mixed(env: str) -> list[NewEvent]:

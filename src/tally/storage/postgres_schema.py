@@ -4,12 +4,12 @@ tracked in ``tally_schema``. Times are BIGINT microseconds since the epoch
 
 from __future__ import annotations
 
-from tally.storage import sql_summaries
+from tally.storage import sql_delivery_counts, sql_summaries
 from tally.storage.pg_adapter import PgConnection
 from tally.storage.postgres_stats import analyze, schema_tables
-from tally.storage.sqlite_schema import EVENT_READ_INDEXES, ONE_VALUE_PER_KEY_NAME
+from tally.storage.sqlite_schema import EVENT_READ_INDEXES, ONE_VALUE_PER_KEY_NAME, statements
 
-MIGRATIONS: list[str] = [
+MIGRATIONS: list[str | tuple[str, ...]] = [
     # 1: environments, keys, events, idempotency keys
     """
     CREATE TABLE environments (
@@ -275,7 +275,10 @@ MIGRATIONS: list[str] = [
     # 6: one value per key name and entity
     ONE_VALUE_PER_KEY_NAME,
     # 7: event summaries and the indexes of flat reads (see sqlite_schema)
-    sql_summaries.schema(sqlite=False) + EVENT_READ_INDEXES,
+    (
+        *statements(sql_summaries.schema(sqlite=False) + EVENT_READ_INDEXES),
+        *sql_delivery_counts.POSTGRES,
+    ),
 ]
 
 _LOCK_ID = 7_411_873_101  # pg_advisory_xact_lock: one migrator at a time
@@ -300,9 +303,8 @@ def migrate(conn: PgConnection) -> int:
         for number, script in enumerate(MIGRATIONS, start=1):
             if number <= version:
                 continue
-            for statement in script.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            for statement in statements(script) if isinstance(script, str) else script:
+                conn.execute(statement)
             conn.execute("UPDATE tally_schema SET version = ?", (number,))
             applied, version = True, number
         if applied:

@@ -114,6 +114,8 @@ class SqlConsole:
         clauses, args = _conditions(environment_id, where)
 
         def run(conn: Conn) -> dict[str, int]:
+            if sql_summaries.counts_whole_types(where):
+                return _nonzero(sql_summaries.status_counts(conn, environment_id, where))
             if where.status is not None:
                 return _nonzero({where.status: _count(conn, clauses, args)})
             total = _count(conn, clauses, args)

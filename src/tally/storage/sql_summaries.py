@@ -339,6 +339,50 @@ def _count_members(
             totals(subtype).add_members(kind, int(count))
 
 
+def counts_whole_types(where: Any) -> bool:
+    """Whether the summaries answer how many events ``where`` (an
+    ``EventFilter``) matches: filters by type, subtype and status only."""
+    return not any(
+        (
+            where.company_id,
+            where.user_id,
+            where.flag_id,
+            where.idempotency_key,
+            where.id_min,
+            where.id_max,
+            where.newer_than,
+        )
+    )
+
+
+def status_counts(conn: Any, environment_id: str, where: Any) -> dict[str, int]:
+    """status → events of the types and subtype of ``where`` (``counts_whole_types``)."""
+    from tally.storage.sql import in_list
+
+    clauses: list[str] = []
+    args: list[Any] = []
+    if where.event_types:
+        clause, values = in_list("type", where.event_types)
+        clauses.append(clause)
+        args.extend(values)
+    if where.event_subtype is not None:
+        clauses.append("subtype = ?")
+        args.append(where.event_subtype)
+    extra = "".join(f" AND {c}" for c in clauses)
+    processed, failed = conn.execute(
+        "SELECT COALESCE(SUM(processed), 0), COALESCE(SUM(failed), 0) FROM event_summaries "
+        f"WHERE environment_id = ?{extra}",
+        (environment_id, *args),
+    ).fetchone()
+    (pending,) = conn.execute(
+        f"SELECT COUNT(*) FROM events WHERE {_PENDING}{extra}", (environment_id, *args)
+    ).fetchone()
+    counts = {"pending": int(pending), "processed": int(processed), "failed": int(failed)}
+    if where.status is not None:
+        return {where.status: counts.get(where.status, 0)}
+    return counts
+
+
 def daily_counts(conn: Any, environment_id: str, since: int) -> dict[tuple[str, int], int]:
     """(subtype, UTC day) → events of every status, whole days from the one
     that holds ``since``."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sqlite3
 
-from tally.storage import sql_summaries
+from tally.storage import sql_delivery_counts, sql_summaries
 
 # One value per key name and entity (events never change a key's
 # value, and two workers cannot both add one): a value added later than
@@ -41,7 +41,15 @@ CREATE INDEX events_idempotency ON events (environment_id, idempotency_key, id)
 CREATE INDEX events_rare_type ON events (environment_id, type, id) WHERE type <> 'track';
 """
 
-MIGRATIONS: list[str] = [
+
+def statements(script: str) -> tuple[str, ...]:
+    """The statements of a script (split at ``;``: no literal in it holds one)."""
+    return tuple(part for part in script.split(";") if part.strip())
+
+
+# a migration: a script of statements separated by ``;``, or (for statements
+# that hold a ``;``, such as triggers) a tuple of statements
+MIGRATIONS: list[str | tuple[str, ...]] = [
     # 1: environments, keys, events, idempotency keys
     """
     CREATE TABLE environments (
@@ -309,7 +317,10 @@ MIGRATIONS: list[str] = [
     ONE_VALUE_PER_KEY_NAME,
     # 7: event summaries, filled from the stored events (tally.storage.sql_summaries),
     # and the indexes of flat reads (EVENT_READ_INDEXES)
-    sql_summaries.schema(sqlite=True) + EVENT_READ_INDEXES,
+    (
+        *statements(sql_summaries.schema(sqlite=True) + EVENT_READ_INDEXES),
+        *sql_delivery_counts.SQLITE,
+    ),
 ]
 
 
@@ -321,9 +332,8 @@ def migrate(conn: sqlite3.Connection) -> int:
             continue
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in script.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            for statement in statements(script) if isinstance(script, str) else script:
+                conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {number}")
             conn.execute("COMMIT")
         except BaseException:
