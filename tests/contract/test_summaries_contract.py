@@ -23,7 +23,7 @@ DAY = 86_400_000_000
 HOUR = 3_600_000_000
 
 
-def _tables(conn: Any) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+def _tables(conn: Any) -> tuple[list[tuple[Any, ...]], ...]:
     days = conn.execute(
         "SELECT environment_id, subtype, type, day, processed, failed, first_id, last_id, "
         "last_processed_at FROM event_summaries ORDER BY 1, 2, 3, 4"
@@ -32,7 +32,10 @@ def _tables(conn: Any) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         "SELECT environment_id, subtype, kind, member_id FROM event_subtype_members "
         "ORDER BY 1, 2, 3, 4"
     ).fetchall()
-    return [tuple(r) for r in days], [tuple(r) for r in members]
+    counts = conn.execute(
+        "SELECT environment_id, subtype, kind, members FROM event_subtype_counts ORDER BY 1, 2, 3"
+    ).fetchall()
+    return [tuple(r) for r in days], [tuple(r) for r in members], [tuple(r) for r in counts]
 
 
 async def assert_tables_equal_a_recount(s: Storage) -> None:

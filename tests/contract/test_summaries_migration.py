@@ -25,12 +25,13 @@ _UNDO_SQLITE = (
     "DROP TABLE delivery_counts",
     "DROP TABLE event_summaries",
     "DROP TABLE event_subtype_members",
+    "DROP TABLE event_subtype_counts",
     "DROP INDEX events_idempotency",
     "DROP INDEX events_rare_type",
     "PRAGMA user_version = 6",
 )
 _UNDO_POSTGRES = (
-    *_UNDO_SQLITE[2:7],
+    *_UNDO_SQLITE[2:8],
     "DROP TRIGGER deliveries_counted ON deliveries",
     "DROP TRIGGER deliveries_uncounted ON deliveries",
     "DROP FUNCTION tally_count_deliveries()",

@@ -11,8 +11,9 @@ settles events, never read-modify-written by the reads:
   ids sort by receipt time) and the latest ``captured_at`` of a processed
   one. ``subtype`` is ``''`` for events without one (identify, flag_check …).
 - ``event_subtype_members``: every (environment, subtype, company or user)
-  of a processed event, whose size per subtype is ``company_count`` and
-  ``user_count``.
+  of a processed event, and ``event_subtype_counts`` their number per
+  (environment, subtype, kind): ``company_count`` and ``user_count``, read
+  without counting members.
 
 An event is summarized once, when it settles: processed or failed in
 processing (``SqliteUnitOfWork._attempt``), failed by the operator
@@ -61,6 +62,13 @@ CREATE TABLE event_subtype_members (
     member_id TEXT NOT NULL,
     PRIMARY KEY (environment_id, subtype, kind, member_id)
 ){rowid};
+CREATE TABLE event_subtype_counts (
+    environment_id TEXT NOT NULL,
+    subtype TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    members BIGINT NOT NULL,
+    PRIMARY KEY (environment_id, subtype, kind)
+){rowid};
 """
 
 # the backfill: the same sums ``record`` keeps, from every settled event
@@ -79,6 +87,9 @@ WHERE status = 'processed' AND subtype IS NOT NULL AND company_id IS NOT NULL;
 INSERT INTO event_subtype_members (environment_id, subtype, kind, member_id)
 SELECT DISTINCT environment_id, subtype, 'user', user_id FROM events
 WHERE status = 'processed' AND subtype IS NOT NULL AND user_id IS NOT NULL;
+INSERT INTO event_subtype_counts (environment_id, subtype, kind, members)
+SELECT environment_id, subtype, kind, COUNT(*) FROM event_subtype_members
+GROUP BY environment_id, subtype, kind;
 """
 
 
@@ -91,6 +102,7 @@ def rebuild(conn: Any) -> None:
     """Recount the summaries from the stored events, in the caller's transaction."""
     conn.execute("DELETE FROM event_summaries")
     conn.execute("DELETE FROM event_subtype_members")
+    conn.execute("DELETE FROM event_subtype_counts")
     for statement in _BACKFILL.split(";"):
         if statement.strip():
             conn.execute(statement)
@@ -203,6 +215,11 @@ _UPSERT_DAY = (
     "OR excluded.last_processed_at > event_summaries.last_processed_at "
     "THEN excluded.last_processed_at ELSE event_summaries.last_processed_at END"
 )
+_ADD_COUNT = (
+    "INSERT INTO event_subtype_counts (environment_id, subtype, kind, members) VALUES (?,?,?,?) "
+    "ON CONFLICT (environment_id, subtype, kind) DO UPDATE SET "
+    "members = event_subtype_counts.members + excluded.members"
+)
 _INSERT_MEMBER = (
     "INSERT INTO event_subtype_members (environment_id, subtype, kind, member_id) "
     "VALUES (?,?,?,?) ON CONFLICT DO NOTHING"
@@ -221,8 +238,15 @@ def record(conn: Any, rows: SummaryRows) -> None:
             for key, r in sorted(rows.days.items())
         ],
     )
-    if rows.members:
-        conn.executemany(_INSERT_MEMBER, sorted(rows.members))
+    groups: dict[tuple[str, str, str], list[Member]] = {}
+    for member in sorted(rows.members):
+        groups.setdefault(member[:3], []).append(member)
+    added = []
+    for group, members in groups.items():  # one statement per group: its new members
+        new = conn.executemany(_INSERT_MEMBER, members).rowcount
+        if new > 0:
+            added.append((*group, new))
+    conn.executemany(_ADD_COUNT, added)
 
 
 # -- reads ---------------------------------------------------------------------------
@@ -319,11 +343,10 @@ def subtype_totals(
 def _count_members(
     conn: Any, environment_id: str, where: str, args: list[Any], totals: Any
 ) -> None:
-    """Distinct companies and users per subtype: the stored members, and
-    those of pending events that are not among them yet."""
+    """Distinct companies and users per subtype: the stored members' counts,
+    and the members of pending events that are not among them yet."""
     for subtype, kind, count in conn.execute(
-        "SELECT subtype, kind, COUNT(*) FROM event_subtype_members WHERE environment_id = ?"
-        f"{where} GROUP BY subtype, kind",
+        f"SELECT subtype, kind, members FROM event_subtype_counts WHERE environment_id = ?{where}",
         (environment_id, *args),
     ).fetchall():
         totals(subtype).add_members(kind, int(count))
