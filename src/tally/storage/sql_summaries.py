@@ -32,6 +32,7 @@ migration's backfill, and tools that store events behind the pipeline's back).
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -253,6 +254,19 @@ def record(conn: Any, rows: SummaryRows) -> None:
 # pending events of one environment through the pending index: ``environment_id``
 # as an expression no other index covers (see ``sql_console``)
 _PENDING = "status = 'pending' AND environment_id || '' = ?"
+# a subtype, as an expression no partial index's condition follows from
+# (``subtype IS NOT NULL`` would let the planner walk events_env_subtype)
+_HAS_SUBTYPE = "COALESCE(subtype, '') <> ''"
+
+
+def _pending_events(conn: Any, alias: str = "") -> str:
+    """``events`` as pending reads name it: on SQLite, held to the pending
+    index (its planner has no statistics to tell that it is the small one;
+    PostgreSQL's has, from ``tally.storage.postgres_stats``)."""
+    named = f"events {alias}".rstrip()
+    if isinstance(conn, sqlite3.Connection):
+        return f"{named} INDEXED BY events_pending"
+    return named
 
 
 @dataclass(slots=True)
@@ -330,8 +344,8 @@ def subtype_totals(
     ).fetchall():
         totals(subtype).add(int(ok), int(failed), first, last, last_at)
     for subtype, count, first, last, last_at in conn.execute(
-        "SELECT subtype, COUNT(*), MIN(id), MAX(id), MAX(captured_at) FROM events "
-        f"WHERE {_PENDING} AND subtype IS NOT NULL{where} GROUP BY subtype",
+        "SELECT subtype, COUNT(*), MIN(id), MAX(id), MAX(captured_at) "
+        f"FROM {_pending_events(conn)} WHERE {_PENDING} AND {_HAS_SUBTYPE}{where} GROUP BY subtype",
         (environment_id, *args),
     ).fetchall():
         totals(subtype).add(int(count), 0, first, last, last_at)
@@ -352,8 +366,8 @@ def _count_members(
         totals(subtype).add_members(kind, int(count))
     for kind, column in (("company", "company_id"), ("user", "user_id")):
         for subtype, count in conn.execute(
-            f"SELECT subtype, COUNT(DISTINCT {column}) FROM events e WHERE {_PENDING} "
-            f"AND subtype IS NOT NULL AND {column} IS NOT NULL{where} AND NOT EXISTS "
+            f"SELECT subtype, COUNT(DISTINCT {column}) FROM {_pending_events(conn, 'e')} "
+            f"WHERE {_PENDING} AND {_HAS_SUBTYPE} AND {column} || '' <> ''{where} AND NOT EXISTS "
             "(SELECT 1 FROM event_subtype_members m WHERE m.environment_id = e.environment_id "
             f"AND m.subtype = e.subtype AND m.kind = ? AND m.member_id = e.{column}) "
             "GROUP BY subtype",
@@ -398,7 +412,8 @@ def status_counts(conn: Any, environment_id: str, where: Any) -> dict[str, int]:
         (environment_id, *args),
     ).fetchone()
     (pending,) = conn.execute(
-        f"SELECT COUNT(*) FROM events WHERE {_PENDING}{extra}", (environment_id, *args)
+        f"SELECT COUNT(*) FROM {_pending_events(conn)} WHERE {_PENDING}{extra}",
+        (environment_id, *args),
     ).fetchone()
     counts = {"pending": int(pending), "processed": int(processed), "failed": int(failed)}
     if where.status is not None:
@@ -418,7 +433,8 @@ def daily_counts(conn: Any, environment_id: str, since: int) -> dict[tuple[str, 
     ).fetchall():
         out[(subtype, int(day))] = int(count)
     for subtype, captured_at in conn.execute(
-        f"SELECT subtype, captured_at FROM events WHERE {_PENDING} AND subtype IS NOT NULL "
+        f"SELECT subtype, captured_at FROM {_pending_events(conn)} WHERE {_PENDING} "
+        f"AND {_HAS_SUBTYPE} "
         "AND captured_at >= ?",
         (environment_id, first_day),
     ).fetchall():
