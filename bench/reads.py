@@ -13,13 +13,17 @@ For each size, in one run:
    ``insert_events`` and marked processed, as the pipeline would have left
    them: track events of eight subtypes tied to those companies and users,
    1% identify events (a rare type), half with an idempotency key, spread
-   over the last 30 days;
+   over the last 30 days; the event summaries recounted from them (as the
+   pipeline would have kept them: ``sql_summaries.rebuild``); and one webhook
+   endpoint with ``SIZE / 4`` finished deliveries in its delivery log
+   (inserted straight into ``deliveries``: the count triggers count them);
 3. ``--requests`` sequential requests per endpoint on one keep-alive
    connection (after 3 unmeasured ones), each endpoint asking what a client
    would: the first page, filters by company, user, subtype, a rare event
-   type and an idempotency key, a deep offset, one event, the event
-   summaries, the entity lists, look-ups and counts, usage and the delivery
-   log (which this bench leaves empty: it seeds no deliveries yet).
+   type and an idempotency key, a deep offset (the same page again, and
+   paging on from there with ``offset`` as the SDK does), one event, the
+   event summaries, the entity lists, look-ups and counts, usage, and the
+   delivery log and its count.
 
 It prints p50/p99 per endpoint and size, the ratio of the large p99 to the
 small one, and the targets (every pair within 2x, p99 <= 50 ms at the large
@@ -68,13 +72,16 @@ from ingest import (
     remove_db,
     store_chunks,
 )
+from tally import ids
 from tally.model import NewEvent
-from tally.storage import is_postgres
+from tally.storage import is_postgres, sql_summaries, sqlite_path
+from tally.storage.sqlite_schema import connect
 
 FLAT_RATIO = 2.0  # large p99 within 2x of small p99
 P99_TARGET_MS = 50.0
 DAY_US = 86_400_000_000
 CHUNK = 10_000
+PAGE_ON = "page on"  # an endpoint's params: each request asks for the next page
 
 
 @dataclass
@@ -204,6 +211,7 @@ def endpoints(world: World, size: int) -> list[tuple[str, str, dict[str, Any]]]:
         ("events of a rare type", "/events", {"event_types": "identify"}),
         ("events by idempotency key", "/events", {"idempotency_key": world.sample_idempotency_key}),
         ("events at a deep offset", "/events", {"offset": deep, "limit": 100}),
+        ("paging on from deep", "/events", {"offset": deep, "limit": 100, PAGE_ON: True}),
         ("one event", f"/events/{world.sample_event_id}", {}),
         ("event summaries", "/event-types", {}),
         ("companies", "/companies", {}),
@@ -221,8 +229,13 @@ def endpoints(world: World, size: int) -> list[tuple[str, str, dict[str, Any]]]:
 
 
 def measure(client: httpx.Client, path: str, params: dict[str, Any], requests: int) -> Timing:
+    """``requests`` timed GETs (after 3 untimed); with ``PAGE_ON`` in
+    ``params``, each asks for the next page (``offset`` + ``limit``)."""
     timing = Timing()
+    page_on = bool(params.pop(PAGE_ON, False))
     for i in range(requests + 3):
+        if page_on and i:
+            params = {**params, "offset": params["offset"] + params["limit"]}
         start = time.perf_counter()
         response = client.get(path, params=params)
         elapsed = (time.perf_counter() - start) * 1000
@@ -267,6 +280,7 @@ def run_size(cfg: Config, size: int) -> tuple[dict[str, Timing], float, float]:
             "TALLY_LOG_LEVEL": "warning",
             "TALLY_WORKER": "on",
             "TALLY_DELIVER": "off",
+            "TALLY_WEBHOOK_ALLOW_PRIVATE": "true",  # the endpoint is a local address
         }
         key = create_secret_key(database_url, env)
         key_id, env_id = key_record(database_url, key)
@@ -285,6 +299,21 @@ def run_size(cfg: Config, size: int) -> tuple[dict[str, Timing], float, float]:
                 world = World(key, feature_id, companies, users)
                 log(f"  storing {size:,} events of history")
                 store_chunks(database_url, history(size, env_id, key_id, world))
+                log("  recounting the event summaries; seeding the delivery log")
+                hook = client.post(
+                    "/webhooks",
+                    json={
+                        "name": "bench",
+                        "url": "http://127.0.0.1:9/hook",
+                        "request_types": ["company.updated"],
+                    },
+                )
+                hook.raise_for_status()
+                with write_connection(database_url) as conn:
+                    conn.execute("BEGIN")
+                    sql_summaries.rebuild(conn)
+                    conn.execute("COMMIT")
+                    seed_deliveries(conn, env_id, hook.json()["data"]["id"], size // 4)
                 seeded = time.perf_counter() - started
                 log(f"  seeded in {seeded:.0f} s ({count_events(database_url):,} events)")
                 listed = client.get("/events", params={"limit": 1, "offset": size // 3}).json()
@@ -298,6 +327,44 @@ def run_size(cfg: Config, size: int) -> tuple[dict[str, Timing], float, float]:
                 return timings, seeded, others.cores() or 0.0
         finally:
             stop_process(server)
+
+
+@contextmanager
+def write_connection(database_url: str) -> Iterator[Any]:
+    """A connection of tally's kind (explicit transactions) beside the server."""
+    conn: Any = (
+        pg_bench.connect(database_url)
+        if is_postgres(database_url)
+        else connect(sqlite_path(database_url))
+    )
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def seed_deliveries(conn: Any, env_id: str, webhook_id: str, count: int) -> None:
+    """``count`` finished webhook deliveries over the last 30 days, as the
+    delivery loop leaves them, in transactions of ``CHUNK``."""
+    now_us = time.time_ns() // 1000
+    step = 30 * DAY_US // max(count, 1)
+    payload = '{"action":"company.updated","body":{}}'
+    for start in range(0, count, CHUNK):
+        rows = []
+        for i in range(start, min(count, start + CHUNK)):
+            at = now_us - 30 * DAY_US + i * step
+            rows.append(
+                (ids.new_id("whd"), env_id, webhook_id, "company.updated", payload) + (at,) * 5
+            )
+        conn.execute("BEGIN")
+        conn.executemany(
+            "INSERT INTO deliveries (id, environment_id, kind, webhook_id, request_type, "
+            "payload, status, attempt_count, response_code, next_attempt_at, sent_at, "
+            "finished_at, created_at, updated_at) "
+            "VALUES (?,?,'webhook',?,?,?,'success',1,200,?,?,?,?,?)",
+            rows,
+        )
+        conn.execute("COMMIT")
 
 
 def first_idempotency_key(database_url: str) -> str:

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from tally.storage.base import Storage
 from tally.storage.base_entities import EntityFilter
+from tests.support.drain import drain
 
 from .conftest import Backend
-from .test_effects_contract import T0, fan_out, process_all, track, world
+from .records import T0, fan_out, track, world
 
 DAY = 86_400_000_000
 
@@ -20,7 +21,7 @@ def test_user_activity_and_the_firings_of_its_companies(backend: Backend) -> Non
         other, _ = await s.ensure_environment("staging", "staging")
         await s.ingest([track(w, 1, at=T0 - DAY), track(w, 2), track(w, 3)])
         await s.ingest([track(w, 4, subtype="export")])
-        await process_all(s)
+        await drain(s)
         await fan_out(s, backend)
         [user] = await s.list_users(w.env, EntityFilter(q="u1"))
         since = T0 - 30 * DAY

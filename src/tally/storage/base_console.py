@@ -36,7 +36,7 @@ class FailedGroup:
 class EventTypeStats:
     subtype: str
     count: int
-    first_seen_at: int  # captured_at
+    first_seen_at: int  # when the first and last were received
     last_seen_at: int
 
 
@@ -144,12 +144,13 @@ class ConsoleStore(Protocol):
         ...
 
     async def event_type_stats(self, environment_id: str, limit: int) -> list[EventTypeStats]:
-        """Every subtype with its count and first and last ``captured_at``
-        (failed events too), by name."""
+        """Every subtype with its count (failed events too) and when its first
+        and last event was received, by name."""
         ...
 
     async def daily_event_counts(self, environment_id: str, since: int) -> list[DailyCount]:
-        """Events per subtype per UTC day of ``captured_at``, from ``since`` on."""
+        """Events per subtype per UTC day of ``captured_at``: whole days, from
+        the day that holds ``since`` on (read from the event summaries)."""
         ...
 
     async def company_daily_usage(

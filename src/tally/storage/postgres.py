@@ -36,6 +36,7 @@ from tally.model import (
     NewEvent,
 )
 from tally.pipeline.unit import EntityState, PendingEvent
+from tally.storage import sql_summaries
 from tally.storage.pg_adapter import PgConnection
 from tally.storage.postgres_schema import migrate
 from tally.storage.postgres_stats import CHECK_EVERY_SECONDS, analyze_stale, settings_warnings
@@ -152,6 +153,7 @@ def insert_events(
         with conn.copy(f"COPY events ({EVENT_COLUMNS}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
+        sql_summaries.record(conn, sql_summaries.stored_rows(rows))
     kept: dict[Ident, IngestResult] = {}  # ident → the event the key names
     if claims:
         encoded = _KEY_ENCODER.encode(claims).decode()

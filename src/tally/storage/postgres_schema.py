@@ -4,11 +4,12 @@ tracked in ``tally_schema``. Times are BIGINT microseconds since the epoch
 
 from __future__ import annotations
 
+from tally.storage import sql_delivery_counts, sql_summaries
 from tally.storage.pg_adapter import PgConnection
 from tally.storage.postgres_stats import analyze, schema_tables
-from tally.storage.sqlite_schema import ONE_VALUE_PER_KEY_NAME
+from tally.storage.sqlite_schema import EVENT_READ_INDEXES, ONE_VALUE_PER_KEY_NAME, statements
 
-MIGRATIONS: list[str] = [
+MIGRATIONS: list[str | tuple[str, ...]] = [
     # 1: environments, keys, events, idempotency keys
     """
     CREATE TABLE environments (
@@ -273,7 +274,12 @@ MIGRATIONS: list[str] = [
     """,
     # 6: one value per key name and entity
     ONE_VALUE_PER_KEY_NAME,
-    # 9 (numbered by the lead; 7 and 8 are other branches'): duplicates
+    # 7: event summaries and the indexes of flat reads (see sqlite_schema)
+    (
+        *statements(sql_summaries.schema(sqlite=False) + EVENT_READ_INDEXES),
+        *sql_delivery_counts.POSTGRES,
+    ),
+    # 8: duplicates
     # dropped against a stored event, for the console's event page
     # (storage/duplicates.py); a row only for an event that had one
     """
@@ -308,9 +314,8 @@ def migrate(conn: PgConnection) -> int:
         for number, script in enumerate(MIGRATIONS, start=1):
             if number <= version:
                 continue
-            for statement in script.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            for statement in statements(script) if isinstance(script, str) else script:
+                conn.execute(statement)
             conn.execute("UPDATE tally_schema SET version = ?", (number,))
             applied, version = True, number
         if applied:

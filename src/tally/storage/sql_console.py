@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from tally import ids
 from tally.model import EventFilter
+from tally.storage import sql_summaries
 from tally.storage.base_console import (
     CompanyFiring,
     ConsoleSession,
@@ -47,14 +48,26 @@ def _count(conn: Conn, clauses: list[str], args: list[Any]) -> int:
     return int(conn.execute(sql, args).fetchone()[0])
 
 
-def _pending(clauses: list[str], where: EventFilter) -> list[str]:
-    """``clauses`` of pending events, walking the pending index unless a
-    filter has a better one (company, user, subtype, …)."""
-    narrowed = any(
-        (where.company_id, where.user_id, where.flag_id, where.event_subtype, where.idempotency_key)
-    )
-    head = clauses[0] if narrowed else _ENV_BY_STATUS
-    return [head, *clauses[1:], "status = 'pending'"]
+_FILTER_COLUMNS = ("company_id", "user_id", "flag_id", "subtype", "idempotency_key")
+
+
+def _unindexed(clauses: list[str]) -> list[str]:
+    """``clauses`` with the filter columns' comparisons written as expressions
+    no index covers, so that a count of one status walks that status's small
+    partial index (failed: ``events_failed``; pending: ``events_pending``)
+    over the id range instead of every event the filter's index holds."""
+    unindexed = {f"{column} = ?": f"{column} || '' = ?" for column in _FILTER_COLUMNS}
+    return [unindexed.get(clause, clause) for clause in clauses]
+
+
+def _failed(clauses: list[str]) -> list[str]:
+    return [*_unindexed(clauses), "status = 'failed'"]
+
+
+def _pending(clauses: list[str]) -> list[str]:
+    """``clauses`` of pending events, walking the pending index (its size is
+    the processing backlog, not the history)."""
+    return [_ENV_BY_STATUS, *_unindexed(clauses[1:]), "status = 'pending'"]
 
 
 def _nonzero(counts: dict[str, int]) -> dict[str, int]:
@@ -116,11 +129,13 @@ class SqlConsole:
         clauses, args = _conditions(environment_id, where)
 
         def run(conn: Conn) -> dict[str, int]:
+            if sql_summaries.counts_whole_types(where):
+                return _nonzero(sql_summaries.status_counts(conn, environment_id, where))
             if where.status is not None:
                 return _nonzero({where.status: _count(conn, clauses, args)})
             total = _count(conn, clauses, args)
-            failed = _count(conn, [*clauses, "status = 'failed'"], args)
-            pending = _count(conn, _pending(clauses, where), args)
+            failed = _count(conn, _failed(clauses), args)
+            pending = _count(conn, _pending(clauses), args)
             return _nonzero(
                 {"pending": pending, "processed": total - pending - failed, "failed": failed}
             )
@@ -146,36 +161,26 @@ class SqlConsole:
         return await self._read(run)
 
     async def event_type_stats(self, environment_id: str, limit: int) -> list[EventTypeStats]:
-        # index-only (environment_id, subtype, id): first and last seen are
-        # the receipt times the ids carry
-        sql = (
-            "SELECT subtype, COUNT(*), MIN(id), MAX(id) FROM events "
-            "WHERE environment_id = ? AND subtype IS NOT NULL GROUP BY subtype "
-            "ORDER BY subtype LIMIT ?"
-        )
-
+        # the summaries and the pending backlog (``sql_summaries``): first and
+        # last seen are the receipt times the ids carry
         def run(conn: Conn) -> list[EventTypeStats]:
+            found = sql_summaries.subtype_totals(conn, environment_id)
             return [
                 EventTypeStats(
-                    row[0], int(row[1]), ids.made_at_micros(row[2]), ids.made_at_micros(row[3])
+                    t.subtype,
+                    t.processed + t.failed,
+                    ids.made_at_micros(t.first_id or ""),
+                    ids.made_at_micros(t.last_id or ""),
                 )
-                for row in conn.execute(sql, (environment_id, limit)).fetchall()
+                for t in (found[name] for name in sorted(found)[:limit])
             ]
 
         return await self._read(run)
 
     async def daily_event_counts(self, environment_id: str, since: int) -> list[DailyCount]:
-        sql = (
-            f"SELECT subtype, captured_at / {DAY_US}, COUNT(*) FROM events "
-            "WHERE environment_id = ? AND subtype IS NOT NULL AND captured_at >= ? "
-            f"GROUP BY subtype, captured_at / {DAY_US} ORDER BY 1, 2"
-        )
-
         def run(conn: Conn) -> list[DailyCount]:
-            return [
-                DailyCount(row[0], int(row[1]) * DAY_US, int(row[2]))
-                for row in conn.execute(sql, (environment_id, since)).fetchall()
-            ]
+            counts = sql_summaries.daily_counts(conn, environment_id, since)
+            return [DailyCount(name, day, n) for (name, day), n in sorted(counts.items())]
 
         return await self._read(run)
 
@@ -253,8 +258,8 @@ class SqlConsole:
             window = ["environment_id = ?", "id >= ?"]
             args = [environment_id, id_min]
             received = _count(conn, window, args)
-            failed = _count(conn, [*window, "status = 'failed'"], args)
-            waiting_now = _count(conn, _pending(window, EventFilter()), args)
+            failed = _count(conn, _failed(window), args)
+            waiting_now = _count(conn, _pending(window), args)
             waiting = conn.execute(
                 "SELECT COUNT(*) FROM deliveries WHERE status = 'pending' AND environment_id = ?",
                 (environment_id,),

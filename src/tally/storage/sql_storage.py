@@ -28,7 +28,9 @@ from tally.model import (
     StoredEvent,
 )
 from tally.observe.metrics import metrics
+from tally.storage import sql_pages, sql_summaries
 from tally.storage.duplicates import record_duplicates
+from tally.storage.sql import in_list
 from tally.storage.sql_console import SqlConsole
 from tally.storage.sql_outbox import SqlOutbox
 from tally.storage.sql_webhooks import SqlWebhooks
@@ -48,6 +50,7 @@ _EVENT_COLUMNS = (
 KEY_COLUMNS = (
     "k.id, k.environment_id, k.kind, k.read_only, k.prefix, k.created_at, k.revoked_at, e.name"
 )
+RARE_TYPES = "type <> 'track'"  # the condition of the partial index events_rare_type
 PRUNE_EVERY_US = 10 * 1_000_000
 PRUNE_CHUNK = 20_000
 
@@ -100,6 +103,8 @@ def event_conditions(environment_id: str, where: EventFilter) -> tuple[list[str]
     if where.event_types:
         clauses.append(f"type IN ({','.join('?' * len(where.event_types))})")
         args.extend(where.event_types)
+        if "track" not in where.event_types:
+            clauses.append(RARE_TYPES)  # the words of the events_rare_type index
     return clauses, args
 
 
@@ -170,6 +175,7 @@ class SqlStorage(SqliteEntities, SqliteCatalog, SqlWebhooks, SqlOutbox, SqlConso
         self._conns_lock = threading.Lock()
         self._last_prune = 0
         self._started = False
+        self._pages = sql_pages.PageCursors()
 
     # -- what a backend provides -----------------------------------------------
     @abc.abstractmethod
@@ -428,11 +434,15 @@ class SqlStorage(SqliteEntities, SqliteCatalog, SqlWebhooks, SqlOutbox, SqlConso
             row = conn.execute(
                 "UPDATE events SET status = 'failed', error_message = ?, updated_at = ? "
                 f"WHERE id = (SELECT id FROM events WHERE status = 'pending' ORDER BY id LIMIT 1{self.claim_suffix}) "
-                "RETURNING id, environment_id, type, idempotency_key",
+                "RETURNING id, environment_id, type, idempotency_key, subtype, captured_at",
                 (message, self._now()),
             ).fetchone()
             if row is None:
                 return None
+            failed = sql_summaries.Settled(
+                row[0], row[1], row[2], row[4], row[5], sql_summaries.FAILED
+            )
+            sql_summaries.record(conn, sql_summaries.summarize([failed]))
             if row[3] is not None:  # a failed event lets its key go, as in processing
                 release_keys(conn, [(row[1], row[2], row[3], row[0])])
             return str(row[0])
@@ -455,12 +465,25 @@ class SqlStorage(SqliteEntities, SqliteCatalog, SqlWebhooks, SqlOutbox, SqlConso
             f"SELECT {_EVENT_COLUMNS} FROM events WHERE {' AND '.join(clauses)} "
             "ORDER BY id DESC LIMIT ? OFFSET ?"
         )
-        args.extend((where.limit, where.offset))
 
         def run(conn: Conn) -> list[StoredEvent]:
-            return [_event_from_row(r) for r in conn.execute(sql, args).fetchall()]
+            found = sql_pages.page_ids(conn, self._pages, environment_id, where, clauses, args)
+            if found is None:  # a shallow page
+                rows = conn.execute(sql, [*args, where.limit, where.offset]).fetchall()
+                return [_event_from_row(r) for r in rows]
+            return self._events_by_id(conn, found)
 
         return await self._read(run)
+
+    @staticmethod
+    def _events_by_id(conn: Conn, event_ids: list[str]) -> list[StoredEvent]:
+        """The events of ``event_ids`` (at most a page), in that order."""
+        if not event_ids:
+            return []
+        clause, values = in_list("id", event_ids)
+        rows = conn.execute(f"SELECT {_EVENT_COLUMNS} FROM events WHERE {clause}", values)
+        by_id = {r[0]: _event_from_row(r) for r in rows.fetchall()}
+        return [by_id[i] for i in event_ids if i in by_id]
 
     async def event_summaries(
         self,
@@ -470,26 +493,12 @@ class SqlStorage(SqliteEntities, SqliteCatalog, SqlWebhooks, SqlOutbox, SqlConso
         limit: int,
         offset: int,
     ) -> list[EventSummary]:
-        clauses = ["environment_id = ?", "subtype IS NOT NULL", "status != 'failed'"]
-        args: list[Any] = [environment_id]
-        if q:
-            escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            clauses.append("lower(subtype) LIKE lower(?) ESCAPE '\\'")
-            args.append(f"%{escaped}%")
-        if subtypes:
-            clauses.append(f"subtype IN ({','.join('?' * len(subtypes))})")
-            args.extend(subtypes)
-        sql = (
-            "SELECT subtype, COUNT(*), COUNT(DISTINCT company_id), COUNT(DISTINCT user_id), "
-            f"MAX(captured_at) FROM events WHERE {' AND '.join(clauses)} "
-            "GROUP BY subtype ORDER BY subtype LIMIT ? OFFSET ?"
-        )
-        args.extend((limit, offset))
-
         def run(conn: Conn) -> list[EventSummary]:
+            found = sql_summaries.subtype_totals(conn, environment_id, q, subtypes, members=True)
+            rows = [found[name] for name in sorted(found) if found[name].processed]
             return [
-                EventSummary(row[0], int(row[1]), int(row[2]), int(row[3]), row[4])
-                for row in conn.execute(sql, args).fetchall()
+                EventSummary(r.subtype, r.processed, r.companies, r.users, r.last_processed_at)
+                for r in rows[offset : offset + limit]
             ]
 
         return await self._read(run)

@@ -112,10 +112,14 @@ def _webhook_where(environment_id: str, where: WebhookFilter) -> tuple[str, list
     return " AND ".join(clauses), args
 
 
-def _event_where(environment_id: str, where: WebhookEventFilter) -> tuple[str, list[Any]]:
-    clauses = ["d.environment_id = ?", "d.kind = 'webhook'"]
+def _event_where(
+    environment_id: str, where: WebhookEventFilter, *, counts: bool = False
+) -> tuple[str, list[Any]]:
+    """The conditions of ``where`` on ``deliveries d`` (``counts``: on
+    ``delivery_counts d``, which has webhook deliveries only and no ids)."""
+    clauses = ["d.environment_id = ?"] if counts else ["d.environment_id = ?", "d.kind = 'webhook'"]
     args: list[Any] = [environment_id]
-    if where.ids:
+    if where.ids and not counts:
         clause, values = in_list("d.id", where.ids)
         clauses.append(clause)
         args.extend(values)
@@ -270,8 +274,12 @@ class SqlWebhooks:
         )
 
     async def count_webhook_events(self, environment_id: str, where: WebhookEventFilter) -> int:
-        clause, args = _event_where(environment_id, where)
-        sql = f"SELECT COUNT(*) FROM deliveries d WHERE {clause}"
+        if where.ids:  # a list of ids: count those rows
+            clause, args = _event_where(environment_id, where)
+            sql = f"SELECT COUNT(*) FROM deliveries d WHERE {clause}"
+        else:  # the counts the triggers keep (``sql_delivery_counts``)
+            clause, args = _event_where(environment_id, where, counts=True)
+            sql = f"SELECT COALESCE(SUM(deliveries), 0) FROM delivery_counts d WHERE {clause}"
         return await self._read(lambda conn: int(conn.execute(sql, args).fetchone()[0]))
 
     async def get_webhook_event(self, environment_id: str, event_id: str) -> WebhookEvent | None:

@@ -22,6 +22,7 @@ from tally.model import (
     NewEvent,
     stored_status,
 )
+from tally.storage import sql_summaries
 from tally.storage.sql import insert_rows, placeholders
 from tally.storage.sql_storage import PRUNE_CHUNK, SqlStorage
 from tally.storage.sqlite_checkpoint import Checkpointer
@@ -155,10 +156,14 @@ def insert_events(
                 del kept[ident]
             results = [r if r.duplicate else NOT_STORED for r in results]
         out.append(results)
+    # what is stored settled (failed by a rule) is summarized here; what
+    # processing settles, by processing (``SqliteUnitOfWork._attempt``)
+    summaries = sql_summaries.stored_rows(rows)
     # with the worker on, the events are processed before they are written
     # (``stored_processing``), so each row is written once, as processed
     released = process(conn, rows, loaded_at) if process is not None and rows else []
     insert_rows(conn, INSERT_EVENT_HEAD, EVENT_COLUMNS, rows)
+    sql_summaries.record(conn, summaries)
     if kept:
         key_rows = [(*ident, *held) for ident, held in kept.items()]
         insert_rows(conn, _UPSERT_KEY_HEAD, 6, key_rows, _UPSERT_KEY_TAIL)

@@ -27,7 +27,7 @@ from tally.pipeline.unit import (
     Snapshot,
     StoredEntity,
 )
-from tally.storage import sql_effects
+from tally.storage import sql_effects, sql_summaries
 from tally.storage.sql import insert_rows
 
 _TABLES = {"company": ("companies", "company_keys", "comp"), "user": ("users", "user_keys", "user")}
@@ -145,6 +145,7 @@ class SqliteUnitOfWork:
             changes = process_events(events, bodies, snapshot, ids.new_id, self.rules)
             self.apply_changes(changes, now)
         self.conn.execute("RELEASE SAVEPOINT tally_apply")
+        sql_summaries.record(self.conn, sql_summaries.settled_rows(events, changes.outcomes))
         return changes
 
     def claim_pending(self, limit: int) -> list[PendingEvent]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import sqlite3
 
+from tally.storage import sql_delivery_counts, sql_summaries
+
 # One value per key name and entity (events never change a key's
 # value, and two workers cannot both add one): a value added later than
 # another of the same name (a race of old) gives way to the first
@@ -28,7 +30,26 @@ CREATE UNIQUE INDEX company_keys_entity_key ON company_keys (entity_id, key);
 CREATE UNIQUE INDEX user_keys_entity_key ON user_keys (entity_id, key);
 """
 
-MIGRATIONS: list[str] = [
+# Flat reads (issue 10): look-ups by idempotency key and by a rare event type
+# walk an index of their own instead of every event. Both are partial: an
+# event without a key, and a track event (the bulk of any stream), pay nothing
+# for them at ingest (``tally.storage.sql_storage.event_conditions`` names
+# ``RARE_TYPES`` so that the planner may use the second one).
+EVENT_READ_INDEXES = """
+CREATE INDEX events_idempotency ON events (environment_id, idempotency_key, id)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX events_rare_type ON events (environment_id, type, id) WHERE type <> 'track';
+"""
+
+
+def statements(script: str) -> tuple[str, ...]:
+    """The statements of a script (split at ``;``: no literal in it holds one)."""
+    return tuple(part for part in script.split(";") if part.strip())
+
+
+# a migration: a script of statements separated by ``;``, or (for statements
+# that hold a ``;``, such as triggers) a tuple of statements
+MIGRATIONS: list[str | tuple[str, ...]] = [
     # 1: environments, keys, events, idempotency keys
     """
     CREATE TABLE environments (
@@ -294,7 +315,13 @@ MIGRATIONS: list[str] = [
     """,
     # 6: one value per key name and entity (portable SQL, shared with PostgreSQL)
     ONE_VALUE_PER_KEY_NAME,
-    # 9 (numbered by the lead; 7 and 8 are other branches'): duplicates
+    # 7: event summaries, filled from the stored events (tally.storage.sql_summaries),
+    # and the indexes of flat reads (EVENT_READ_INDEXES)
+    (
+        *statements(sql_summaries.schema(sqlite=True) + EVENT_READ_INDEXES),
+        *sql_delivery_counts.SQLITE,
+    ),
+    # 8: duplicates
     # dropped against a stored event, for the console's event page
     # (storage/duplicates.py); a row only for an event that had one
     """
@@ -316,9 +343,8 @@ def migrate(conn: sqlite3.Connection) -> int:
             continue
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in script.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            for statement in statements(script) if isinstance(script, str) else script:
+                conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {number}")
             conn.execute("COMMIT")
         except BaseException:
