@@ -19,8 +19,10 @@ from .test_summaries_contract import (
     world,
 )
 
-# what migration 7 made, as a database at version 6 lacks it
+# what migrations 7 and later made, as a database at version 6 lacks it
+_LATER = ("DROP TABLE event_duplicates",)  # 8: the console's duplicates
 _UNDO_SQLITE = (
+    *_LATER,
     "DROP TRIGGER deliveries_counted",
     "DROP TRIGGER deliveries_uncounted",
     "DROP TABLE delivery_counts",
@@ -32,7 +34,8 @@ _UNDO_SQLITE = (
     "PRAGMA user_version = 6",
 )
 _UNDO_POSTGRES = (
-    *_UNDO_SQLITE[2:8],
+    *_LATER,
+    *_UNDO_SQLITE[len(_LATER) + 2 : len(_LATER) + 8],
     "DROP TRIGGER deliveries_counted ON deliveries",
     "DROP TRIGGER deliveries_uncounted ON deliveries",
     "DROP FUNCTION tally_count_deliveries()",
