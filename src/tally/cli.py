@@ -1,5 +1,5 @@
 """Command line: ``tally serve`` (default), ``tally migrate``, ``tally worker``,
-``tally deliver``, ``tally keys create|list|revoke``,
+``tally deliver``, ``tally prune``, ``tally keys create|list|revoke``,
 ``tally companies set-billing-anchor``, ``tally import``."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import replace
 from typing import Any
 
 from tally.client import command as import_command
-from tally.clock import SystemClock, format_micros, format_time
+from tally.clock import SystemClock, format_micros, format_time, to_micros
 from tally.errors import TallyError
 from tally.key_notice import announce, notice_path
 from tally.keys import create_key
@@ -80,6 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_database(deliver)
     _add_metrics(deliver)
+
+    prune = sub.add_parser(
+        "prune",
+        help="prune once what the retention settings let go (tally serve and tally worker "
+        "do it every minute)",
+    )
+    prune.add_argument(
+        "--dry-run", action="store_true", help="print how many rows would go, delete nothing"
+    )
+    _add_database(prune)
 
     keys = sub.add_parser("keys", help="manage API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
@@ -150,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_worker(args))
         if command == "deliver":
             return asyncio.run(_deliver(args))
+        if command == "prune":
+            return asyncio.run(_prune(args))
         if command == "companies":
             return asyncio.run(_companies(args))
         if command == "import":
@@ -289,6 +301,7 @@ async def _worker(args: argparse.Namespace) -> int:
     import signal
 
     from tally.pipeline.worker import Worker
+    from tally.retention.loop import Pruner
 
     settings = _settings(args)
 
@@ -305,7 +318,10 @@ async def _worker(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         print(f"tally worker processing {settings.database_url}", flush=True)
-        await worker.run_forever(stop)
+        loops = [worker.run_forever(stop)]
+        if settings.prune:
+            loops.append(Pruner(storage, settings.retention).run_forever(stop))
+        await asyncio.gather(*loops)
         print(f"stopped after processing {worker.processed} events")
         return 0
 
@@ -366,6 +382,39 @@ async def _report_billing_backlog(storage: Storage, sink_url: str) -> None:
             "(they are sent, oldest first, once it is set)",
             flush=True,
         )
+
+
+async def _prune(args: argparse.Namespace) -> int:
+    from tally.retention.loop import Pruner
+
+    settings = _settings(args)
+    policy = settings.retention
+
+    async def run(storage: Storage) -> int:
+        if args.dry_run:
+            cutoffs = policy.cutoffs(to_micros(SystemClock().now()))
+            counts = await storage.count_prunable(cutoffs)
+            for kind, count in counts.items():
+                print(f"{kind}: {count} would be pruned")
+            if "events" not in counts:
+                print("events: kept forever (TALLY_EVENT_RETENTION_DAYS is 0)")
+            return 0
+        pruner = Pruner(storage, policy)
+        started = time.perf_counter()
+        totals = await pruner.prune_once()
+        for kind, count in totals.items():
+            print(f"{kind}: {count} pruned")
+        print(
+            f"in {time.perf_counter() - started:.2f} s; the longest transaction took "
+            f"{pruner.longest_chunk_seconds * 1000:.1f} ms"
+        )
+        vacuumed = await storage.vacuum_dead_rows()
+        if vacuumed:
+            print(f"vacuumed {', '.join(vacuumed)}")
+        return 0
+
+    result: int = await _with_storage(settings, run)
+    return result
 
 
 async def _migrate(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -39,6 +40,7 @@ from tally.pipeline.unit import EntityState
 from tally.storage.pg_adapter import PgConnection
 from tally.storage.postgres_schema import migrate
 from tally.storage.postgres_stats import CHECK_EVERY_SECONDS, analyze_stale, settings_warnings
+from tally.storage.postgres_vacuum import vacuum_lagging
 from tally.storage.sql_storage import PRUNE_CHUNK, SqlStorage
 from tally.storage.sqlite import Ident, event_row, stored_keys
 from tally.storage.sqlite_pipeline import ConcurrentChange, SqliteUnitOfWork
@@ -279,6 +281,9 @@ class PostgresStorage(SqlStorage):
         analyzed = await self._processor.call(analyze_stale)
         if analyzed:
             log.info("analyzed %s: their statistics were out of date", ", ".join(analyzed))
+
+    async def vacuum_dead_rows(self) -> list[str]:
+        return await asyncio.to_thread(vacuum_lagging, self.url)
 
     def _connect(self) -> PgConnection:
         return PgConnection.connect(self.url)

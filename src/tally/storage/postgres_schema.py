@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from tally.storage.pg_adapter import PgConnection
 from tally.storage.postgres_stats import analyze, schema_tables
-from tally.storage.sqlite_schema import ONE_VALUE_PER_KEY_NAME
+from tally.storage.sqlite_schema import ONE_VALUE_PER_KEY_NAME, RETENTION_INDEXES
 
 MIGRATIONS: list[str] = [
     # 1: environments, keys, events, idempotency keys
@@ -273,6 +273,10 @@ MIGRATIONS: list[str] = [
     """,
     # 6: one value per key name and entity
     ONE_VALUE_PER_KEY_NAME,
+    # 7: reserved for the reads branch (event summaries); empty here
+    "",
+    # 8: RETENTION_INDEXES (shared with PostgreSQL)
+    RETENTION_INDEXES,
 ]
 
 _LOCK_ID = 7_411_873_101  # pg_advisory_xact_lock: one migrator at a time

@@ -30,6 +30,7 @@ from tally.model import (
 from tally.observe.metrics import metrics
 from tally.storage.sql_console import SqlConsole
 from tally.storage.sql_outbox import SqlOutbox
+from tally.storage.sql_retention import SqlRetention
 from tally.storage.sql_webhooks import SqlWebhooks
 from tally.storage.sqlite_catalog import SqliteCatalog
 from tally.storage.sqlite_entities import SqliteEntities
@@ -115,7 +116,9 @@ def key_from_row(row: Sequence[Any]) -> ApiKey:
     )
 
 
-class SqlStorage(SqliteEntities, SqliteCatalog, SqlWebhooks, SqlOutbox, SqlConsole, abc.ABC):
+class SqlStorage(
+    SqliteEntities, SqliteCatalog, SqlWebhooks, SqlOutbox, SqlConsole, SqlRetention, abc.ABC
+):
     """``Storage`` on a SQL database. A backend says how to connect, how to
     store a batch of events (``_insert_events``), how to forget old
     idempotency keys (``_prune``) and how to process a batch (``_process``).

@@ -28,6 +28,15 @@ CREATE UNIQUE INDEX company_keys_entity_key ON company_keys (entity_id, key);
 CREATE UNIQUE INDEX user_keys_entity_key ON user_keys (entity_id, key);
 """
 
+# Retention (tally.retention): the pruning loop finds finished deliveries by
+# when they finished, the notices a pruned delivery leaves without any, and
+# limit triggers by period; none of these tables is on the ingest path
+RETENTION_INDEXES = """
+CREATE INDEX deliveries_finished ON deliveries (finished_at) WHERE finished_at IS NOT NULL;
+CREATE INDEX deliveries_notice ON deliveries (notice_id) WHERE notice_id IS NOT NULL;
+CREATE INDEX limit_triggers_period ON limit_triggers (period, period_start);
+"""
+
 MIGRATIONS: list[str] = [
     # 1: environments, keys, events, idempotency keys
     """
@@ -294,6 +303,10 @@ MIGRATIONS: list[str] = [
     """,
     # 6: one value per key name and entity (portable SQL, shared with PostgreSQL)
     ONE_VALUE_PER_KEY_NAME,
+    # 7: reserved for the reads branch (event summaries); empty here
+    "",
+    # 8: RETENTION_INDEXES (shared with PostgreSQL)
+    RETENTION_INDEXES,
 ]
 
 
