@@ -249,7 +249,8 @@ def test_pruning_goes_in_chunks_no_larger_than_the_chunk(db: Db) -> None:
         counting = Counting(s)
         pruner = Pruner(counting, policy, db.clock, chunk=100, pause_seconds=0)
         assert (await pruner.prune_once())[EVENTS] == 220
-        assert [n for kind, n in counting.calls if kind == EVENTS] == [100, 100, 20]
+        chunks = [n for kind, n in counting.calls if kind == EVENTS]
+        assert sum(chunks) == 220 and max(chunks) <= 100 and chunks[-1] < 100
         assert (await s.count_prunable(cutoffs))[EVENTS] == 0
 
     db.run(scenario)

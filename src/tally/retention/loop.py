@@ -1,6 +1,8 @@
 """The pruning loop: every ``EVERY_SECONDS``, prune each kind of row the
-policy lets go in chunks of ``CHUNK_ROWS`` (one transaction each) with a
-``PAUSE_SECONDS`` pause between two, then let storage vacuum what needs it.
+policy lets go in chunks of at most ``CHUNK_ROWS`` (one transaction each)
+with a ``PAUSE_SECONDS`` pause between two, then let storage vacuum what
+needs it. A chunk that takes longer than ``TARGET_CHUNK_SECONDS`` halves the
+next (the database is busy: ingest goes first), a quick one doubles it.
 It runs where the worker and the delivery loop run (``tally.background``,
 ``tally worker``); ``tally prune`` runs one pass."""
 
@@ -15,7 +17,9 @@ from tally.clock import Clock, SystemClock, to_micros
 from tally.retention.policy import (
     CHUNK_ROWS,
     EVERY_SECONDS,
+    MIN_CHUNK_ROWS,
     PAUSE_SECONDS,
+    TARGET_CHUNK_SECONDS,
     RetentionPolicy,
 )
 from tally.storage.base_retention import RetentionStore
@@ -41,6 +45,7 @@ class Pruner:
         self._chunk = chunk
         self._pause = pause_seconds
         self._every = every_seconds
+        self._size = chunk  # the next chunk's size
         self.longest_chunk_seconds = 0.0  # the longest prune call so far
         self.pruned: dict[str, int] = {}  # rows pruned so far, by kind
 
@@ -52,18 +57,24 @@ class Pruner:
         for kind in self._policy.kinds():
             total = 0
             while stop is None or not stop.is_set():
+                size = self._size
                 started = time.perf_counter()
-                removed = await self._storage.prune_chunk(kind, cutoffs, self._chunk)
-                self.longest_chunk_seconds = max(
-                    self.longest_chunk_seconds, time.perf_counter() - started
-                )
+                removed = await self._storage.prune_chunk(kind, cutoffs, size)
+                self._adapt(time.perf_counter() - started)
                 total += removed
-                if removed < self._chunk:
+                if removed < size:
                     break
                 await asyncio.sleep(self._pause)  # the writer takes the next commit
             totals[kind] = total
             self.pruned[kind] = self.pruned.get(kind, 0) + total
         return totals
+
+    def _adapt(self, seconds: float) -> None:
+        self.longest_chunk_seconds = max(self.longest_chunk_seconds, seconds)
+        if seconds > TARGET_CHUNK_SECONDS:
+            self._size = max(min(MIN_CHUNK_ROWS, self._chunk), self._size // 2)
+        elif seconds < TARGET_CHUNK_SECONDS / 2:
+            self._size = min(self._chunk, self._size * 2)
 
     async def run_forever(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -39,8 +39,13 @@ PERIOD_SPAN_DAYS: tuple[tuple[str, int], ...] = (
     ("month", 31),
     ("billing", 31),
 )
-# what one prune transaction deletes at most, and the pause between two
+# what one prune transaction deletes at most, and the pause between two;
+# a chunk that took longer than TARGET_CHUNK_SECONDS (the write lock held,
+# or a wait behind busy writers) halves the next one, down to MIN_CHUNK_ROWS,
+# and a quick one doubles it again, up to CHUNK_ROWS
 CHUNK_ROWS = 1000
+MIN_CHUNK_ROWS = 100
+TARGET_CHUNK_SECONDS = 0.05
 PAUSE_SECONDS = 0.05
 # how often the loop looks for something to prune
 EVERY_SECONDS = 60.0
