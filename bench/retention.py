@@ -133,12 +133,9 @@ def summary(latencies: list[float]) -> str:
     )
 
 
-async def measure_prune(s: SqlStorage, env: str, baseline_seconds: float) -> None:
-    stop = asyncio.Event()
-    task = asyncio.create_task(ingest_loop(s, env, stop))
-    await asyncio.sleep(baseline_seconds)
-    stop.set()
-    alone = await task
+async def measure_prune(s: SqlStorage, env: str) -> None:
+    """A pruning pass while an ingest loop runs, then the ingest loop alone
+    for as long (the machine may be shared: the same span of it)."""
     later = FrozenClock(SystemClock().now() + timedelta(days=2))
     pruner = Pruner(s, RetentionPolicy(delivery_log_days=1, event_days=1), later)
     stop = asyncio.Event()
@@ -148,10 +145,15 @@ async def measure_prune(s: SqlStorage, env: str, baseline_seconds: float) -> Non
     seconds = time.perf_counter() - started
     stop.set()
     during = await task
+    stop = asyncio.Event()
+    task = asyncio.create_task(ingest_loop(s, env, stop))
+    await asyncio.sleep(seconds)
+    stop.set()
+    alone = await task
     print(f"  pruned {totals} in {seconds:.1f} s (chunks of at most 1,000, 50 ms pauses)")
     print(f"  longest prune transaction: {pruner.longest_chunk_seconds * 1000:.1f} ms")
-    print(f"  ingest alone:         {summary(alone)}")
     print(f"  ingest while pruning: {summary(during)}")
+    print(f"  ingest alone, after:  {summary(alone)}")
 
 
 def idle_poll_ms(url: str, polls: int = 5) -> list[float]:
@@ -179,7 +181,7 @@ def pending_index_pages(url: str) -> str:
     return f"pending index {size[0] // 8192} pages, {dead[0]} dead rows in events"
 
 
-async def run_backend(name: str, rows: int, processed: int, baseline: float) -> None:
+async def run_backend(name: str, rows: int, processed: int) -> None:
     print(f"{name}:")
     with tempfile.TemporaryDirectory(prefix="tally-retention-") as tmp:
         if name == "sqlite":
@@ -193,7 +195,7 @@ async def run_backend(name: str, rows: int, processed: int, baseline: float) -> 
             raw: Any = sqlite3.connect(path, timeout=30)
             try:
                 env = await fill(s, raw, rows)
-                await measure_prune(s, env, baseline)
+                await measure_prune(s, env)
             finally:
                 raw.close()
                 await s.close()
@@ -230,7 +232,7 @@ async def run_backend(name: str, rows: int, processed: int, baseline: float) -> 
                 )
                 s = PostgresStorage(url)
                 await s.start()
-                await measure_prune(s, env, baseline)
+                await measure_prune(s, env)
             finally:
                 if not raw.closed:
                     raw.close()
@@ -247,11 +249,10 @@ def main() -> None:
     parser.add_argument(
         "--processed", type=int, default=200_000, help="processed events (PostgreSQL)"
     )
-    parser.add_argument("--baseline-seconds", type=float, default=5.0)
     args = parser.parse_args()
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
     for name in backends:
-        asyncio.run(run_backend(name, args.rows, args.processed, args.baseline_seconds))
+        asyncio.run(run_backend(name, args.rows, args.processed))
 
 
 if __name__ == "__main__":

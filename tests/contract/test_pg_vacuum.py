@@ -15,25 +15,24 @@ from tally.storage.postgres import PostgresStorage
 from tests.support.usage import make_world, process_all, track_event
 
 
-def dead_rows(url: str, table: str) -> int:
+def table_stat(url: str, table: str, expression: str) -> object:
+    """``expression`` over ``table``'s row of ``pg_stat_user_tables``."""
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute(
-            "SELECT n_dead_tup FROM pg_stat_user_tables "
+            f"SELECT {expression} FROM pg_stat_user_tables "
             "WHERE schemaname = current_schema() AND relname = %s",
             (table,),
         ).fetchone()
-    return int(row[0]) if row else 0
+    return row[0] if row else None
+
+
+def dead_rows(url: str, table: str) -> int:
+    return int(table_stat(url, table, "n_dead_tup") or 0)
 
 
 def autovacuumed(url: str, table: str) -> bool:
     """Whether autovacuum (where it is on) vacuumed ``table`` before tally could."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT last_autovacuum IS NOT NULL FROM pg_stat_user_tables "
-            "WHERE schemaname = current_schema() AND relname = %s",
-            (table,),
-        ).fetchone()
-    return bool(row and row[0])
+    return bool(table_stat(url, table, "last_autovacuum IS NOT NULL"))
 
 
 def settle_statistics(url: str, table: str, at_least: int) -> int:

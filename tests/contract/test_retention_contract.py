@@ -26,7 +26,14 @@ from tally.effects.records import AttemptResult, ClaimedDelivery, WebhookEventFi
 from tally.effects.triggers import EffectRules
 from tally.model import EventFilter
 from tally.retention.loop import Pruner
-from tally.retention.policy import DELIVERIES, EVENTS, LIMIT_TRIGGERS, Cutoffs, RetentionPolicy
+from tally.retention.policy import (
+    DELIVERIES,
+    EVENTS,
+    LIMIT_TRIGGERS,
+    Cutoffs,
+    Pruned,
+    RetentionPolicy,
+)
 from tally.storage.base import Storage
 from tests.support.usage import (
     identify_event,
@@ -221,10 +228,12 @@ class Counting:
         self.storage = storage
         self.calls: list[tuple[str, int]] = []
 
-    async def prune_chunk(self, kind: str, cutoffs: Cutoffs, limit: int) -> int:
-        removed = await self.storage.prune_chunk(kind, cutoffs, limit)
-        self.calls.append((kind, removed))
-        return removed
+    async def prune_chunk(
+        self, kind: str, cutoffs: Cutoffs, limit: int, after: tuple[Any, ...] | None = None
+    ) -> Pruned:
+        pruned = await self.storage.prune_chunk(kind, cutoffs, limit, after)
+        self.calls.append((kind, pruned.rows))
+        return pruned
 
     async def count_prunable(self, cutoffs: Cutoffs) -> dict[str, int]:
         return await self.storage.count_prunable(cutoffs)
@@ -244,8 +253,13 @@ def test_pruning_goes_in_chunks_no_larger_than_the_chunk(db: Db) -> None:
         cutoffs = policy.cutoffs(db.now())
         assert (await s.count_prunable(cutoffs))[EVENTS] == 250  # --dry-run
         # one call is one transaction: it deletes at most its limit, exactly
-        assert await s.prune_chunk(EVENTS, cutoffs, 30) == 30
+        first = await s.prune_chunk(EVENTS, cutoffs, 30)
+        assert first.rows == 30
         assert db.count("SELECT COUNT(*) FROM events") == 220
+        # the next chunk starts after the last row the first one deleted
+        assert first.resume_after is not None
+        oldest = db.count(f"SELECT COUNT(*) FROM events WHERE id > '{first.resume_after[0]}'")
+        assert oldest == 220
         counting = Counting(s)
         pruner = Pruner(counting, policy, db.clock, chunk=100, pause_seconds=0)
         assert (await pruner.prune_once())[EVENTS] == 220

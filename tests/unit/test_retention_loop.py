@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tally.background import start_loops
 from tally.retention.loop import Pruner
-from tally.retention.policy import Cutoffs, RetentionPolicy
+from tally.retention.policy import Cutoffs, Pruned, RetentionPolicy
 from tally.settings import Settings
 from tally.storage.sqlite import SqliteStorage
 
@@ -52,11 +53,13 @@ class Flaky:
         self.calls = 0
         self.passed = asyncio.Event()
 
-    async def prune_chunk(self, kind: str, cutoffs: Cutoffs, limit: int) -> int:
+    async def prune_chunk(
+        self, kind: str, cutoffs: Cutoffs, limit: int, after: tuple[Any, ...] | None = None
+    ) -> Pruned:
         self.calls += 1
         if self.calls == 1:
             raise sqlite3.OperationalError("database is locked")
-        return 0
+        return Pruned(0)
 
     async def count_prunable(self, cutoffs: Cutoffs) -> dict[str, int]:
         return {}

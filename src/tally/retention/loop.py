@@ -56,13 +56,15 @@ class Pruner:
         totals: dict[str, int] = {}
         for kind in self._policy.kinds():
             total = 0
+            after = None
             while stop is None or not stop.is_set():
                 size = self._size
                 started = time.perf_counter()
-                removed = await self._storage.prune_chunk(kind, cutoffs, size)
+                pruned = await self._storage.prune_chunk(kind, cutoffs, size, after)
                 self._adapt(time.perf_counter() - started)
-                total += removed
-                if removed < size:
+                total += pruned.rows
+                after = pruned.resume_after
+                if pruned.rows < size:
                     break
                 await asyncio.sleep(self._pause)  # the writer takes the next commit
             totals[kind] = total

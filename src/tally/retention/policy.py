@@ -55,6 +55,17 @@ KINDS = (DELIVERIES, LIMIT_TRIGGERS, EVENTS)
 
 
 @dataclass(frozen=True, slots=True)
+class Pruned:
+    """What one prune transaction deleted: how many rows, and where the next
+    chunk of the same pass starts (after the last row it deleted, so that it
+    never walks again the index entries this one left behind; None: from the
+    start)."""
+
+    rows: int
+    resume_after: tuple[str | int, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Cutoffs:
     """What is old enough to prune at one moment."""
 

@@ -3,15 +3,19 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
-from tally.retention.policy import Cutoffs
+from tally.retention.policy import Cutoffs, Pruned
 
 
 class RetentionStore(Protocol):
-    async def prune_chunk(self, kind: str, cutoffs: Cutoffs, limit: int) -> int:
+    async def prune_chunk(
+        self, kind: str, cutoffs: Cutoffs, limit: int, after: tuple[Any, ...] | None = None
+    ) -> Pruned:
         """Delete at most ``limit`` rows of ``kind`` (``tally.retention.policy.KINDS``)
-        that ``cutoffs`` let go, in one transaction; returns how many."""
+        that ``cutoffs`` let go, in one transaction, after the row ``after``
+        names (the previous chunk's ``resume_after``); returns how many, and
+        where the next chunk starts."""
         ...
 
     async def count_prunable(self, cutoffs: Cutoffs) -> dict[str, int]:

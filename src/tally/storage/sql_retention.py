@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tally import ids
-from tally.retention.policy import DELIVERIES, EVENTS, LIMIT_TRIGGERS, Cutoffs
+from tally.retention.policy import DELIVERIES, EVENTS, LIMIT_TRIGGERS, Cutoffs, Pruned
 from tally.storage.sql import chunks, in_list
 
 T = TypeVar("T")
@@ -48,23 +48,31 @@ def _event_args(cut: Cutoffs) -> tuple[str, int]:
     return ids.first_id_at("evt", before), before
 
 
-def prune_events(conn: Conn, cut: Cutoffs, limit: int, suffix: str = "") -> int:
+Resume = tuple[Any, ...] | None
+
+
+def prune_events(conn: Conn, cut: Cutoffs, limit: int, after: Resume, suffix: str = "") -> Pruned:
+    since, args = ("", ()) if after is None else (" AND id > ?", after)
     rows = conn.execute(
-        f"SELECT id FROM events WHERE {_EVENTS_WHERE} ORDER BY id LIMIT ?{suffix}",
-        (*_event_args(cut), limit),
+        f"SELECT id FROM events WHERE {_EVENTS_WHERE}{since} ORDER BY id LIMIT ?{suffix}",
+        (*_event_args(cut), *args, limit),
     ).fetchall()
     picked = [row[0] for row in rows]
     for part in chunks(picked):
-        clause, args = in_list("id", part)
-        conn.execute(f"DELETE FROM events WHERE {clause}", args)
-    return len(picked)
+        clause, ids_args = in_list("id", part)
+        conn.execute(f"DELETE FROM events WHERE {clause}", ids_args)
+    return Pruned(len(picked), (picked[-1],) if picked else after)
 
 
-def prune_deliveries(conn: Conn, cut: Cutoffs, limit: int, suffix: str = "") -> int:
+def prune_deliveries(
+    conn: Conn, cut: Cutoffs, limit: int, after: Resume, suffix: str = ""
+) -> Pruned:
+    since, args = ("", ()) if after is None else (" AND (finished_at, id) > (?, ?)", after)
     rows = conn.execute(
-        f"SELECT id, notice_id FROM deliveries WHERE {_DELIVERIES_WHERE.format(d='')} "
-        f"ORDER BY finished_at LIMIT ?{suffix}",
-        (cut.deliveries_finished_before, limit),
+        f"SELECT id, notice_id, finished_at FROM deliveries "
+        f"WHERE {_DELIVERIES_WHERE.format(d='')}{since} "
+        f"ORDER BY finished_at, id LIMIT ?{suffix}",
+        (cut.deliveries_finished_before, *args, limit),
     ).fetchall()
     picked = sorted(row[0] for row in rows)
     for part in chunks(picked):
@@ -81,10 +89,12 @@ def prune_deliveries(conn: Conn, cut: Cutoffs, limit: int, suffix: str = "") -> 
             "(SELECT 1 FROM deliveries d WHERE d.notice_id = webhook_notices.id)",
             args,
         )
-    return len(picked)
+    return Pruned(len(picked), (rows[-1][2], rows[-1][0]) if rows else after)
 
 
-def prune_limit_triggers(conn: Conn, cut: Cutoffs, limit: int, suffix: str = "") -> int:
+def prune_limit_triggers(
+    conn: Conn, cut: Cutoffs, limit: int, after: Resume, suffix: str = ""
+) -> Pruned:
     removed = 0
     for kind, before in cut.triggers_started_before:
         if removed >= limit:
@@ -100,10 +110,10 @@ def prune_limit_triggers(conn: Conn, cut: Cutoffs, limit: int, suffix: str = "")
             [(company, feature, kind, start, action) for company, feature, start, action in rows],
         )
         removed += len(rows)
-    return removed
+    return Pruned(removed)  # few rows: each chunk starts from the beginning
 
 
-_PRUNERS: dict[str, Callable[[Conn, Cutoffs, int, str], int]] = {
+_PRUNERS: dict[str, Callable[[Conn, Cutoffs, int, Resume, str], Pruned]] = {
     EVENTS: prune_events,
     DELIVERIES: prune_deliveries,
     LIMIT_TRIGGERS: prune_limit_triggers,
@@ -145,10 +155,12 @@ class SqlRetention:
 
         def _read(self, fn: Callable[[Conn], T]) -> Awaitable[T]: ...
 
-    async def prune_chunk(self, kind: str, cutoffs: Cutoffs, limit: int) -> int:
+    async def prune_chunk(
+        self, kind: str, cutoffs: Cutoffs, limit: int, after: Resume = None
+    ) -> Pruned:
         prune = _PRUNERS[kind]
         suffix = self.claim_suffix
-        return await self._delivery_call(lambda conn: prune(conn, cutoffs, limit, suffix))
+        return await self._delivery_call(lambda conn: prune(conn, cutoffs, limit, after, suffix))
 
     async def count_prunable(self, cutoffs: Cutoffs) -> dict[str, int]:
         return await self._read(lambda conn: count_prunable(conn, cutoffs))

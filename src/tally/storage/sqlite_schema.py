@@ -32,7 +32,7 @@ CREATE UNIQUE INDEX user_keys_entity_key ON user_keys (entity_id, key);
 # when they finished, the notices a pruned delivery leaves without any, and
 # limit triggers by period; none of these tables is on the ingest path
 RETENTION_INDEXES = """
-CREATE INDEX deliveries_finished ON deliveries (finished_at) WHERE finished_at IS NOT NULL;
+CREATE INDEX deliveries_finished ON deliveries (finished_at, id) WHERE finished_at IS NOT NULL;
 CREATE INDEX deliveries_notice ON deliveries (notice_id) WHERE notice_id IS NOT NULL;
 CREATE INDEX limit_triggers_period ON limit_triggers (period, period_start);
 """
