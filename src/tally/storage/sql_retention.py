@@ -52,27 +52,27 @@ Resume = tuple[Any, ...] | None
 
 
 def prune_events(conn: Conn, cut: Cutoffs, limit: int, after: Resume, suffix: str = "") -> Pruned:
-    since, args = ("", ()) if after is None else (" AND id > ?", after)
+    since, resume = ("", ()) if after is None else (" AND id > ?", after)
     rows = conn.execute(
         f"SELECT id FROM events WHERE {_EVENTS_WHERE}{since} ORDER BY id LIMIT ?{suffix}",
-        (*_event_args(cut), *args, limit),
+        (*_event_args(cut), *resume, limit),
     ).fetchall()
     picked = [row[0] for row in rows]
     for part in chunks(picked):
-        clause, ids_args = in_list("id", part)
-        conn.execute(f"DELETE FROM events WHERE {clause}", ids_args)
+        clause, args = in_list("id", part)
+        conn.execute(f"DELETE FROM events WHERE {clause}", args)
     return Pruned(len(picked), (picked[-1],) if picked else after)
 
 
 def prune_deliveries(
     conn: Conn, cut: Cutoffs, limit: int, after: Resume, suffix: str = ""
 ) -> Pruned:
-    since, args = ("", ()) if after is None else (" AND (finished_at, id) > (?, ?)", after)
+    since, resume = ("", ()) if after is None else (" AND (finished_at, id) > (?, ?)", after)
     rows = conn.execute(
         f"SELECT id, notice_id, finished_at FROM deliveries "
         f"WHERE {_DELIVERIES_WHERE.format(d='')}{since} "
         f"ORDER BY finished_at, id LIMIT ?{suffix}",
-        (cut.deliveries_finished_before, *args, limit),
+        (cut.deliveries_finished_before, *resume, limit),
     ).fetchall()
     picked = sorted(row[0] for row in rows)
     for part in chunks(picked):
