@@ -45,6 +45,7 @@ from tally.clock import FrozenClock, SystemClock
 from tally.model import NewEvent
 from tally.retention.loop import Pruner
 from tally.retention.policy import RetentionPolicy
+from tally.storage import sql_retention
 from tally.storage.sql_storage import SqlStorage
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -133,6 +134,24 @@ def summary(latencies: list[float]) -> str:
     )
 
 
+BODIES: list[float] = []  # seconds each prune transaction's statements took
+
+
+def _timed(prune: Any) -> Any:
+    def run(*args: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return prune(*args)
+        finally:
+            BODIES.append(time.perf_counter() - started)
+
+    return run
+
+
+# the statements of each prune transaction, timed where they run
+sql_retention._PRUNERS.update({k: _timed(v) for k, v in sql_retention._PRUNERS.items()})
+
+
 async def measure_prune(s: SqlStorage, env: str) -> None:
     """A pruning pass while an ingest loop runs, then the ingest loop alone
     for as long (the machine may be shared: the same span of it)."""
@@ -140,6 +159,7 @@ async def measure_prune(s: SqlStorage, env: str) -> None:
     pruner = Pruner(s, RetentionPolicy(delivery_log_days=1, event_days=1), later)
     stop = asyncio.Event()
     task = asyncio.create_task(ingest_loop(s, env, stop))
+    BODIES.clear()
     started = time.perf_counter()
     totals = await pruner.prune_once()
     seconds = time.perf_counter() - started
@@ -151,7 +171,13 @@ async def measure_prune(s: SqlStorage, env: str) -> None:
     stop.set()
     alone = await task
     print(f"  pruned {totals} in {seconds:.1f} s (chunks of at most 1,000, 50 ms pauses)")
-    print(f"  longest prune transaction: {pruner.longest_chunk_seconds * 1000:.1f} ms")
+    bodies = sorted(BODIES)
+    print(
+        f"  prune transactions: {len(bodies)}; their statements took p50 "
+        f"{statistics.median(bodies) * 1000:.1f} ms, max {bodies[-1] * 1000:.1f} ms; "
+        f"the longest call (its wait for the connection, the statements and the COMMIT) "
+        f"{pruner.longest_chunk_seconds * 1000:.1f} ms"
+    )
     print(f"  ingest while pruning: {summary(during)}")
     print(f"  ingest alone, after:  {summary(alone)}")
 
