@@ -235,6 +235,7 @@ class PostgresStorage(SqlStorage):
     # scan is always right for these small, ordered picks.
     pick_setup = ("SET LOCAL enable_bitmapscan = off",)
     pick_teardown = ("SET LOCAL enable_bitmapscan = on",)
+    prune_setup = ("SET LOCAL enable_seqscan = off",)  # sql_retention says why
     reader_name = "tally-pg-read"
 
     def __init__(
