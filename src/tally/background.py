@@ -1,6 +1,7 @@
 """The loops a serving process runs beside its requests: the processing
-worker (``TALLY_WORKER``) and the delivery loop (``TALLY_DELIVER``). The app
-runs them, or, on SQLite, the storage process (``tally.storage.process``)."""
+worker (``TALLY_WORKER``), the delivery loop (``TALLY_DELIVER``) and, with
+either, the pruning loop (``TALLY_PRUNE``). The app runs them, or, on
+SQLite, the storage process (``tally.storage.process``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import asyncio
 from tally.clock import Clock
 from tally.effects.delivery import Deliverer, DeliveryConfig
 from tally.pipeline.worker import Worker
+from tally.retention.loop import Pruner
 from tally.settings import Settings
 from tally.storage.base import Storage
 
@@ -25,4 +27,7 @@ def start_loops(
     if settings.deliver:
         deliverer = Deliverer(storage, DeliveryConfig.from_settings(settings), clock)
         tasks.append(asyncio.create_task(deliverer.run_forever(stop), name="tally-delivery"))
+    if settings.prune and tasks:
+        pruner = Pruner(storage, settings.retention, clock)
+        tasks.append(asyncio.create_task(pruner.run_forever(stop), name="tally-prune"))
     return tasks

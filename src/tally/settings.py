@@ -16,6 +16,12 @@ from urllib.parse import urlsplit
 from tally.effects.schedule import RetrySchedule
 from tally.effects.triggers import DEFAULT_WARNING_PERCENT, EffectRules
 from tally.errors import ConfigError
+from tally.retention.policy import (
+    DEFAULT_DELIVERY_LOG_DAYS,
+    DEFAULT_LIMIT_TRIGGER_DAYS,
+    MIN_LIMIT_TRIGGER_DAYS,
+    RetentionPolicy,
+)
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 LOG_FORMATS = ("text", "json")
@@ -121,6 +127,26 @@ ENV_VARS: tuple[tuple[str, str, str], ...] = (
         "most open connections one HTTP process keeps; one over it is closed at once",
     ),
     ("console", "TALLY_CONSOLE", "serve the web console at / (on/off)"),
+    (
+        "delivery_log_retention_days",
+        "TALLY_DELIVERY_LOG_RETENTION_DAYS",
+        "days a finished delivery (webhook or billing) and its attempts are kept",
+    ),
+    (
+        "limit_trigger_retention_days",
+        "TALLY_LIMIT_TRIGGER_RETENTION_DAYS",
+        "days after its period ended that a fired limit is remembered (35 or more)",
+    ),
+    (
+        "event_retention_days",
+        "TALLY_EVENT_RETENTION_DAYS",
+        "days raw events are kept after they were stored (0: forever); counters stay",
+    ),
+    (
+        "prune",
+        "TALLY_PRUNE",
+        "prune what the retention settings let go, beside the worker and delivery loop (on/off)",
+    ),
 )
 
 
@@ -155,6 +181,10 @@ class Settings:
     http_header_timeout_seconds: float = 10.0
     http_max_connections: int = 2048
     console: bool = True
+    delivery_log_retention_days: int = DEFAULT_DELIVERY_LOG_DAYS
+    limit_trigger_retention_days: int = DEFAULT_LIMIT_TRIGGER_DAYS
+    event_retention_days: int = 0
+    prune: bool = True
     max_request_bytes: int = 4 * 1024 * 1024
     max_event_body_bytes: int = 32 * 1024
 
@@ -205,6 +235,19 @@ class Settings:
         if self.http_max_connections < 1:
             raise ConfigError("TALLY_HTTP_MAX_CONNECTIONS must be at least 1")
         self._validate_effects()
+        self._validate_retention()
+
+    def _validate_retention(self) -> None:
+        if self.delivery_log_retention_days < 1:
+            raise ConfigError("TALLY_DELIVERY_LOG_RETENTION_DAYS must be at least 1")
+        if self.limit_trigger_retention_days < MIN_LIMIT_TRIGGER_DAYS:
+            raise ConfigError(
+                f"TALLY_LIMIT_TRIGGER_RETENTION_DAYS must be at least {MIN_LIMIT_TRIGGER_DAYS}: "
+                "an event with a trusted client clock may arrive 34 days late and must not "
+                "fire a limit twice"
+            )
+        if self.event_retention_days < 0:
+            raise ConfigError("TALLY_EVENT_RETENTION_DAYS must be 0 (keep forever) or more")
 
     def _validate_effects(self) -> None:
         pct = self.limit_warning_percent
@@ -242,6 +285,15 @@ class Settings:
     def effect_rules(self) -> EffectRules:
         """What processing records for side effects."""
         return EffectRules(self.limit_warning_percent)
+
+    @property
+    def retention(self) -> RetentionPolicy:
+        """What the pruning loop lets go (``tally.retention.policy``)."""
+        return RetentionPolicy(
+            delivery_log_days=self.delivery_log_retention_days,
+            limit_trigger_days=self.limit_trigger_retention_days,
+            event_days=self.event_retention_days,
+        )
 
     @property
     def retry_schedule(self) -> RetrySchedule:

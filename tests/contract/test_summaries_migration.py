@@ -20,7 +20,12 @@ from .test_summaries_contract import (
 )
 
 # what migrations 7 and later made, as a database at version 6 lacks it
-_LATER = ("DROP TABLE event_duplicates",)  # 8: the console's duplicates
+_LATER = (
+    "DROP TABLE event_duplicates",  # 8: the console's duplicates
+    "DROP INDEX deliveries_finished",  # 9: retention's indexes
+    "DROP INDEX deliveries_notice",
+    "DROP INDEX limit_triggers_period",
+)
 _UNDO_SQLITE = (
     *_LATER,
     "DROP TRIGGER deliveries_counted",

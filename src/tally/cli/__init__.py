@@ -1,5 +1,5 @@
 """Command line: ``tally serve`` (default), ``tally migrate``, ``tally worker``,
-``tally deliver``, ``tally keys create|list|revoke``,
+``tally deliver``, ``tally prune``, ``tally keys create|list|revoke``,
 ``tally companies set-billing-anchor``, ``tally import``.
 
 One module per command (group), each with ``add_parser(sub)`` and
@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from tally.cli import background, companies, keys, migrate, serve
+from tally.cli import background, companies, keys, migrate, prune, serve
 from tally.client import command as import_command
 from tally.errors import TallyError
 
@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[Callable[[Any], None], Callable[[argparse.Namespace], 
     "migrate": (migrate.add_parser, migrate.run),
     "worker": (background.add_worker_parser, background.run_worker),
     "deliver": (background.add_deliver_parser, background.run_deliver),
+    "prune": (prune.add_parser, prune.run),
     "keys": (keys.add_parser, keys.run),
     "companies": (companies.add_parser, companies.run),
     "import": (import_command.add_parser, import_command.run),

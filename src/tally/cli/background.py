@@ -49,6 +49,7 @@ def add_deliver_parser(sub: Any) -> None:
 
 def run_worker(args: argparse.Namespace) -> int:
     from tally.pipeline.worker import Worker
+    from tally.retention.loop import Pruner
 
     settings = settings_of(args)
 
@@ -62,7 +63,10 @@ def run_worker(args: argparse.Namespace) -> int:
             return 0
         stop = stop_on_signals()
         print(f"tally worker processing {settings.database_url}", flush=True)
-        await worker.run_forever(stop)
+        loops = [worker.run_forever(stop)]
+        if settings.prune:
+            loops.append(Pruner(storage, settings.retention).run_forever(stop))
+        await asyncio.gather(*loops)
         print(f"stopped after processing {worker.processed} events")
         return 0
 

@@ -22,10 +22,19 @@ from tally.model import (
 from tally.storage.base_catalog import CatalogStore
 from tally.storage.base_console import ConsoleStore
 from tally.storage.base_entities import EntityStore
+from tally.storage.base_retention import RetentionStore
 from tally.storage.base_webhooks import DeliveryStore, WebhookStore
 
 
-class Storage(EntityStore, CatalogStore, WebhookStore, DeliveryStore, ConsoleStore, Protocol):
+class Storage(
+    EntityStore,
+    CatalogStore,
+    WebhookStore,
+    DeliveryStore,
+    ConsoleStore,
+    RetentionStore,
+    Protocol,
+):
     async def start(self) -> None:
         """Open connections and run pending migrations."""
 

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -40,6 +41,7 @@ from tally.storage import sql_summaries
 from tally.storage.pg_adapter import PgConnection
 from tally.storage.postgres_schema import migrate
 from tally.storage.postgres_stats import CHECK_EVERY_SECONDS, analyze_stale, settings_warnings
+from tally.storage.postgres_vacuum import vacuum_lagging
 from tally.storage.sql_storage import PRUNE_CHUNK, SqlStorage
 from tally.storage.sqlite import Ident, event_row, stored_keys
 from tally.storage.sqlite_pipeline import ConcurrentChange, SqliteUnitOfWork
@@ -263,6 +265,7 @@ class PostgresStorage(SqlStorage):
     # scan is always right for these small, ordered picks.
     pick_setup = ("SET LOCAL enable_bitmapscan = off",)
     pick_teardown = ("SET LOCAL enable_bitmapscan = on",)
+    prune_setup = ("SET LOCAL enable_seqscan = off",)  # sql_retention says why
     reader_name = "tally-pg-read"
     unit_of_work = PgUnitOfWork  # admin upserts merge and retry as the worker does
 
@@ -310,6 +313,9 @@ class PostgresStorage(SqlStorage):
         analyzed = await self._processor.call(analyze_stale)
         if analyzed:
             log.info("analyzed %s: their statistics were out of date", ", ".join(analyzed))
+
+    async def vacuum_dead_rows(self) -> list[str]:
+        return await asyncio.to_thread(vacuum_lagging, self.url)
 
     def _connect(self) -> PgConnection:
         return PgConnection.connect(self.url)

@@ -7,7 +7,12 @@ from __future__ import annotations
 from tally.storage import sql_delivery_counts, sql_summaries
 from tally.storage.pg_adapter import PgConnection
 from tally.storage.postgres_stats import analyze, schema_tables
-from tally.storage.sqlite_schema import EVENT_READ_INDEXES, ONE_VALUE_PER_KEY_NAME, statements
+from tally.storage.sqlite_schema import (
+    EVENT_READ_INDEXES,
+    ONE_VALUE_PER_KEY_NAME,
+    RETENTION_INDEXES,
+    statements,
+)
 
 MIGRATIONS: list[str | tuple[str, ...]] = [
     # 1: environments, keys, events, idempotency keys
@@ -290,6 +295,8 @@ MIGRATIONS: list[str | tuple[str, ...]] = [
         last_duplicate_at BIGINT NOT NULL
     );
     """,
+    # 9: RETENTION_INDEXES (shared with PostgreSQL)
+    RETENTION_INDEXES,
 ]
 
 _LOCK_ID = 7_411_873_101  # pg_advisory_xact_lock: one migrator at a time

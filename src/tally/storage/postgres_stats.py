@@ -81,9 +81,9 @@ def settings_warnings(conn: PgConnection) -> list[str]:
         ),
         (
             "autovacuum",
-            "dead rows of processed events are never vacuumed; tally analyzes its own "
-            "tables but cannot vacuum them, so run VACUUM (ANALYZE) regularly or turn "
-            "autovacuum on",
+            "only tally's pruning loop (TALLY_PRUNE, beside the worker or delivery "
+            "loop) vacuums its tables, once dead rows pile up in one; keep TALLY_PRUNE on "
+            "or turn autovacuum on",
         ),
     ):
         row = conn.execute(f"SHOW {name}").fetchone()

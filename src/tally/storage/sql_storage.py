@@ -33,6 +33,7 @@ from tally.storage.duplicates import record_duplicates
 from tally.storage.sql import in_list
 from tally.storage.sql_console import SqlConsole
 from tally.storage.sql_outbox import SqlOutbox
+from tally.storage.sql_retention import SqlRetention
 from tally.storage.sql_webhooks import SqlWebhooks
 from tally.storage.sqlite_catalog import SqliteCatalog
 from tally.storage.sqlite_entities import SqliteEntities
@@ -121,7 +122,9 @@ def key_from_row(row: Sequence[Any]) -> ApiKey:
     )
 
 
-class SqlStorage(SqliteEntities, SqliteCatalog, SqlWebhooks, SqlOutbox, SqlConsole, abc.ABC):
+class SqlStorage(
+    SqliteEntities, SqliteCatalog, SqlWebhooks, SqlOutbox, SqlConsole, SqlRetention, abc.ABC
+):
     """``Storage`` on a SQL database. A backend says how to connect, how to
     store a batch of events (``_insert_events``), how to forget old
     idempotency keys (``_prune``) and how to process a batch (``_process``).

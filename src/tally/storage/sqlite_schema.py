@@ -42,6 +42,16 @@ CREATE INDEX events_rare_type ON events (environment_id, type, id) WHERE type <>
 """
 
 
+# Retention (tally.retention): the pruning loop finds finished deliveries by
+# when they finished, the notices a pruned delivery leaves without any, and
+# limit triggers by period; none of these tables is on the ingest path
+RETENTION_INDEXES = """
+CREATE INDEX deliveries_finished ON deliveries (finished_at, id) WHERE finished_at IS NOT NULL;
+CREATE INDEX deliveries_notice ON deliveries (notice_id) WHERE notice_id IS NOT NULL;
+CREATE INDEX limit_triggers_period ON limit_triggers (period, period_start);
+"""
+
+
 def statements(script: str) -> tuple[str, ...]:
     """The statements of a script (split at ``;``: no literal in it holds one)."""
     return tuple(part for part in script.split(";") if part.strip())
@@ -332,6 +342,8 @@ MIGRATIONS: list[str | tuple[str, ...]] = [
         last_duplicate_at INTEGER NOT NULL
     );
     """,
+    # 9: RETENTION_INDEXES (shared with PostgreSQL)
+    RETENTION_INDEXES,
 ]
 
 
