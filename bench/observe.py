@@ -1,31 +1,68 @@
-"""What observing costs on the hot path (tally.observe), in microseconds.
+"""What observing costs on the hot path (tally.observe).
 
-In the multiprocess mode of a ``tally serve`` (a temporary directory), it
-times: the request middleware around a trivial ASGI app against the bare
-app, counting one request's events (1 and 100), a flush, and a scrape's
-rendering. Compare the middleware's figure with a single ``POST /events``
-(about 70 µs of an HTTP process per request in docs/deployment.md) to see
-its share. Run it on a quiet machine:
+By default, in one run: two ``tally serve`` on SQLite side by side (each on
+a fresh database of its own, worker off, one HTTP process), one as shipped
+and one with the per-request observation taken out (``bench/unobserved.py``:
+no request id, no HTTP metrics, no access line, no ingested-event counts),
+driven in turn by wrk with single ``POST /events`` (the same Lua script and
+connections as ``bench/ingest.py``), alternating which goes first in each
+round. It prints each round's rates and the ratio observed / unobserved
+(issue 13's target: observation costs at most 5% of single-event ingest,
+a ratio of at least 0.95). The machine may be shared: the ratios of a round
+are taken minutes apart at most, and the others' CPU use is shown.
 
-    .venv/bin/python bench/observe.py
+``--micro`` times the parts in-process instead (multiprocess mode in a
+temporary directory): the request layer around a trivial ASGI app against
+the bare app, counting one request's events (1 and 100), an HTTP request's
+record and its share of a flush, and a scrape's rendering, in microseconds.
+
+    .venv/bin/python bench/observe.py                 # A/B of POST /events (about 2 minutes)
+    .venv/bin/python bench/observe.py --rounds 6 --duration 10
+    .venv/bin/python bench/observe.py --micro
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
+import os
+import statistics
+import sys
 import tempfile
 import time
 import timeit
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from harness import (
+    HOST,
+    cpu_ticks,
+    ensure_wrk,
+    free_port,
+    log,
+    machine_line,
+    process_tree,
+    start_process,
+    stop_process,
+    wait_http,
+)
+from ingest import DUP_RATE, KEY_RATE, create_secret_key, run_wrk
 from tally.model import IngestResult, NewEvent
 from tally.observe.exposition import render
 from tally.observe.metrics import metrics, share_through
 from tally.observe.requests import ObserveRequests
 
+BENCH = Path(__file__).resolve().parent
+
+# -- in-process parts (--micro) -------------------------------------------------
 SCOPE = {
     "type": "http",
     "method": "POST",
+    "path": "/events",
+    "query_string": b"",
     "headers": [(b"host", b"x"), (b"x-schematic-api-key", b"k"), (b"content-length", b"99")],
 }
 
@@ -44,22 +81,22 @@ def per_request(asgi: Any, n: int) -> float:
         for _ in range(n):
             await asgi(dict(SCOPE), None, discard)
 
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: the machine may be shared
     asyncio.run(run())
-    return (time.perf_counter() - started) / n * 1e6
+    return (time.process_time() - started) / n * 1e6
 
 
 def per_call(fn: Any, n: int) -> float:
-    return timeit.timeit(fn, number=n) / n * 1e6
+    return timeit.Timer(fn, timer=time.process_time).timeit(number=n) / n * 1e6
 
 
-def main() -> None:
+def micro() -> None:
     with tempfile.TemporaryDirectory(prefix="tally-bench-metrics-") as directory:
         share_through(directory)
         m = metrics()
         n = 100_000
         wrapped, bare = per_request(ObserveRequests(app), n), per_request(app, n)
-        print(f"middleware: {wrapped - bare:6.2f} µs a request (bare app {bare:.2f} µs)")
+        print(f"request layer: {wrapped - bare:6.2f} µs a request (bare app {bare:.2f} µs)")
         for size in (1, 100):
             events = [NewEvent("env", "track", "pending", "{}", 1, 1, 1)] * size
             results = [IngestResult("evt", 1, False)] * size
@@ -77,5 +114,131 @@ def main() -> None:
         print(f"render: {per_call(lambda: render(None, 0), 100):7.0f} µs a scrape")
 
 
+# -- over HTTP (the default) ----------------------------------------------------
+@dataclass
+class Target:
+    base: str
+    key: str
+    pid: int  # the tally serve (its HTTP process); its storage process is a child
+
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by the server and its children (Linux /proc)."""
+        ticks = cpu_ticks()
+        tree = process_tree(self.pid, ticks)
+        return sum(ticks[p][1] for p in tree if p in ticks) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Run:
+    rate: float  # requests/s
+    cpu_us: float  # CPU time of the server's processes per request, in µs
+    others: float | None  # cores other processes used meanwhile
+
+
+@contextlib.contextmanager
+def server(workdir: Path, name: str, observed: bool) -> Iterator[Target]:
+    """A ``tally serve`` (observed or not) on a fresh SQLite database."""
+    database_url = f"sqlite:///{workdir / name}.db"
+    env = {**os.environ, "TALLY_WORKER": "off", "TALLY_LOG_LEVEL": "warning"}
+    key = create_secret_key(database_url, env)
+    port = free_port()
+    entry = ["-m", "tally"] if observed else [str(BENCH / "unobserved.py")]
+    cmd = [sys.executable, *entry, "serve", "--host", HOST, "--port", str(port)]
+    cmd += ["--database-url", database_url]
+    log_path = workdir / f"{name}.log"
+    proc = start_process(cmd, log_path, env)
+    try:
+        base = f"http://{HOST}:{port}"
+        wait_http(f"{base}/health", proc, log_path, timeout=60)
+        yield Target(base, key, proc.pid)
+    finally:
+        stop_process(proc)
+
+
+def drive(target: Target, seconds: int, connections: int, tag: str) -> Run:
+    seed = str(int.from_bytes(os.urandom(3), "big"))
+    args = ["single", "1", target.key, f"{tag}-{seed}", str(KEY_RATE), str(DUP_RATE), seed]
+    cpu = target.cpu_seconds()
+    res = run_wrk(
+        target.base + "/events",
+        threads=1,
+        connections=connections,
+        duration=seconds,
+        script_args=args,
+    )
+    cpu = target.cpu_seconds() - cpu
+    if res.non2xx or res.socket_error_total:
+        log(f"  {tag}: {res.non2xx} non-2xx, socket errors {res.socket_errors}")
+    return Run(res.rps, cpu / max(res.requests, 1) * 1e6, res.others)
+
+
+def ab(rounds: int, seconds: int, warmup: int, connections: int) -> None:
+    ensure_wrk()
+    print(machine_line(), flush=True)
+    names = ("observed", "unobserved")
+    runs: dict[str, list[Run]] = {name: [] for name in names}
+    with tempfile.TemporaryDirectory(
+        prefix="tally-bench-observe-", ignore_cleanup_errors=True
+    ) as tmp:
+        workdir = Path(tmp)
+        with server(workdir, "on", True) as on, server(workdir, "off", False) as off:
+            targets = {"observed": on, "unobserved": off}
+            for name, target in targets.items():
+                drive(target, warmup, connections, f"warm-{name}")
+            for index in range(rounds):
+                order = list(names) if index % 2 == 0 else list(reversed(names))
+                for name in order:
+                    run = drive(targets[name], seconds, connections, name)
+                    runs[name].append(run)
+                    others = "?" if run.others is None else f"{run.others:.2f}"
+                    log(
+                        f"round {index + 1} {name:>10}: {run.rate:8,.0f} requests/s, "
+                        f"{run.cpu_us:6.1f} µs of server CPU a request (others {others} cores)"
+                    )
+    on_runs, off_runs = runs["observed"], runs["unobserved"]
+    rate_ratios = [a.rate / b.rate for a, b in zip(on_runs, off_runs, strict=True)]
+    cpu_ratios = [a.cpu_us / b.cpu_us for a, b in zip(on_runs, off_runs, strict=True)]
+    rate = sum(r.rate for r in on_runs) / sum(r.rate for r in off_runs)
+    cpu = sum(r.cpu_us for r in on_runs) / sum(r.cpu_us for r in off_runs)
+    print(
+        f"\nsingle POST /events, {rounds} alternating rounds of {seconds} s, "
+        f"{connections} connections, worker off:\n"
+        f"  requests/s  observed {mean(on_runs, 'rate'):8,.0f}, unobserved "
+        f"{mean(off_runs, 'rate'):8,.0f}; ratio observed/unobserved {rate:.3f} overall, "
+        f"{statistics.median(rate_ratios):.3f} median (rounds: {listed(rate_ratios)})\n"
+        f"  server CPU a request (µs)  observed {mean(on_runs, 'cpu_us'):6.1f}, unobserved "
+        f"{mean(off_runs, 'cpu_us'):6.1f}; ratio {cpu:.3f} overall, "
+        f"{statistics.median(cpu_ratios):.3f} median (rounds: {listed(cpu_ratios)})\n"
+        f"  observation costs {(1 - rate) * 100:.1f}% of the rate and "
+        f"{(cpu - 1) * 100:.1f}% more server CPU a request (target: at most 5%)",
+        flush=True,
+    )
+
+
+def mean(runs: list[Run], field: str) -> float:
+    return statistics.fmean(getattr(r, field) for r in runs)
+
+
+def listed(ratios: list[float]) -> str:
+    return ", ".join(f"{r:.3f}" for r in ratios)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="what observing costs on the hot path")
+    parser.add_argument("--micro", action="store_true", help="time the parts in-process instead")
+    parser.add_argument("--rounds", type=int, default=4, help="A/B rounds (default 4)")
+    parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run (default 8)")
+    parser.add_argument("--warmup", type=int, default=3, help="seconds of warm-up (default 3)")
+    parser.add_argument(
+        "--connections", type=int, default=256, help="wrk connections (default 256, as ingest.py)"
+    )
+    args = parser.parse_args(argv)
+    if args.micro:
+        micro()
+    else:
+        ab(args.rounds, args.duration, args.warmup, args.connections)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tally.api import catalog, companies, events, metrics, webhooks
-from tally.api.asgi import NoNulInUrl
+from tally.api.asgi import nul_screen
 from tally.api.auth import Authenticator
 from tally.api.http import error_response, ok, plain_error
 from tally.api.openapi import openapi_document
@@ -114,7 +114,7 @@ def create_app(
             *metrics.routes,
             *(console_routes(state) if settings.console else []),
         ],
-        middleware=[Middleware(ObserveRequests), Middleware(NoNulInUrl)],
+        middleware=[Middleware(ObserveRequests, screen=nul_screen)],
         exception_handlers={
             TallyError: _tally_error,
             HTTPException: _http_error,

@@ -1,4 +1,5 @@
-"""Around every HTTP request: its id, its metrics and its access line.
+"""Around every HTTP request, in one ASGI layer: its id, its metrics, its
+access line, and a screen that may answer it before any route runs.
 
 The id is the client's ``X-Request-Id`` when that is 1 to 128 safe
 characters (letters, digits, ``. _ : -``), else a new random one; the
@@ -9,6 +10,16 @@ events stored (``note_stored``).
 
 The access line is one ``tally.access`` record at info level per request:
 hidden at the default ``TALLY_LOG_LEVEL=warning``, shown at info or below.
+
+The screen (``screen``, given by the app) looks at the request's scope and
+returns an ASGI app that answers it instead of the routes (the app's refusal
+of a NUL in the URL), or None. It sits here rather than in a middleware of
+its own: every layer is a coroutine frame around every request, and
+``POST /events`` is answered in a few dozen microseconds.
+
+What this layer costs a request is counted in ``bench/observe.py``: a
+request adds to plain counts (``Metrics.http_request``), written into the
+Prometheus metrics once a second, not per request.
 """
 
 from __future__ import annotations
@@ -29,6 +40,7 @@ Message = dict[str, Any]
 ASGIApp = Callable[
     [Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]
 ]
+Screen = Callable[[Scope], ASGIApp | None]
 
 HEADER = b"x-request-id"
 MAX_REQUEST_ID = 128
@@ -36,6 +48,7 @@ _SAFE = re.compile(rb"[A-Za-z0-9._:\-]{1,%d}" % MAX_REQUEST_ID)
 UNMATCHED = "unmatched"  # the route label of a request no route matched
 
 access_log = logging.getLogger("tally.access")
+_perf_counter = time.perf_counter
 
 
 def request_id(headers: Sequence[tuple[bytes, bytes]]) -> str:
@@ -62,38 +75,52 @@ def note_stored(results: Sequence[IngestResult]) -> None:
         info.stored = results
 
 
-class ObserveRequests:
-    """ASGI middleware: request id, HTTP metrics by route template, access line."""
+class _Exchange:
+    """One request's response side: adds the id to the response head and
+    keeps its status."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    __slots__ = ("echo", "send", "status")
+
+    def __init__(self, send: Callable[[Message], Awaitable[None]], echo: tuple[bytes, bytes]):
+        self.send = send
+        self.echo = echo
+        self.status = 500  # unless a response starts
+
+    async def send_with_id(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            message["headers"] = [*message.get("headers", ()), self.echo]
+        await self.send(message)
+
+
+class ObserveRequests:
+    """ASGI middleware: request id, HTTP metrics by route template, access
+    line, and the app's ``screen``."""
+
+    def __init__(self, app: ASGIApp, screen: Screen | None = None) -> None:
         self.app = app
+        self.screen = screen
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
+        started = _perf_counter()
         info = RequestInfo(request_id(scope["headers"]))
-        echo = (HEADER, info.request_id.encode("ascii"))
-        status = 500  # unless a response starts
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", ()), echo]
-            await send(message)
-
+        exchange = _Exchange(send, (HEADER, info.request_id.encode("ascii")))
+        app = self.app
+        if self.screen is not None:
+            app = self.screen(scope) or app
         token = current_request.set(info)
         try:
-            await self.app(scope, receive, send_with_id)
+            await app(scope, receive, exchange.send_with_id)
         finally:
-            seconds = time.perf_counter() - started
+            seconds = _perf_counter() - started
             route = scope.get("route")
             template = getattr(route, "path", None) or UNMATCHED
-            metrics().http_request(scope["method"], template, status, seconds)
+            metrics().http_request(scope["method"], template, exchange.status, seconds)
             if access_log.isEnabledFor(logging.INFO):
-                _access_line(info, scope["method"], template, status, seconds)
+                _access_line(info, scope["method"], template, exchange.status, seconds)
             current_request.reset(token)
 
 
