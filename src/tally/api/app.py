@@ -14,19 +14,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tally.api import catalog, companies, events, metrics, webhooks
+from tally.api import catalog, companies, events, health, metrics, webhooks
 from tally.api.asgi import nul_screen
 from tally.api.auth import Authenticator
-from tally.api.http import error_response, ok, plain_error
+from tally.api.http import error_response, plain_error
 from tally.api.openapi import openapi_document
 from tally.api.state import AppState
 from tally.background import start_loops
-from tally.clock import Clock, SystemClock
+from tally.clock import Clock, SystemClock, to_micros
 from tally.console.app import console_routes
 from tally.effects.sender import Guard
 from tally.effects.targets import Resolver, SystemResolver
 from tally.errors import TallyError
 from tally.key_notice import KeyNotice, notice_path
+from tally.observe.lag import LagWatch
 from tally.observe.metrics import flush_every, share_through
 from tally.observe.requests import ObserveRequests
 from tally.settings import Settings
@@ -34,10 +35,6 @@ from tally.storage import open_storage
 from tally.storage.base import Storage
 
 log = logging.getLogger(__name__)
-
-
-async def health(request: Request) -> Response:
-    return ok({"status": "ok"})
 
 
 async def openapi(request: Request) -> Response:
@@ -87,6 +84,9 @@ def create_app(
             store, settings.key_cache_seconds, KeyNotice(notice_path(settings.database_url))
         ),
         guard=Guard(settings.webhook_allow_private, resolver or SystemResolver()),
+        lag=LagWatch(
+            store.pending_backlog, lambda: to_micros(clock.now()), settings.lag_warning_seconds
+        ),
     )
 
     @contextlib.asynccontextmanager
@@ -95,6 +95,9 @@ def create_app(
         stop = asyncio.Event()
         tasks = start_loops(settings, store, stop, clock)
         tasks.append(asyncio.create_task(flush_every(stop), name="tally-metrics-flush"))
+        if settings.metrics_dir:  # a tally serve: one of its processes warns of a lag
+            watch = state.lag.watch(stop, settings.metrics_dir)
+            tasks.append(asyncio.create_task(watch, name="tally-lag-watch"))
         try:
             yield
         finally:
@@ -106,7 +109,7 @@ def create_app(
     app = Starlette(
         routes=[
             *events.routes,  # first: POST /events is the hot path, matched in order
-            Route("/health", health, methods=["GET"]),
+            *health.routes,
             Route("/openapi.json", openapi, methods=["GET"]),
             *companies.routes,
             *catalog.routes,

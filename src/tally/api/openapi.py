@@ -14,7 +14,14 @@ from typing import Any
 import msgspec
 
 from tally import __version__
-from tally.api import catalog_shapes, entity_requests, entity_shapes, shapes, webhook_shapes
+from tally.api import (
+    catalog_shapes,
+    entity_requests,
+    entity_shapes,
+    health,
+    shapes,
+    webhook_shapes,
+)
 from tally.api import openapi_admin as admin
 from tally.api.openapi_parts import (
     PAGE,
@@ -163,7 +170,12 @@ def openapi_document() -> bytes:
     paths: dict[str, Any] = {
         **_event_paths(),
         "/health": {
-            "get": op("health", (200, envelope({"type": "object"}), "up"), (), public=True)
+            "get": op(
+                "health",
+                (200, envelope(health.SCHEMA), "up, with how far processing is behind"),
+                (),
+                public=True,
+            )
         },
         "/openapi.json": {
             "get": op("openapi", (200, {"type": "object"}, "this document"), (), public=True)

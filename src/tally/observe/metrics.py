@@ -24,12 +24,14 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import glob
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, values
 from prometheus_client.metrics import disable_created_metrics
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from tally.model import EVENT_TYPES, FAILED, FAILING, IngestResult, NewEvent
 
@@ -304,6 +306,23 @@ async def flush_every(stop: asyncio.Event, seconds: float = FLUSH_SECONDS) -> No
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=seconds)
         metrics().flush()
+
+
+def processed_total() -> float:
+    """Events that left pending (processed or failed) so far: in a ``tally
+    serve``, by every process of it that processes (its storage process, or
+    its HTTP processes' worker loops), read from the files they share; else
+    by this process."""
+    name = "tally_events_processed_total"
+    if _directory is None:
+        families = metrics().events_processed.collect()
+    else:
+        families = MultiProcessCollector.merge(
+            glob.glob(os.path.join(_directory, "counter_*.db")), accumulate=False
+        )
+    return sum(
+        sample.value for family in families for sample in family.samples if sample.name == name
+    )
 
 
 def shared_directory() -> str | None:

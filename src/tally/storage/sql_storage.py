@@ -28,6 +28,7 @@ from tally.model import (
     StoredEvent,
 )
 from tally.observe.metrics import metrics
+from tally.storage import sql_backlog
 from tally.storage.sql_console import SqlConsole
 from tally.storage.sql_outbox import SqlOutbox
 from tally.storage.sql_webhooks import SqlWebhooks
@@ -266,17 +267,8 @@ class SqlStorage(SqliteEntities, SqliteCatalog, SqlWebhooks, SqlOutbox, SqlConso
 
         return await self._read(run)
 
-    async def pending_backlog(self) -> PendingBacklog:
-        def run(conn: Conn) -> PendingBacklog:
-            (count,) = conn.execute(
-                "SELECT COUNT(*) FROM events WHERE status = 'pending'"
-            ).fetchone()
-            oldest = conn.execute(
-                "SELECT loaded_at FROM events WHERE status = 'pending' ORDER BY id LIMIT 1"
-            ).fetchone()
-            return PendingBacklog(int(count), oldest[0] if oldest else None)
-
-        return await self._read(run)
+    async def pending_backlog(self, cap: int | None = None) -> PendingBacklog:
+        return await self._read(lambda conn: sql_backlog.pending_backlog(conn, cap))
 
     async def _delivery_call(self, fn: Callable[[Conn], T]) -> T:
         """Run ``fn(conn)`` in one transaction on the delivery connection."""
