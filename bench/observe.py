@@ -13,7 +13,7 @@ are taken minutes apart at most, and the others' CPU use is shown.
 
 ``--micro`` times the parts in-process instead (multiprocess mode in a
 temporary directory): the request layer around a trivial ASGI app against
-the bare app, counting one request's events (1 and 100), an HTTP request's
+the unobserved build's (the NUL screen alone), counting one request's events (1 and 100), an HTTP request's
 record and its share of a flush, and a scrape's rendering, in microseconds.
 
     .venv/bin/python bench/observe.py                 # A/B of POST /events (about 2 minutes)
@@ -50,10 +50,12 @@ from harness import (
     wait_http,
 )
 from ingest import DUP_RATE, KEY_RATE, create_secret_key, run_wrk
+from tally.api.asgi import nul_screen
 from tally.model import IngestResult, NewEvent
 from tally.observe.exposition import render
 from tally.observe.metrics import metrics, share_through
 from tally.observe.requests import ObserveRequests
+from unobserved import Screened
 
 BENCH = Path(__file__).resolve().parent
 
@@ -95,8 +97,12 @@ def micro() -> None:
         share_through(directory)
         m = metrics()
         n = 100_000
-        wrapped, bare = per_request(ObserveRequests(app), n), per_request(app, n)
-        print(f"request layer: {wrapped - bare:6.2f} µs a request (bare app {bare:.2f} µs)")
+        observed = per_request(ObserveRequests(app, nul_screen), n)
+        screened = per_request(Screened(app, nul_screen), n)
+        print(
+            f"request layer: {observed - screened:6.2f} µs a request more than the "
+            f"unobserved build's ({screened:.2f} µs with a trivial app)"
+        )
         for size in (1, 100):
             events = [NewEvent("env", "track", "pending", "{}", 1, 1, 1)] * size
             results = [IngestResult("evt", 1, False)] * size

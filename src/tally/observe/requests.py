@@ -75,15 +75,17 @@ def note_stored(results: Sequence[IngestResult]) -> None:
         info.stored = results
 
 
-class _Exchange:
-    """One request's response side: adds the id to the response head and
-    keeps its status."""
+class _Exchange(RequestInfo):
+    """One request: what the logs know of it, and its response side, which
+    adds the id to the response head and keeps the status (one object a
+    request)."""
 
     __slots__ = ("echo", "send", "status")
 
-    def __init__(self, send: Callable[[Message], Awaitable[None]], echo: tuple[bytes, bytes]):
+    def __init__(self, request_id: str, send: Callable[[Message], Awaitable[None]]):
+        super().__init__(request_id)
         self.send = send
-        self.echo = echo
+        self.echo = (HEADER, request_id.encode("ascii"))
         self.status = 500  # unless a response starts
 
     async def send_with_id(self, message: Message) -> None:
@@ -106,12 +108,11 @@ class ObserveRequests:
             await self.app(scope, receive, send)
             return
         started = _perf_counter()
-        info = RequestInfo(request_id(scope["headers"]))
-        exchange = _Exchange(send, (HEADER, info.request_id.encode("ascii")))
+        exchange = _Exchange(request_id(scope["headers"]), send)
         app = self.app
         if self.screen is not None:
             app = self.screen(scope) or app
-        token = current_request.set(info)
+        token = current_request.set(exchange)
         try:
             await app(scope, receive, exchange.send_with_id)
         finally:
@@ -120,7 +121,7 @@ class ObserveRequests:
             template = getattr(route, "path", None) or UNMATCHED
             metrics().http_request(scope["method"], template, exchange.status, seconds)
             if access_log.isEnabledFor(logging.INFO):
-                _access_line(info, scope["method"], template, exchange.status, seconds)
+                _access_line(exchange, scope["method"], template, exchange.status, seconds)
             current_request.reset(token)
 
 
