@@ -50,12 +50,10 @@ from harness import (
     wait_http,
 )
 from ingest import DUP_RATE, KEY_RATE, create_secret_key, run_wrk
-from tally.api.asgi import nul_screen
 from tally.model import IngestResult, NewEvent
 from tally.observe.exposition import render
 from tally.observe.metrics import metrics, share_through
 from tally.observe.requests import ObserveRequests
-from unobserved import Screened
 
 BENCH = Path(__file__).resolve().parent
 
@@ -93,6 +91,9 @@ def per_call(fn: Any, n: int) -> float:
 
 
 def micro() -> None:
+    from tally.api.asgi import nul_screen
+    from unobserved import Screened
+
     with tempfile.TemporaryDirectory(prefix="tally-bench-metrics-") as directory:
         share_through(directory)
         m = metrics()

@@ -44,7 +44,8 @@ PENDING_CAP = 100_000  # most pending events /health counts
 FRESH_SECONDS = 1.0  # how long a process reuses the figures it read
 RATE_WINDOW_SECONDS = 60.0  # the processing rate is over this long
 CHECK_SECONDS = 5.0  # how often the watch reads the figures (more often under a low threshold)
-REPEAT_SECONDS = 60.0  # a lasting lag is warned about at most this often
+REPEAT_SECONDS = 60.0  # a lasting lag (or a failing read) is logged at most this often
+READ_TIMEOUT_SECONDS = 2.0  # /health answers without figures rather than wait longer
 LOCK_NAME = "lag-warning.lock"  # in tally serve's metrics directory
 
 
@@ -62,6 +63,10 @@ class Lag:
             "oldest_pending_age_seconds": round(self.oldest_pending_age_seconds, 3),
             "processing_rate": round(self.processing_rate, 1),
         }
+
+
+class Unknown(Exception):
+    """The lag figures could not be read."""
 
 
 class _Rate:
@@ -102,19 +107,33 @@ class LagWatch:
         self._last: Lag | None = None
         self._reading = asyncio.Lock()
         self._warned_at: float | None = None  # monotonic time of the last warning
+        self._failed_at = float("-inf")  # when a failed read was last logged
 
     async def current(self) -> Lag:
-        """The figures, read again when the last reading is over a second old."""
+        """The figures, read again when the last reading is over a second old.
+        Raises ``Unknown`` when the database could not be read within
+        ``READ_TIMEOUT_SECONDS`` (the log says why, at most once a minute),
+        for a second too: concurrent askers never queue behind a slow read."""
         async with self._reading:  # concurrent askers share one reading
-            if self._last is None or time.monotonic() - self._read_at >= FRESH_SECONDS:
-                backlog = await self._backlog(PENDING_CAP)
-                now = time.monotonic()
-                rate = self._rate.add(self._processed(), now)
-                self._last = Lag(
-                    backlog.count, backlog.capped, backlog.age_seconds(self._now_us()), rate
-                )
-                self._read_at = now
+            if time.monotonic() - self._read_at >= FRESH_SECONDS:
+                self._last = await self._read()
+                self._read_at = time.monotonic()
+            if self._last is None:
+                raise Unknown("could not read the pending backlog")
             return self._last
+
+    async def _read(self) -> Lag | None:
+        try:
+            backlog = await asyncio.wait_for(
+                self._backlog(PENDING_CAP), timeout=READ_TIMEOUT_SECONDS
+            )
+        except Exception:
+            if time.monotonic() - self._failed_at >= REPEAT_SECONDS:
+                self._failed_at = time.monotonic()
+                log.warning("could not read the pending backlog", exc_info=True)
+            return None
+        rate = self._rate.add(self._processed(), time.monotonic())
+        return Lag(backlog.count, backlog.capped, backlog.age_seconds(self._now_us()), rate)
 
     @property
     def check_seconds(self) -> float:
@@ -136,8 +155,7 @@ class LagWatch:
                     break
                 try:
                     lag = await self.current()
-                except Exception:
-                    log.warning("could not read the pending backlog", exc_info=True)
+                except Unknown:  # logged by current()
                     continue
                 if held is None:
                     held = _take_lock(os.path.join(lock_directory, LOCK_NAME))
