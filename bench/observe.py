@@ -16,8 +16,15 @@ temporary directory): the request layer around a trivial ASGI app against
 the unobserved build's (the NUL screen alone), counting one request's events (1 and 100), an HTTP request's
 record and its share of a flush, and a scrape's rendering, in microseconds.
 
+``--app`` sends ``POST /events`` through the whole app in-process (the real
+routes, key look-up and ruling; storage's ``ingest`` answers at once), the
+observed app and the unobserved one alternating, and prints the CPU time a
+request of each: the observation's cost without uvicorn's and the storage
+process's share, and without the noise of their batching.
+
     .venv/bin/python bench/observe.py                 # A/B of POST /events (about 2 minutes)
     .venv/bin/python bench/observe.py --rounds 6 --duration 10
+    .venv/bin/python bench/observe.py --app
     .venv/bin/python bench/observe.py --micro
 """
 
@@ -52,7 +59,7 @@ from harness import (
 from ingest import DUP_RATE, KEY_RATE, create_secret_key, run_wrk
 from tally.model import IngestResult, NewEvent
 from tally.observe.exposition import render
-from tally.observe.metrics import metrics, share_through
+from tally.observe.metrics import Metrics, metrics, share_through
 from tally.observe.requests import ObserveRequests
 
 BENCH = Path(__file__).resolve().parent
@@ -119,6 +126,115 @@ def micro() -> None:
         cost = per_call(thousand_then_flush, 100) / 1000
         print(f"http_request + its share of a flush: {cost:6.2f} µs")
         print(f"render: {per_call(lambda: render(None, 0), 100):7.0f} µs a scrape")
+
+
+# -- the whole app in-process (--app) ------------------------------------------
+class _Stored:
+    """Storage whose ``ingest`` answers at once (every other call is the real
+    SQLite storage's): what is left is the HTTP process's own Python."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    async def ingest(self, events: Any) -> list[IngestResult]:
+        return [IngestResult("evt_0123456789abcdef0123456789abcdef", 1, False) for _ in events]
+
+
+async def _app_build(directory: str, observed: bool) -> tuple[Any, str]:
+    import tally.api.app as app_module
+    from tally.keys import create_key
+    from tally.settings import Settings
+    from tally.storage import open_storage
+    from unobserved import Screened
+
+    settings = Settings(database_url=f"sqlite:///{directory}/app-{observed}.db", console=False)
+    store = open_storage(settings)
+    await store.start()
+    _, key, _ = await create_key(store, "development")
+    layer = app_module.ObserveRequests
+    if not observed:
+        app_module.ObserveRequests = Screened  # type: ignore[misc,assignment]
+    try:
+        app = app_module.create_app(settings, storage=_Stored(store))  # type: ignore[arg-type]
+        app.middleware_stack = app.build_middleware_stack()
+    finally:
+        app_module.ObserveRequests = layer  # type: ignore[misc]
+    return app, key
+
+
+async def _app_requests(app: Any, key: str, n: int, counting: bool) -> float:
+    """CPU µs a ``POST /events`` through ``app`` (``counting``: its events counted)."""
+    body = b'{"event_type":"track","body":{"event":"api-call","company":{"id":"acme"}}}'
+    head = [
+        (b"host", b"x"),
+        (b"content-type", b"application/json"),
+        (b"x-schematic-api-key", key.encode()),
+        (b"content-length", str(len(body)).encode()),
+        (b"user-agent", b"bench"),
+    ]
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start" and message["status"] != 201:
+            raise RuntimeError(f"POST /events answered {message['status']}")
+
+    saved = Metrics.ingested
+    if not counting:
+        Metrics.ingested = lambda self, *args: None  # type: ignore[method-assign]
+    try:
+        started = time.process_time()
+        for _ in range(n):
+            scope = {
+                "type": "http",
+                "asgi": {"version": "3.0"},
+                "http_version": "1.1",
+                "method": "POST",
+                "scheme": "http",
+                "path": "/events",
+                "raw_path": b"/events",
+                "query_string": b"",
+                "root_path": "",
+                "headers": list(head),
+                "client": ("127.0.0.1", 50000),
+                "server": ("127.0.0.1", 8000),
+                "state": {},
+            }
+            await app(scope, receive, send)
+        return (time.process_time() - started) / n * 1e6
+    finally:
+        Metrics.ingested = saved  # type: ignore[method-assign]
+
+
+def whole_app(rounds: int) -> None:
+    async def run() -> None:
+        with tempfile.TemporaryDirectory(prefix="tally-bench-app-") as directory:
+            share_through(directory)
+            apps = {
+                True: await _app_build(directory, True),
+                False: await _app_build(directory, False),
+            }
+            for observed, (app, key) in apps.items():
+                await _app_requests(app, key, 2000, observed)
+            cost: dict[bool, list[float]] = {True: [], False: []}
+            for index in range(rounds):
+                for observed in (True, False) if index % 2 == 0 else (False, True):
+                    app, key = apps[observed]
+                    cost[observed].append(await _app_requests(app, key, 4000, observed))
+            on, off = statistics.median(cost[True]), statistics.median(cost[False])
+            print(
+                f"POST /events through the app in-process (storage answering at once), "
+                f"{rounds} alternating rounds, CPU µs a request (median): observed {on:.1f}, "
+                f"unobserved {off:.1f}: observation adds {on - off:.1f} µs "
+                f"({(on / off - 1) * 100:.1f}% of the app's own work)\n"
+                f"  observed rounds: {listed(cost[True])}\n  unobserved rounds: {listed(cost[False])}"
+            )
+
+    asyncio.run(run())
 
 
 # -- over HTTP (the default) ----------------------------------------------------
@@ -243,6 +359,11 @@ def listed(ratios: list[float]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="what observing costs on the hot path")
     parser.add_argument("--micro", action="store_true", help="time the parts in-process instead")
+    parser.add_argument(
+        "--app",
+        action="store_true",
+        help="POST /events through the whole app in-process, observed vs not (CPU a request)",
+    )
     parser.add_argument("--rounds", type=int, default=4, help="A/B rounds (default 4)")
     parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run (default 8)")
     parser.add_argument("--warmup", type=int, default=3, help="seconds of warm-up (default 3)")
@@ -252,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.micro:
         micro()
+    elif args.app:
+        whole_app(args.rounds * 2)
     else:
         ab(args.rounds, args.duration, args.warmup, args.connections)
     return 0
