@@ -40,7 +40,7 @@ class WrkResult:
         return sum(self.socket_errors.values())
 
 
-def _cpu_ticks() -> dict[int, tuple[int, int]]:
+def cpu_ticks() -> dict[int, tuple[int, int]]:
     """pid -> (parent pid, CPU ticks used so far) for every process (Linux /proc)."""
     out: dict[int, tuple[int, int]] = {}
     for entry in os.listdir("/proc"):
@@ -55,6 +55,19 @@ def _cpu_ticks() -> dict[int, tuple[int, int]]:
     return out
 
 
+def process_tree(root: int, ticks: dict[int, tuple[int, int]]) -> set[int]:
+    """``root`` and its descendants among ``ticks`` (from ``cpu_ticks``)."""
+    tree = {root}
+    grew = True
+    while grew:
+        grew = False
+        for pid, (ppid, _) in ticks.items():
+            if ppid in tree and pid not in tree:
+                tree.add(pid)
+                grew = True
+    return tree
+
+
 class OtherLoad:
     """How many cores processes other than this bench and its children kept
     busy during a measurement: the machine may be shared, and this says how
@@ -67,7 +80,7 @@ class OtherLoad:
     ours: Callable[[], set[int]] | None = None
 
     def __init__(self) -> None:
-        self._start = _cpu_ticks() if Path("/proc/self/stat").exists() else {}
+        self._start = cpu_ticks() if Path("/proc/self/stat").exists() else {}
         self._t0 = time.monotonic()
 
     def cores(self) -> float | None:
@@ -76,16 +89,9 @@ class OtherLoad:
         # ours first: a process of ours that ends meanwhile is then either in
         # both or gone from the end snapshot too
         ours = OtherLoad.ours() if OtherLoad.ours is not None else set()
-        end = _cpu_ticks()
+        end = cpu_ticks()
         elapsed = time.monotonic() - self._t0
-        mine = {os.getpid()}
-        grew = True
-        while grew:
-            grew = False
-            for pid, (ppid, _) in end.items():
-                if ppid in mine and pid not in mine:
-                    mine.add(pid)
-                    grew = True
+        mine = process_tree(os.getpid(), end)
         used = 0
         for pid, (_, ticks) in end.items():
             if pid not in mine and pid not in ours:

@@ -130,11 +130,19 @@ class StoredEvent:
 
 @dataclass(frozen=True, slots=True)
 class PendingBacklog:
-    """The events waiting to be processed: how many, and when the oldest was
-    stored (µs since epoch; None when none is pending)."""
+    """The events waiting to be processed: how many (at least that many when
+    ``capped``: the count stopped at a cap), and when the oldest was stored
+    (µs since epoch; None when none is pending)."""
 
     count: int
     oldest_loaded_at: int | None
+    capped: bool = False
+
+    def age_seconds(self, now_us: int) -> float:
+        """Seconds since the oldest pending event was stored (0 when none is)."""
+        if self.oldest_loaded_at is None:
+            return 0.0
+        return max(0.0, (now_us - self.oldest_loaded_at) / 1_000_000)
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,6 +58,11 @@ ENV_VARS: tuple[tuple[str, str, str], ...] = (
         "bearer token that lets a client off loopback read /metrics (unset: loopback only)",
     ),
     ("metrics_dir", "TALLY_METRICS_DIR", "set by tally serve: where its processes share metrics"),
+    (
+        "lag_warning_seconds",
+        "TALLY_LAG_WARNING_SECONDS",
+        "tally serve warns when the oldest pending event is older than this (0: never)",
+    ),
     ("http_workers", "TALLY_HTTP_WORKERS", "HTTP server processes of tally serve"),
     ("worker", "TALLY_WORKER", "run the processing worker inside tally serve (on/off)"),
     (
@@ -164,6 +169,7 @@ class Settings:
     log_format: str = "text"
     metrics_token: str = ""
     metrics_dir: str = ""
+    lag_warning_seconds: float = 60.0
     http_workers: int = 1
     worker: bool = True
     process_as_stored: bool = True
@@ -234,6 +240,11 @@ class Settings:
             )
         if self.http_max_connections < 1:
             raise ConfigError("TALLY_HTTP_MAX_CONNECTIONS must be at least 1")
+        lag = self.lag_warning_seconds
+        if not math.isfinite(lag) or lag < 0:
+            raise ConfigError(
+                f"TALLY_LAG_WARNING_SECONDS must be a number of seconds, 0 (never) or more, not {lag}"
+            )
         self._validate_effects()
         self._validate_retention()
 

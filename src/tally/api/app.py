@@ -14,23 +14,24 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from tally.api import metrics, openapi
-from tally.api.asgi import NoNulInUrl
+from tally.api import health, metrics, openapi
+from tally.api.asgi import nul_screen
 from tally.api.auth import Authenticator
 from tally.api.catalog.routes import routes as catalog_routes
-from tally.api.common.envelope import error_response, ok, plain_error
+from tally.api.common.envelope import error_response, plain_error
 from tally.api.common.routing import ApiRoute
 from tally.api.companies.routes import routes as company_routes
 from tally.api.events.routes import routes as event_routes
 from tally.api.state import AppState
 from tally.api.webhooks.routes import routes as webhook_routes
 from tally.background import start_loops
-from tally.clock import Clock, SystemClock
+from tally.clock import Clock, SystemClock, to_micros
 from tally.console.app import console_routes
 from tally.effects.sender import Guard
 from tally.effects.targets import Resolver, SystemResolver
 from tally.errors import TallyError
 from tally.key_notice import KeyNotice, notice_path
+from tally.observe.lag import LagWatch
 from tally.observe.metrics import flush_every, share_through
 from tally.observe.requests import ObserveRequests
 from tally.settings import Settings
@@ -38,10 +39,6 @@ from tally.storage import open_storage
 from tally.storage.base import Storage
 
 log = logging.getLogger(__name__)
-
-
-async def health(request: Request) -> Response:
-    return ok({"status": "ok"})
 
 
 async def _tally_error(request: Request, exc: Exception) -> Response:
@@ -70,7 +67,7 @@ def api_routes() -> list[BaseRoute]:
     and the document (``tally.api.openapi``) is built from this table."""
     return [
         *event_routes,  # first: POST /events is the hot path, matched in order
-        ApiRoute("GET", "/health", health, openapi.HEALTH),
+        ApiRoute("GET", "/health", health.health, openapi.HEALTH),
         ApiRoute("GET", "/openapi.json", openapi.serve, openapi.SELF),
         *company_routes,
         *catalog_routes,
@@ -99,6 +96,9 @@ def create_app(
             store, settings.key_cache_seconds, KeyNotice(notice_path(settings.database_url))
         ),
         guard=Guard(settings.webhook_allow_private, resolver or SystemResolver()),
+        lag=LagWatch(
+            store.pending_backlog, lambda: to_micros(clock.now()), settings.lag_warning_seconds
+        ),
     )
 
     @contextlib.asynccontextmanager
@@ -107,6 +107,9 @@ def create_app(
         stop = asyncio.Event()
         tasks = start_loops(settings, store, stop, clock)
         tasks.append(asyncio.create_task(flush_every(stop), name="tally-metrics-flush"))
+        if settings.metrics_dir:  # a tally serve: one of its processes warns of a lag
+            watch = state.lag.watch(stop, settings.metrics_dir)
+            tasks.append(asyncio.create_task(watch, name="tally-lag-watch"))
         try:
             yield
         finally:
@@ -117,7 +120,7 @@ def create_app(
 
     app = Starlette(
         routes=[*api_routes(), *(console_routes(state) if settings.console else [])],
-        middleware=[Middleware(ObserveRequests), Middleware(NoNulInUrl)],
+        middleware=[Middleware(ObserveRequests, screen=nul_screen)],
         exception_handlers={
             TallyError: _tally_error,
             HTTPException: _http_error,

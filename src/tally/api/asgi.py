@@ -9,7 +9,7 @@ map and body stream cost more than ruling on the event) or a ``Response``.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -127,18 +127,16 @@ _NUL_IN_URL = (
 )
 
 
-class NoNulInUrl:
-    """Refuse (400) a request whose path or query string holds NUL (``%00``):
-    PostgreSQL text cannot hold it, so no lookup could use it. One check for
-    every route, present and future, before any of them runs."""
+async def _refuse_nul(scope: Scope, receive: Receive, send: Send) -> None:
+    await send_json(send, 400, _NUL_IN_URL)
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            query: bytes = scope.get("query_string", b"")
-            if "\x00" in scope["path"] or b"%00" in query or b"\x00" in query:
-                await send_json(send, 400, _NUL_IN_URL)
-                return
-        await self.app(scope, receive, send)
+def nul_screen(scope: Scope) -> Callable[[Scope, Receive, Send], Awaitable[None]] | None:
+    """The refusal (400) of a request whose path or query string holds NUL
+    (``%00``), else None: PostgreSQL text cannot hold it, so no lookup could
+    use it. One check for every route, present and future, before any of
+    them runs (``tally.observe.requests`` runs it)."""
+    query: bytes = scope.get("query_string", b"")
+    if "\x00" in scope["path"] or b"%00" in query or b"\x00" in query:
+        return _refuse_nul
+    return None

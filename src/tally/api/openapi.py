@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from tally import __version__
+from tally.api import health
 from tally.api.catalog import openapi as catalog
 from tally.api.common import shapes
 from tally.api.common.envelope import JSONBytes
@@ -38,7 +39,12 @@ SCHEMAS: tuple[Any, ...] = (
 )
 RULES: Rules = {name: rule for resource in _RESOURCES for name, rule in resource.RULES.items()}
 
-HEALTH = op("health", (200, envelope({"type": "object"}), "up"), (), public=True)
+HEALTH = op(
+    "health",
+    (200, envelope(health.SCHEMA), "up, with how far processing is behind"),
+    (),
+    public=True,
+)
 SELF = op("openapi", (200, {"type": "object"}, "this document"), (), public=True)
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from tally.api.auth import Authenticator
 from tally.clock import Clock
 from tally.effects.sender import Guard
+from tally.observe.lag import LagWatch
 from tally.settings import Settings
 from tally.storage.base import Storage
 
@@ -18,3 +19,4 @@ class AppState:
     clock: Clock
     auth: Authenticator
     guard: Guard  # where webhooks may be sent (tally.effects.targets)
+    lag: LagWatch  # GET /health's figures and tally serve's lag warning

@@ -74,8 +74,7 @@ class _Pending:
     def collect(self) -> Iterator[Metric]:
         count_name, age_name = PENDING_GAUGES
         yield GaugeMetricFamily(count_name, PENDING_GAUGES[count_name], value=self._backlog.count)
-        oldest = self._backlog.oldest_loaded_at
-        age = 0.0 if oldest is None else max(0.0, (self._now - oldest) / 1_000_000)
+        age = self._backlog.age_seconds(self._now)
         yield GaugeMetricFamily(age_name, PENDING_GAUGES[age_name], value=age)
 
 

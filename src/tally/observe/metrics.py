@@ -24,15 +24,16 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import glob
 import os
-import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, values
 from prometheus_client.metrics import disable_created_metrics
+from prometheus_client.multiprocess import MultiProcessCollector
 
-from tally.model import EVENT_TYPES, IngestResult, NewEvent, stored_status
+from tally.model import EVENT_TYPES, FAILED, FAILING, IngestResult, NewEvent
 
 # gauges computed when scraped (tally.observe.exposition), from the pending index
 PENDING_GAUGES = {
@@ -142,10 +143,9 @@ class Metrics:
             registry=r,
         )
         self._children: dict[tuple[Any, ...], Any] = {}
-        # the hot path's figures, held until flush()
-        self._lock = threading.Lock()
-        self._http: dict[tuple[str, str, int], list[int]] = {}
-        self._http_sums: dict[tuple[str, str, int], float] = {}
+        # the hot path's figures, held until flush(): per (method, route,
+        # status) the count per bucket of HTTP_BUCKETS (and +Inf), then the sum
+        self._http: dict[tuple[str, str, int], list[Any]] = {}
         self._ingested: dict[tuple[str, str, str], int] = {}
         self._zero()
 
@@ -182,44 +182,40 @@ class Metrics:
         if method not in _METHODS:
             method = "other"
         key = (method, route, status)
-        bucket = bisect.bisect_left(HTTP_BUCKETS, seconds)
-        with self._lock:
-            row = self._http.get(key)
-            if row is None:
-                row = self._http[key] = [0] * (len(HTTP_BUCKETS) + 1)
-                self._http_sums[key] = 0.0
-            row[bucket] += 1
-            self._http_sums[key] += seconds
+        row = self._http.get(key)
+        if row is None:
+            row = self._http[key] = [0] * (len(HTTP_BUCKETS) + 1) + [0.0]
+        row[bisect.bisect_left(HTTP_BUCKETS, seconds)] += 1
+        row[-1] += seconds  # the sum
 
     def ingested(
         self, key_kind: str, events: Sequence[NewEvent], results: Sequence[IngestResult]
     ) -> None:
         """One request's events by (type, outcome) (held in this process until ``flush``)."""
         counts = self._ingested
-        with self._lock:
-            for event, result in zip(events, results, strict=True):
-                if result.duplicate:
-                    outcome = "duplicate"
-                elif stored_status(event.status) == "failed":
-                    outcome = "failed"
-                else:
-                    outcome = "accepted"
-                key = (event.type if event.type in _TYPES else "other", key_kind, outcome)
-                counts[key] = counts.get(key, 0) + 1
+        for event, result in zip(events, results, strict=True):
+            if result.duplicate:
+                outcome = "duplicate"
+            elif event.status == FAILING or event.status == FAILED:
+                outcome = "failed"
+            else:
+                outcome = "accepted"
+            key = (event.type if event.type in _TYPES else "other", key_kind, outcome)
+            counts[key] = counts.get(key, 0) + 1
 
     def flush(self) -> None:
         """Write what ``http_request`` and ``ingested`` hold into the metrics.
         The HTTP processes call it every ``FLUSH_SECONDS`` and before
         answering a scrape: a request then costs a few dict updates, not
-        three locked writes to shared memory."""
-        with self._lock:
-            if not self._http and not self._ingested:
-                return
-            http, sums, ingested = self._http, self._http_sums, self._ingested
-            self._http, self._http_sums, self._ingested = {}, {}, {}
+        three locked writes to shared memory. Both record and flush on the
+        event loop's thread (no lock: swapping the dicts is one step there)."""
+        if not self._http and not self._ingested:
+            return
+        http, ingested = self._http, self._ingested
+        self._http, self._ingested = {}, {}
         for (method, route, status), row in http.items():
             child = self._child(self.http_duration, method, route, str(status))
-            add_to_histogram(child, row, sums[(method, route, status)])
+            add_to_histogram(child, row[:-1], row[-1])
         for labels, n in ingested.items():
             self._child(self.events_ingested, *labels).inc(n)
 
@@ -310,6 +306,23 @@ async def flush_every(stop: asyncio.Event, seconds: float = FLUSH_SECONDS) -> No
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=seconds)
         metrics().flush()
+
+
+def processed_total() -> float:
+    """Events that left pending (processed or failed) so far: in a ``tally
+    serve``, by every process of it that processes (its storage process, or
+    its HTTP processes' worker loops), read from the files they share; else
+    by this process."""
+    name = "tally_events_processed_total"
+    if _directory is None:
+        families = metrics().events_processed.collect()
+    else:
+        families = MultiProcessCollector.merge(
+            glob.glob(os.path.join(_directory, "counter_*.db")), accumulate=False
+        )
+    return sum(
+        sample.value for family in families for sample in family.samples if sample.name == name
+    )
 
 
 def shared_directory() -> str | None:

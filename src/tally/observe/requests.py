@@ -1,4 +1,5 @@
-"""Around every HTTP request: its id, its metrics and its access line.
+"""Around every HTTP request, in one ASGI layer: its id, its metrics, its
+access line, and a screen that may answer it before any route runs.
 
 The id is the client's ``X-Request-Id`` when that is 1 to 128 safe
 characters (letters, digits, ``. _ : -``), else a new random one; the
@@ -9,6 +10,16 @@ events stored (``note_stored``).
 
 The access line is one ``tally.access`` record at info level per request:
 hidden at the default ``TALLY_LOG_LEVEL=warning``, shown at info or below.
+
+The screen (``screen``, given by the app) looks at the request's scope and
+returns an ASGI app that answers it instead of the routes (the app's refusal
+of a NUL in the URL), or None. It sits here rather than in a middleware of
+its own: every layer is a coroutine frame around every request, and
+``POST /events`` is answered in a few dozen microseconds.
+
+What this layer costs a request is counted in ``bench/observe.py``: a
+request adds to plain counts (``Metrics.http_request``), written into the
+Prometheus metrics once a second, not per request.
 """
 
 from __future__ import annotations
@@ -17,7 +28,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -26,12 +37,15 @@ from tally.model import IngestResult
 from tally.observe.logs import RequestInfo, current_request
 from tally.observe.metrics import metrics
 
+Screen = Callable[[Scope], ASGIApp | None]
+
 HEADER = b"x-request-id"
 MAX_REQUEST_ID = 128
 _SAFE = re.compile(rb"[A-Za-z0-9._:\-]{1,%d}" % MAX_REQUEST_ID)
 UNMATCHED = "unmatched"  # the route label of a request no route matched
 
 access_log = logging.getLogger("tally.access")
+_perf_counter = time.perf_counter
 
 
 def request_id(headers: Sequence[tuple[bytes, bytes]]) -> str:
@@ -58,38 +72,53 @@ def note_stored(results: Sequence[IngestResult]) -> None:
         info.stored = results
 
 
-class ObserveRequests:
-    """ASGI middleware: request id, HTTP metrics by route template, access line."""
+class _Exchange(RequestInfo):
+    """One request: what the logs know of it, and its response side, which
+    adds the id to the response head and keeps the status (one object a
+    request)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    __slots__ = ("echo", "send", "status")
+
+    def __init__(self, request_id: str, send: Send) -> None:
+        super().__init__(request_id)
+        self.send = send
+        self.echo = (HEADER, request_id.encode("ascii"))
+        self.status = 500  # unless a response starts
+
+    async def send_with_id(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            message["headers"] = [*message.get("headers", ()), self.echo]
+        await self.send(message)
+
+
+class ObserveRequests:
+    """ASGI middleware: request id, HTTP metrics by route template, access
+    line, and the app's ``screen``."""
+
+    def __init__(self, app: ASGIApp, screen: Screen | None = None) -> None:
         self.app = app
+        self.screen = screen
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
-        info = RequestInfo(request_id(scope["headers"]))
-        echo = (HEADER, info.request_id.encode("ascii"))
-        status = 500  # unless a response starts
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", ()), echo]
-            await send(message)
-
-        token = current_request.set(info)
+        started = _perf_counter()
+        exchange = _Exchange(request_id(scope["headers"]), send)
+        app = self.app
+        if self.screen is not None:
+            app = self.screen(scope) or app
+        token = current_request.set(exchange)
         try:
-            await self.app(scope, receive, send_with_id)
+            await app(scope, receive, exchange.send_with_id)
         finally:
-            seconds = time.perf_counter() - started
+            seconds = _perf_counter() - started
             route = scope.get("route")
             template = getattr(route, "path", None) or UNMATCHED
-            metrics().http_request(scope["method"], template, status, seconds)
+            metrics().http_request(scope["method"], template, exchange.status, seconds)
             if access_log.isEnabledFor(logging.INFO):
-                _access_line(info, scope["method"], template, status, seconds)
+                _access_line(exchange, scope["method"], template, exchange.status, seconds)
             current_request.reset(token)
 
 

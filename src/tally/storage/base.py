@@ -77,9 +77,11 @@ class Storage(
         in one transaction; returns how many were claimed (0: nothing to do)."""
         ...
 
-    async def pending_backlog(self) -> PendingBacklog:
-        """How many events are pending and when the oldest was stored, off
-        the pending-events index (the metrics read it at every scrape)."""
+    async def pending_backlog(self, cap: int | None = None) -> PendingBacklog:
+        """How many events are pending (counted up to ``cap`` when given)
+        and when the oldest was stored, off the pending-events index (the
+        metrics read it at every scrape, ``GET /health`` at most once a
+        second per process)."""
         ...
 
     async def fail_next_pending(self, message: str) -> str | None:

@@ -21,6 +21,7 @@ from tally.storage.base_console import (
     PipelineHealth,
     UserDay,
 )
+from tally.storage.sql_backlog import pending_backlog
 
 if TYPE_CHECKING:
     from tally.model import ApiKey
@@ -246,15 +247,7 @@ class SqlConsole:
         id_min = ids.first_id_at("evt", since)
 
         def run(conn: Conn) -> PipelineHealth:
-            pending, oldest = conn.execute(
-                f"SELECT COUNT(*), MIN(id) FROM events WHERE status = 'pending' AND {_ENV_BY_STATUS}",
-                (environment_id,),
-            ).fetchone()
-            oldest_at = None
-            if oldest is not None:
-                oldest_at = conn.execute(
-                    "SELECT loaded_at FROM events WHERE id = ?", (oldest,)
-                ).fetchone()[0]
+            backlog = pending_backlog(conn, environment_id=environment_id)
             window = ["environment_id = ?", "id >= ?"]
             args = [environment_id, id_min]
             received = _count(conn, window, args)
@@ -272,8 +265,8 @@ class SqlConsole:
                 ).fetchall()
             )
             return PipelineHealth(
-                pending=int(pending),
-                oldest_pending_at=oldest_at,
+                pending=backlog.count,
+                oldest_pending_at=backlog.oldest_loaded_at,
                 received=received,
                 processed=received - failed - waiting_now,
                 failed=failed,

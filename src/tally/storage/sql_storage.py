@@ -28,7 +28,7 @@ from tally.model import (
     StoredEvent,
 )
 from tally.observe.metrics import metrics
-from tally.storage import sql_pages, sql_summaries
+from tally.storage import sql_backlog, sql_pages, sql_summaries
 from tally.storage.duplicates import record_duplicates
 from tally.storage.sql import in_list
 from tally.storage.sql_console import SqlConsole
@@ -276,17 +276,8 @@ class SqlStorage(
 
         return await self._read(run)
 
-    async def pending_backlog(self) -> PendingBacklog:
-        def run(conn: Conn) -> PendingBacklog:
-            (count,) = conn.execute(
-                "SELECT COUNT(*) FROM events WHERE status = 'pending'"
-            ).fetchone()
-            oldest = conn.execute(
-                "SELECT loaded_at FROM events WHERE status = 'pending' ORDER BY id LIMIT 1"
-            ).fetchone()
-            return PendingBacklog(int(count), oldest[0] if oldest else None)
-
-        return await self._read(run)
+    async def pending_backlog(self, cap: int | None = None) -> PendingBacklog:
+        return await self._read(lambda conn: sql_backlog.pending_backlog(conn, cap))
 
     async def _delivery_call(self, fn: Callable[[Conn], T]) -> T:
         """Run ``fn(conn)`` in one transaction on the delivery connection."""

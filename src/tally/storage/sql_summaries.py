@@ -55,21 +55,21 @@ CREATE TABLE event_summaries (
     last_id TEXT NOT NULL,
     last_processed_at BIGINT,
     PRIMARY KEY (environment_id, subtype, type, day)
-){rowid};
+){options};
 CREATE TABLE event_subtype_members (
     environment_id TEXT NOT NULL,
     subtype TEXT NOT NULL,
     kind TEXT NOT NULL,
     member_id TEXT NOT NULL,
     PRIMARY KEY (environment_id, subtype, kind, member_id)
-){rowid};
+){options};
 CREATE TABLE event_subtype_counts (
     environment_id TEXT NOT NULL,
     subtype TEXT NOT NULL,
     kind TEXT NOT NULL,
     members BIGINT NOT NULL,
     PRIMARY KEY (environment_id, subtype, kind)
-){rowid};
+){options};
 """
 
 # the backfill: the same sums ``record`` keeps, from every settled event
@@ -96,7 +96,7 @@ GROUP BY environment_id, subtype, kind;
 
 def schema(*, sqlite: bool) -> str:
     """Migration 7: the tables, filled from the events already stored."""
-    return _TABLES.format(rowid=" WITHOUT ROWID" if sqlite else "") + _BACKFILL
+    return _TABLES.format(options=" WITHOUT ROWID" if sqlite else "") + _BACKFILL
 
 
 def rebuild(conn: Any) -> None:
@@ -223,7 +223,7 @@ _ADD_COUNT = (
 )
 _INSERT_MEMBER = (
     "INSERT INTO event_subtype_members (environment_id, subtype, kind, member_id) "
-    "VALUES (?,?,?,?) ON CONFLICT DO NOTHING"
+    "VALUES (?,?,?,?) ON CONFLICT (environment_id, subtype, kind, member_id) DO NOTHING"
 )
 
 
