@@ -330,6 +330,12 @@ class SqliteUnitOfWork:
         self.apply_changes(changes, now)
         self.mark(changes, now)
 
+    def write_rows(self, head: str, columns: int, rows: list[tuple[Any, ...]], tail: str) -> None:
+        """``head VALUES (…) tail`` for every row. SQLite: a few multi-row
+        statements (the sqlite3 module hands the GIL over once per statement,
+        not once per row); PostgreSQL overrides it."""
+        insert_rows(self.conn, head, columns, rows, tail)
+
     def _ordered(self, rows: list[Any], key: Any = None) -> list[Any]:
         """``rows`` in the one order every concurrent writer locks them in."""
         return sorted(rows, key=key) if self.concurrent_writers else rows
@@ -388,16 +394,14 @@ class SqliteUnitOfWork:
             # a key already this entity's counts; one of another entity does not
             if inserts[kind] and added != len(inserts[kind]):
                 raise ConcurrentChange(f"a {kind} key was claimed by another transaction")
-        insert_rows(
-            self.conn,
+        self.write_rows(
             "INSERT INTO memberships (id, environment_id, company_id, user_id, created_at)",
             5,
             [(ids.new_id("cmem"), env, c, u, now) for env, c, u in sorted(changes.memberships)],
             " ON CONFLICT (company_id, user_id) DO NOTHING",
         )
         counters = changes.counters.items()
-        insert_rows(
-            self.conn,
+        self.write_rows(
             "INSERT INTO usage_counters (environment_id, company_id, subtype, period, "
             "period_start, quantity, events)",
             7,
