@@ -1,4 +1,4 @@
-"""Batches for the pure processing rules (``tally.pipeline.process``), built
+"""Batches for the pure processing rules (``tally.pipeline.rules``), built
 in memory: pending events, a ``Snapshot`` of what storage would hold, and
 ``process_events`` run with predictable new ids (``comp_000``, ``user_001``…)."""
 
@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from tally.effects.triggers import EffectRules
-from tally.pipeline.process import decode_bodies, process_events
-from tally.pipeline.unit import Changes, PendingEvent, Snapshot, StoredEntity
+from tally.pipeline.records import Changes, PendingEvent, Snapshot, StoredEntity
+from tally.pipeline.rules import decode_bodies, process_events
 from tests.support.clock import NOW_US
 
 ENV = "env_1"

@@ -6,16 +6,16 @@ from typing import Any
 
 import pytest
 
-from tally.pipeline import process
+from tally.pipeline import rules
 
 
 def poison_track_events(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make processing raise ``KeyError`` on a track event named ``poison``."""
-    real = process._track
+    real = rules._track
 
     def exploding(ws: Any, event: Any, body: Any) -> Any:
         if body.event == "poison":
             raise KeyError("boom")
         return real(ws, event, body)
 
-    monkeypatch.setattr(process, "_track", exploding)
+    monkeypatch.setattr(rules, "_track", exploding)

@@ -13,8 +13,6 @@ MAX_LINES = 80  # def line to last line, docstring included
 WAITING = {
     "tally/observe/metrics.py:Metrics.__init__",
     "tally/storage/postgres.py:insert_events",
-    "tally/storage/sqlite_pipeline.py:SqliteUnitOfWork.apply",
-    "tally/api/openapi.py:_event_paths",
 }
 
 
@@ -43,3 +41,4 @@ def long_functions() -> dict[str, int]:
 def test_no_function_is_longer_than_80_lines() -> None:
     found = long_functions()
     assert {name: n for name, n in found.items() if name not in WAITING} == {}
+    assert WAITING <= set(found), f"split: take {sorted(WAITING - set(found))} out of WAITING"

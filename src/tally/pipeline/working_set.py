@@ -14,8 +14,7 @@ from typing import Any
 
 from tally.effects.billing import STRIPE_CUSTOMER_KEY
 from tally.jsontext import read_object
-from tally.pipeline.identities import ProcessingFailed
-from tally.pipeline.unit import Changes, EntityState, IndexKey, Snapshot
+from tally.pipeline.records import Changes, EntityState, IndexKey, ProcessingFailed, Snapshot
 
 _PREFIXES = {"company": "comp", "user": "user"}
 _UPSERT_ROUTES = {"company": "POST /companies", "user": "POST /users"}

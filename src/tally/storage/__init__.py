@@ -29,7 +29,7 @@ def is_postgres(database_url: str) -> bool:
 def open_storage(settings: Settings, clock: Clock | None = None) -> Storage:
     """The storage backend the settings' database URL names (not yet started)."""
     if settings.storage_socket:
-        from tally.storage.process import RemoteStorage, stop_this_server
+        from tally.storage.remote import RemoteStorage, stop_this_server
 
         # an HTTP process of tally serve: its storage runs in another process
         path = settings.storage_socket

@@ -36,7 +36,7 @@ from tally.model import (
     IngestResult,
     NewEvent,
 )
-from tally.pipeline.unit import EntityState, PendingEvent
+from tally.pipeline.records import EntityState, PendingEvent
 from tally.storage import sql_summaries
 from tally.storage.pg_adapter import PgConnection
 from tally.storage.postgres_schema import migrate

@@ -38,7 +38,7 @@ from tally.effects.triggers import (
     limit_crossings,
 )
 from tally.metering.periods import period_end
-from tally.pipeline.unit import Changes, CounterKey
+from tally.pipeline.records import Changes, CounterKey
 from tally.storage.sql import chunks, in_list
 
 Conn = Any

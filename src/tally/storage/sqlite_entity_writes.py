@@ -1,6 +1,6 @@
 """Writes of companies, users, memberships and traits, each run inside the
 writer's transaction (``fn(conn, now)``). Upserts go through the pipeline's
-own identify upsert (``tally.pipeline.process.upsert_entity``) on the
+own identify upsert (``tally.pipeline.rules.upsert_entity``) on the
 backend's unit of work, so the API and identify events follow one set of
 rules and write alike: on PostgreSQL a trait change is merged into the row
 as stored (a worker may have changed it since it was read), and an upsert
@@ -18,8 +18,8 @@ from tally import ids
 from tally.clock import from_micros, to_micros
 from tally.errors import Invalid, NotFound
 from tally.metering import periods
-from tally.pipeline.identities import ProcessingFailed
-from tally.pipeline.process import upsert_entity
+from tally.pipeline.records import ProcessingFailed
+from tally.pipeline.rules import upsert_entity
 from tally.storage import sqlite_entity_rows as rows
 from tally.storage.base_entities import EntityUpsert, TraitChange
 from tally.storage.sql import in_list

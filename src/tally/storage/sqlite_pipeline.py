@@ -15,8 +15,7 @@ from tally import ids
 from tally.effects.billing import STRIPE_CUSTOMER_KEY
 from tally.effects.triggers import EffectRules
 from tally.observe.metrics import metrics
-from tally.pipeline.process import NO_EFFECTS, decode_bodies, needs_of, process_events
-from tally.pipeline.unit import (
+from tally.pipeline.records import (
     Changes,
     CounterKey,
     EntityState,
@@ -27,6 +26,7 @@ from tally.pipeline.unit import (
     Snapshot,
     StoredEntity,
 )
+from tally.pipeline.rules import NO_EFFECTS, decode_bodies, needs_of, process_events
 from tally.storage import sql_effects, sql_summaries
 from tally.storage.sql import insert_rows
 

@@ -31,7 +31,7 @@ import msgspec
 
 from tally.effects.triggers import EffectRules
 from tally.model import PENDING
-from tally.pipeline.unit import PendingEvent
+from tally.pipeline.records import PendingEvent
 from tally.storage.sqlite_pipeline import SqliteUnitOfWork
 
 log = logging.getLogger(__name__)

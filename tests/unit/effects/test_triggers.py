@@ -29,7 +29,7 @@ from tally.effects.triggers import (
     warning_threshold,
 )
 from tally.metering import periods
-from tally.pipeline.unit import PendingEvent, Snapshot, StoredEntity
+from tally.pipeline.records import PendingEvent, Snapshot, StoredEntity
 from tests.support.batch import run_batch as run
 from tests.support.clock import NOW_US as NOW
 

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tally.metering.periods import period_starts_us
-from tally.pipeline.unit import Changes, PendingEvent, Snapshot
+from tally.pipeline.records import Changes, PendingEvent, Snapshot
 from tests.support.batch import ENV, pending, run_batch, stored
 from tests.support.clock import NOW_US
 

@@ -31,13 +31,13 @@ from tally.effects.triggers import Contribution, EffectRules, Notice, Watch
 from tally.ids import new_id
 from tally.ingest import wire
 from tally.metering.periods import counter_kind, period_starts_us
-from tally.pipeline.identities import ProcessingFailed
-from tally.pipeline.unit import (
+from tally.pipeline.records import (
     Changes,
     EntityState,
     Needs,
     Outcome,
     PendingEvent,
+    ProcessingFailed,
     Snapshot,
 )
 from tally.pipeline.working_set import ADD, CREATE, Resolution, WorkingSet

@@ -15,8 +15,8 @@ import pytest
 
 from tally.effects.triggers import Limit
 from tally.metering import periods
-from tally.pipeline.process import decode_bodies, needs_of, upsert_changes
-from tally.pipeline.unit import Changes, EntityState, PendingEvent, Snapshot
+from tally.pipeline.records import Changes, EntityState, PendingEvent, Snapshot
+from tally.pipeline.rules import decode_bodies, needs_of, upsert_changes
 from tests.support.batch import ENV, pending, run_batch, stored
 from tests.support.clock import NOW_US
 

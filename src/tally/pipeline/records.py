@@ -2,7 +2,7 @@
 
 Processing is pure: a backend claims a batch of ``PendingEvent``, reads in
 bulk what the batch ``Needs`` into a ``Snapshot``, calls
-``tally.pipeline.process.process_events`` and writes the ``Changes`` in the
+``tally.pipeline.rules.process_events`` and writes the ``Changes`` in the
 same transaction as the events' new status.
 """
 
@@ -13,6 +13,12 @@ from typing import Any
 
 from tally.effects.billing import MeterRecord
 from tally.effects.triggers import Limit, Notice, Watch
+
+
+class ProcessingFailed(Exception):
+    """The event cannot be processed; ``str(err)`` tells a person what to fix.
+    The event becomes ``failed`` with this message and the batch goes on."""
+
 
 CounterKey = tuple[str, str, str, str, int]  # env, company, subtype, period kind, period start µs
 KeyRef = tuple[str, str, str]  # environment, key name, value
