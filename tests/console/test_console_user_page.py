@@ -10,7 +10,7 @@ import pytest
 
 from tally.console import entity_views
 from tests.api.conftest import Api
-from tests.console.test_console_entities import metered_company
+from tests.console.conftest import metered_company
 
 
 def user_page(console: Api, key: str) -> str:

@@ -11,7 +11,7 @@ from tally.model import PendingBacklog
 from tally.storage.base import Storage
 
 from .conftest import Backend
-from .test_storage_contract import env_id, event, now_us
+from .records import env_id, event, now_us
 
 
 def test_pending_backlog_counts_up_to_a_cap(backend: Backend) -> None:

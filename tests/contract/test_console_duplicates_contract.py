@@ -8,7 +8,7 @@ from __future__ import annotations
 from tally.storage.base import Storage
 
 from .conftest import Backend
-from .test_storage_contract import T0, event
+from .records import T0, event
 
 SECOND = 1_000_000
 

@@ -12,7 +12,7 @@ from tally.storage.base import Storage
 from tally.storage.sql_pages import MIN_OFFSET
 
 from .conftest import Backend
-from .test_storage_contract import event
+from .records import event
 
 EVENTS = 3 * MIN_OFFSET + 57
 

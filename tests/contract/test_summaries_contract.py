@@ -17,8 +17,7 @@ from tally.storage.base import Storage
 from tests.support.drain import drain
 
 from .conftest import Backend
-from .records import T0, track, world
-from .test_storage_contract import event
+from .records import T0, event, track, world
 
 DAY = 86_400_000_000
 HOUR = 3_600_000_000
