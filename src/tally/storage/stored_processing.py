@@ -74,6 +74,7 @@ class StoredProcessing:
             )
             return []
         conn.execute("RELEASE SAVEPOINT tally_stored")
+        log.debug("processed %d events as they were stored", len(events))
         outcomes = {o.event_id: o for o in changes.outcomes}
         for i in pending:
             row = list(rows[i])
