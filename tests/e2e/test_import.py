@@ -409,7 +409,9 @@ def test_ctrl_c_saves_what_was_acknowledged_then_resume(tmp_path: Path) -> None:
 
 
 def test_one_import_of_a_file_at_a_time(tmp_path: Path) -> None:
-    path, good, _ = usage_file(tmp_path / "u.ndjson", 8_000)
+    # large enough that the first import is still sending when the server
+    # is killed: a fast server took 8,000 lines in well under a second
+    path, good, _ = usage_file(tmp_path / "u.ndjson", 80_000)
     with running_server(tmp_path) as server:
         first = start_and_wait(server, path, "--backfill")
         try:
@@ -424,13 +426,13 @@ def test_one_import_of_a_file_at_a_time(tmp_path: Path) -> None:
         finally:
             if first.poll() is None:
                 first.kill()
-                first.communicate()
+            first.communicate()  # reaped and its pipes closed, whatever happened
         assert first.returncode == 0, out
         assert_exactly_once(server, path, good)
 
 
 def test_server_restart_mid_import(tmp_path: Path) -> None:
-    path, good, _ = usage_file(tmp_path / "u.ndjson", 20_000)
+    path, good, _ = usage_file(tmp_path / "u.ndjson", 100_000)  # still sending at the kill
     with running_server(tmp_path) as server:
         proc = start_and_wait(server, path, "--backfill")
         server.kill()
