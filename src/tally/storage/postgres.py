@@ -42,6 +42,7 @@ from tally.storage.pg_adapter import PgConnection
 from tally.storage.postgres_schema import migrate
 from tally.storage.postgres_stats import CHECK_EVERY_SECONDS, analyze_stale, settings_warnings
 from tally.storage.postgres_vacuum import vacuum_lagging
+from tally.storage.sql import placeholders
 from tally.storage.sql_storage import PRUNE_CHUNK, SqlStorage
 from tally.storage.sqlite import Ident, event_row, stored_keys
 from tally.storage.sqlite_pipeline import ConcurrentChange, SqliteUnitOfWork
@@ -217,7 +218,7 @@ class PgUnitOfWork(SqliteUnitOfWork):
         # spent a third of the worker's time there), and one round trip
         # carries them all
         if rows:
-            self.conn.executemany(f"{head} VALUES ({','.join('?' * columns)}){tail}", rows)
+            self.conn.executemany(f"{head} VALUES ({placeholders(columns)}){tail}", rows)
 
     def claim_pending(self, limit: int) -> list[PendingEvent]:
         # Before ANALYZE the planner guesses the pending rows are few, takes

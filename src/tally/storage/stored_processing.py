@@ -32,6 +32,7 @@ import msgspec
 from tally.effects.triggers import EffectRules
 from tally.model import PENDING
 from tally.pipeline.records import PendingEvent
+from tally.storage.sql import placeholders
 from tally.storage.sqlite_pipeline import SqliteUnitOfWork
 
 log = logging.getLogger(__name__)
@@ -94,9 +95,9 @@ class StoredProcessing:
     def _events(self, conn: Any, rows: list[tuple[Any, ...]]) -> list[PendingEvent]:
         unknown = {r[_API_KEY] for r in rows if r[_API_KEY] is not None} - self._kinds.keys()
         if unknown:
-            marks = ",".join("?" * len(unknown))
             for key_id, kind in conn.execute(
-                f"SELECT id, kind FROM api_keys WHERE id IN ({marks})", sorted(unknown)
+                f"SELECT id, kind FROM api_keys WHERE id IN ({placeholders(len(unknown))})",
+                sorted(unknown),
             ).fetchall():
                 self._kinds[key_id] = kind
         kinds = self._kinds
