@@ -85,9 +85,9 @@ from harness import (
 from tally import ids
 from tally.model import NewEvent
 from tally.storage import is_postgres, sqlite_path
-from tally.storage.postgres import insert_events as pg_insert_events
-from tally.storage.sqlite import insert_events
-from tally.storage.sqlite_schema import connect
+from tally.storage.postgres.storage import insert_events as pg_insert_events
+from tally.storage.sqlite.schema import connect
+from tally.storage.sqlite.storage import insert_events
 
 BENCH_DIR = Path(__file__).resolve().parent
 LUA_SCRIPT = BENCH_DIR / "wrk" / "events.lua"
@@ -106,7 +106,7 @@ BACKLOG_TARGET_S = 2.0  # backlog at the end of a run < 2 s of its traffic
 LAG_TARGET_MS = 2000.0  # event → processed lag p99 < 2 s
 DISTURBED = 0.25  # cores used by other processes above which a measurement is redone
 
-# The columns insert_events writes, in its order (tally/storage/sqlite.py).
+# The columns insert_events writes, in its order (tally/storage/sqlite/storage.py).
 CEILING_INSERT = (
     "INSERT INTO events (id, environment_id, type, subtype, status, body, quantity, "
     "idempotency_key, sent_at, captured_at, loaded_at, updated_at, trusted_client_clock, "

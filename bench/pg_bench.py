@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 
 import psycopg
 
-from tally.storage.pg_adapter import PgConnection
-from tally.storage.postgres import EVENT_COLUMNS
+from tally.storage.postgres.adapter import PgConnection
+from tally.storage.postgres.storage import EVENT_COLUMNS
 
 CEILING_TABLE = "bench_copy_ceiling"
 

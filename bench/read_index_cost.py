@@ -33,10 +33,10 @@ from typing import Any
 import pg_bench
 from tally.model import NewEvent
 from tally.storage import is_postgres
-from tally.storage.postgres import insert_events as pg_insert_events
-from tally.storage.postgres_schema import migrate as pg_migrate
-from tally.storage.sqlite import insert_events
-from tally.storage.sqlite_schema import connect, migrate
+from tally.storage.postgres.schema import migrate as pg_migrate
+from tally.storage.postgres.storage import insert_events as pg_insert_events
+from tally.storage.sqlite.schema import connect, migrate
+from tally.storage.sqlite.storage import insert_events
 
 READ_INDEXES = ("events_idempotency", "events_rare_type")
 # each variant: the read indexes it drops

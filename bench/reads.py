@@ -74,8 +74,9 @@ from ingest import (
 )
 from tally import ids
 from tally.model import NewEvent
-from tally.storage import is_postgres, sql_summaries, sqlite_path
-from tally.storage.sqlite_schema import connect
+from tally.storage import is_postgres, sqlite_path
+from tally.storage.sql import summaries as sql_summaries
+from tally.storage.sqlite.schema import connect
 
 FLAT_RATIO = 2.0  # large p99 within 2x of small p99
 P99_TARGET_MS = 50.0

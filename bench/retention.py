@@ -45,8 +45,8 @@ from tally.clock import FrozenClock, SystemClock
 from tally.model import NewEvent
 from tally.retention.loop import Pruner
 from tally.retention.policy import RetentionPolicy
-from tally.storage import sql_retention
-from tally.storage.sql_storage import SqlStorage
+from tally.storage.sql import retention as sql_retention
+from tally.storage.sql.storage import SqlStorage
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 BATCH = 1000
@@ -215,7 +215,7 @@ async def run_backend(name: str, rows: int, processed: int) -> None:
         if name == "sqlite":
             import sqlite3
 
-            from tally.storage.sqlite import SqliteStorage
+            from tally.storage.sqlite.storage import SqliteStorage
 
             path = str(Path(tmp) / "r.db")
             s: SqlStorage = SqliteStorage(path)
@@ -228,7 +228,7 @@ async def run_backend(name: str, rows: int, processed: int) -> None:
                 raw.close()
                 await s.close()
             return
-        from tally.storage.postgres import PostgresStorage
+        from tally.storage.postgres.storage import PostgresStorage
 
         database = f"retention_bench_{secrets.token_hex(4)}"
         with psycopg.connect(PG_ADMIN, autocommit=True) as admin:

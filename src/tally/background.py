@@ -1,7 +1,7 @@
 """The loops a serving process runs beside its requests: the processing
 worker (``TALLY_WORKER``), the delivery loop (``TALLY_DELIVER``) and, with
 either, the pruning loop (``TALLY_PRUNE``). The app runs them, or, on
-SQLite, the storage process (``tally.storage.remote``)."""
+SQLite, the storage process (``tally.storage.process.remote``)."""
 
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ from schematic.features.types import (
 )
 
 from tally.clock import to_micros
-from tally.storage.sqlite_usage import COUNTER_LOOKUP
+from tally.storage.sql.usage import COUNTER_LOOKUP
 from tests.api.conftest import Api
 from tests.api.helpers import TIMESTAMP_Z, assert_error, assert_ok, assert_raw_event, track
 

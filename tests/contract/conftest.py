@@ -55,12 +55,12 @@ def _factory(
     effects: EffectRules | None = None,
 ) -> Callable[[], Storage]:
     if name == "postgres":
-        from tally.storage.postgres import PostgresStorage
+        from tally.storage.postgres.storage import PostgresStorage
 
         url: str = request.getfixturevalue("postgres_url")
         return lambda: PostgresStorage(url, clock=clock, effects=effects)
     if name == "sqlite":
-        from tally.storage.sqlite import SqliteStorage
+        from tally.storage.sqlite.storage import SqliteStorage
 
         path = str(tmp_path / "c.db")
         return lambda: SqliteStorage(path, clock=clock, effects=effects)

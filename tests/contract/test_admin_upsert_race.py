@@ -29,8 +29,8 @@ from tests.support.locks import wait_for_a_lock_wait
 from .conftest import START
 
 if TYPE_CHECKING:
-    from tally.storage.pg_adapter import PgConnection
-    from tally.storage.postgres import PostgresStorage
+    from tally.storage.postgres.adapter import PgConnection
+    from tally.storage.postgres.storage import PostgresStorage
 
 T0 = to_micros(START)
 ROUNDS = 40
@@ -57,8 +57,8 @@ Scenario = Callable[["PostgresStorage", "PgConnection", "PgConnection"], Awaitab
 def on_postgres(url: str, scenario: Scenario) -> None:
     """Run ``scenario(storage, side, watching)``: ``side`` is a connection of
     its own for the transaction held open, ``watching`` sees lock waits."""
-    from tally.storage.pg_adapter import PgConnection
-    from tally.storage.postgres import PostgresStorage
+    from tally.storage.postgres.adapter import PgConnection
+    from tally.storage.postgres.storage import PostgresStorage
 
     async def main() -> None:
         s = PostgresStorage(url, clock=FrozenClock(START))
@@ -99,7 +99,7 @@ def test_an_admin_upsert_waiting_on_a_batch_keeps_the_traits_the_batch_set(
     waits for the batch. Once the batch commits, acme has both traits: the
     upsert merged its change into the row as stored, it did not write back
     the row it had read."""
-    from tally.storage.postgres import PgUnitOfWork
+    from tally.storage.postgres.storage import PgUnitOfWork
 
     async def scenario(s: PostgresStorage, worker: PgConnection, watching: PgConnection) -> None:
         env, acme = await acme_with_a_pending_plan(s)
@@ -119,8 +119,8 @@ def test_an_admin_upsert_waiting_on_a_batch_keeps_the_traits_the_batch_set(
 def test_a_batch_waiting_on_an_admin_upsert_keeps_its_traits(postgres_url: str) -> None:
     """The other order: the admin upsert holds acme uncommitted while the
     worker's batch sets another trait; both are there afterwards."""
-    from tally.storage import sqlite_entity_writes as writes
-    from tally.storage.postgres import PgUnitOfWork
+    from tally.storage.postgres.storage import PgUnitOfWork
+    from tally.storage.sql import entity_writes as writes
 
     async def scenario(s: PostgresStorage, admin: PgConnection, watching: PgConnection) -> None:
         env, acme = await acme_with_a_pending_plan(s)
@@ -143,7 +143,7 @@ def test_admin_upserts_and_identify_events_racing_keep_every_trait(postgres_url:
     neither has created the company yet, so both create it by the same key
     at once. Afterwards every company exists once and holds both traits, and
     no write failed."""
-    from tally.storage.postgres import PostgresStorage
+    from tally.storage.postgres.storage import PostgresStorage
 
     async def main() -> None:
         admin_side = PostgresStorage(postgres_url, clock=FrozenClock(START))
@@ -193,7 +193,7 @@ def test_admin_upserts_and_identify_events_racing_keep_every_trait(postgres_url:
 def test_concurrent_increments_of_one_trait_all_count(postgres_url: str) -> None:
     """Trait increments sent at once (two servers, each with several
     writer connections) add up: none reads a value another is changing."""
-    from tally.storage.postgres import PostgresStorage
+    from tally.storage.postgres.storage import PostgresStorage
 
     async def main() -> None:
         servers = [PostgresStorage(postgres_url, clock=FrozenClock(START)) for _ in range(2)]

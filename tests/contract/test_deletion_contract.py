@@ -73,9 +73,9 @@ def test_a_batch_racing_a_company_delete_leaves_no_counter_behind(postgres_url: 
     overlap). The delete commits while a worker's batch, which read the
     company before, waits on it: the batch is read again and counts into a
     new company, not into the deleted one."""
-    from tally.storage import sqlite_entity_writes as writes
-    from tally.storage.pg_adapter import PgConnection
-    from tally.storage.postgres import PostgresStorage
+    from tally.storage.postgres.adapter import PgConnection
+    from tally.storage.postgres.storage import PostgresStorage
+    from tally.storage.sql import entity_writes as writes
 
     async def main() -> None:
         s = PostgresStorage(postgres_url, clock=FrozenClock(START))

@@ -1,5 +1,5 @@
 """``count_webhook_events`` reads the counts that triggers on ``deliveries``
-keep (``tally.storage.sql_delivery_counts``), on every backend: after fan-out,
+keep (``tally.storage.sql.delivery_counts``), on every backend: after fan-out,
 with every filter, after deliveries are deleted (as retention prunes them) and
 after a test delivery, they equal a count of the delivery log itself."""
 

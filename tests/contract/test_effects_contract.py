@@ -178,7 +178,7 @@ def test_the_database_holds_one_firing_per_company_feature_period_and_threshold(
 ) -> None:
     """The guard itself: the unique key of ``limit_triggers``. Processing's
     own insert wins once; a second row for the same firing is refused."""
-    from tally.storage.sql_effects import _TRIGGER_INSERT
+    from tally.storage.sql.effects import _TRIGGER_INSERT
 
     def firing(action: str, start: int = T0, company: str = "comp_1") -> tuple[object, ...]:
         return ("env_1", company, "feat_1", "month", start, action, "evt_1", 10, T0)
@@ -614,7 +614,7 @@ def test_the_delivery_log_filters_and_counts(backend: Backend) -> None:
 
 # -- several workers and loops (PostgreSQL) --------------------------------------------------
 def test_concurrent_workers_fire_a_limit_once(postgres_url: str) -> None:
-    from tally.storage.postgres import PostgresStorage
+    from tally.storage.postgres.storage import PostgresStorage
 
     clock = FrozenClock(START)
 
@@ -652,7 +652,7 @@ def test_concurrent_workers_fire_a_limit_once(postgres_url: str) -> None:
 
 
 def test_a_large_batch_is_expanded_over_several_claims_once(backend: Backend) -> None:
-    from tally.storage.sql_fanout import EXPAND_NOTICES
+    from tally.storage.sql.fanout import EXPAND_NOTICES
 
     async def scenario(s: Storage) -> None:
         total = EXPAND_NOTICES + 50
@@ -673,7 +673,7 @@ def test_a_large_batch_is_expanded_over_several_claims_once(backend: Backend) ->
 
 
 def test_the_warning_share_is_a_setting(tmp_path: Path) -> None:
-    from tally.storage.sqlite import SqliteStorage
+    from tally.storage.sqlite.storage import SqliteStorage
 
     clock = FrozenClock(START)
 

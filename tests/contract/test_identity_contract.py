@@ -370,12 +370,12 @@ def test_migration_keeps_the_first_value_of_a_key_name(
     """A database of schema 3 where an old race left two values of one key
     name: migration 6 keeps the value added first, then the unique index holds."""
     if kind == "sqlite":
-        from tally.storage import sqlite_schema as schema
+        from tally.storage.sqlite import schema
 
         conn: Any = schema.connect(str(tmp_path / "m.db"))
     else:
-        from tally.storage import postgres_schema as schema
-        from tally.storage.pg_adapter import PgConnection
+        from tally.storage.postgres import schema
+        from tally.storage.postgres.adapter import PgConnection
 
         conn = PgConnection.connect(request.getfixturevalue("postgres_url"))
     try:
@@ -411,8 +411,8 @@ def test_two_workers_adding_one_key_name_cannot_both_win(postgres_url: str) -> N
     on the unique index, then reads again and fails as a conflict."""
     import threading
 
-    from tally.storage.pg_adapter import PgConnection
-    from tally.storage.postgres import PgUnitOfWork, PostgresStorage
+    from tally.storage.postgres.adapter import PgConnection
+    from tally.storage.postgres.storage import PgUnitOfWork, PostgresStorage
 
     async def setup() -> tuple[str, str]:
         s = PostgresStorage(postgres_url)

@@ -1,4 +1,4 @@
-"""Deep pages of ``list_events`` (``tally.storage.sql_pages``) on every
+"""Deep pages of ``list_events`` (``tally.storage.sql.pages``) on every
 backend: whatever a client asks, in whatever order, a page at ``offset`` is
 the slice of the whole list that ``OFFSET`` gives, also while new events
 arrive between pages, for remembered filters and for the others."""
@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from tally.model import EventFilter
 from tally.storage.base import Storage
-from tally.storage.sql_pages import MIN_OFFSET
+from tally.storage.sql.pages import MIN_OFFSET
 
 from .conftest import Backend
 from .records import event

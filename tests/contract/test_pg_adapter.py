@@ -3,7 +3,7 @@ literal ``%`` with and without parameters."""
 
 from __future__ import annotations
 
-from tally.storage.pg_adapter import PgConnection
+from tally.storage.postgres.adapter import PgConnection
 
 
 def test_percent_signs_survive_with_and_without_parameters(postgres_url: str) -> None:

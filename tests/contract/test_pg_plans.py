@@ -45,9 +45,9 @@ from tally.metering.catalog import AllocationChanges, FeatureChanges
 from tally.model import NewEvent
 from tally.pipeline.worker import Worker
 from tally.settings import Settings
-from tally.storage.pg_adapter import PgConnection
-from tally.storage.postgres import PostgresStorage
-from tally.storage.postgres_schema import migrate
+from tally.storage.postgres.adapter import PgConnection
+from tally.storage.postgres.schema import migrate
+from tally.storage.postgres.storage import PostgresStorage
 from tests.support.pg_plans import (
     Accepted,
     Outcome,

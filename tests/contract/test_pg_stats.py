@@ -1,5 +1,5 @@
 """tally keeps PostgreSQL's planner statistics current itself
-(``tally.storage.postgres_stats``): after migrations, at start, and while it
+(``tally.storage.postgres.stats``): after migrations, at start, and while it
 processes, on a server whose autovacuum may be off."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import asyncio
 import time
 
 from tally.clock import FrozenClock
-from tally.storage.pg_adapter import PgConnection
-from tally.storage.postgres import PostgresStorage
-from tally.storage.postgres_schema import migrate
-from tally.storage.postgres_stats import CHECK_EVERY_SECONDS, stale_tables
+from tally.storage.postgres.adapter import PgConnection
+from tally.storage.postgres.schema import migrate
+from tally.storage.postgres.stats import CHECK_EVERY_SECONDS, stale_tables
+from tally.storage.postgres.storage import PostgresStorage
 
 from .conftest import START
 from .records import T0, event

@@ -1,4 +1,4 @@
-"""Dead rows on PostgreSQL (``tally.storage.postgres_vacuum``): processed
+"""Dead rows on PostgreSQL (``tally.storage.postgres.vacuum``): processed
 events leave dead rows, and dead entries in the pending index, that tally
 vacuums itself when autovacuum does not."""
 
@@ -10,8 +10,8 @@ import time
 import psycopg
 import pytest
 
-from tally.storage import postgres_vacuum
-from tally.storage.postgres import PostgresStorage
+from tally.storage.postgres import vacuum as postgres_vacuum
+from tally.storage.postgres.storage import PostgresStorage
 from tests.support.drain import drain
 from tests.support.usage import make_world, track_event
 

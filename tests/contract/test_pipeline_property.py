@@ -53,7 +53,7 @@ from tally.ingest.parse import Context, parse_capture_batch, parse_event_batch
 from tally.ingest.rules import IDEMPOTENCY_WINDOW_US
 from tally.keys import create_key
 from tally.model import KEY_CHECKED, ApiKey, IngestResult, NewEvent
-from tally.storage.sqlite import SqliteStorage
+from tally.storage.sqlite.storage import SqliteStorage
 from tests.support.usage import assert_counters_match, read_counters
 
 US = timedelta(microseconds=1)
@@ -841,7 +841,7 @@ def run_scenario(
     seeds: list[Seed], start: datetime, ops: list[Any], *, as_stored: bool = False
 ) -> Summary:
     """``as_stored``: events are processed in the commit that stores them
-    (``tally.storage.stored_processing``, the worker-on default of SQLite),
+    (``tally.storage.sqlite.stored_processing``, the worker-on default of SQLite),
     and ``process_pending`` takes what waits behind a backlog."""
     with tempfile.TemporaryDirectory() as tmp:
         return asyncio.run(_run(os.path.join(tmp, "tally.db"), seeds, start, ops, as_stored))

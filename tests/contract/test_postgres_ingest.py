@@ -20,7 +20,7 @@ ROUNDS = 6
 
 
 def test_storages_racing_on_keys_store_one_event_per_key(postgres_url: str) -> None:
-    from tally.storage.postgres import PostgresStorage
+    from tally.storage.postgres.storage import PostgresStorage
 
     clock = FrozenClock(START)
 

@@ -69,7 +69,7 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
     clock = FrozenClock(FAR)
     effects = EffectRules()
     if request.param == "postgres":
-        from tally.storage.postgres import PostgresStorage
+        from tally.storage.postgres.storage import PostgresStorage
 
         url: str = request.getfixturevalue("postgres_url")
         yield Db(
@@ -79,7 +79,7 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
             lambda: psycopg.connect(url, autocommit=True),
         )
     else:
-        from tally.storage.sqlite import SqliteStorage
+        from tally.storage.sqlite.storage import SqliteStorage
 
         path = str(tmp_path / "r.db")
         yield Db(

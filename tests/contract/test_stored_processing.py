@@ -1,4 +1,4 @@
-"""Processing events in the commit that stores them (``tally.storage.stored_processing``):
+"""Processing events in the commit that stores them (``tally.storage.sqlite.stored_processing``):
 rows written once as processed, events behind a backlog wait their turn, and a
 batch whose processing raises is stored pending for the worker."""
 
@@ -15,7 +15,7 @@ import pytest
 from tally.ingest.parse import Context, parse_capture_batch
 from tally.model import ApiKey, IngestResult
 from tally.pipeline.worker import Worker
-from tally.storage.sqlite import SqliteStorage
+from tally.storage.sqlite.storage import SqliteStorage
 from tests.support.poison import poison_track_events
 
 KEY = ApiKey("key_t", "env_t", "secret", False, "sch_dev_", 0)

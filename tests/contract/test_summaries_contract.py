@@ -1,4 +1,4 @@
-"""Event summaries (``tally.storage.sql_summaries``) on every backend: what
+"""Event summaries (``tally.storage.sql.summaries``) on every backend: what
 the tables hold after processing equals a recount from the stored events,
 and what ``event_summaries``, ``event_type_stats`` and ``daily_event_counts``
 answer equals what a scan of every event gives, with events pending,
@@ -12,8 +12,8 @@ from typing import Any
 
 from tally import ids
 from tally.model import EventFilter, NewEvent, StoredEvent
-from tally.storage import sql_summaries
 from tally.storage.base import Storage
+from tally.storage.sql import summaries as sql_summaries
 from tests.support.drain import drain
 
 from .conftest import Backend

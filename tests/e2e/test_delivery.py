@@ -74,10 +74,10 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def open_storage(url: str, clock: Clock) -> Storage:
     rules = EffectRules()
     if url.startswith("postgresql"):
-        from tally.storage.postgres import PostgresStorage
+        from tally.storage.postgres.storage import PostgresStorage
 
         return PostgresStorage(url, clock=clock, effects=rules)
-    from tally.storage.sqlite import SqliteStorage
+    from tally.storage.sqlite.storage import SqliteStorage
 
     return SqliteStorage(url.removeprefix("sqlite:///"), clock=clock, effects=rules)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tally.clock import to_micros
-from tally.storage.sqlite import SqliteStorage
+from tally.storage.sqlite.storage import SqliteStorage
 from tests.support.drain import drain
 from tests.support.server import tally_command
 from tests.support.usage import make_world, track_event

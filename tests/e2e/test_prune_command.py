@@ -13,7 +13,7 @@ import pytest
 
 from tally.cli import main
 from tally.clock import FrozenClock, SystemClock
-from tally.storage.sqlite import SqliteStorage
+from tally.storage.sqlite.storage import SqliteStorage
 from tests.support.drain import drain
 from tests.support.usage import make_world, track_event
 

@@ -42,7 +42,7 @@ from tally.clock import from_micros, to_micros
 from tally.keys import create_key
 from tally.model import NewEvent
 from tally.storage.base_entities import EntityUpsert
-from tally.storage.sqlite import SqliteStorage
+from tally.storage.sqlite.storage import SqliteStorage
 from tests.support.usage import assert_counters_match, read_counters
 
 pytestmark = pytest.mark.slow

@@ -9,8 +9,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from tally.batch import Changes, PendingEvent, Snapshot, StoredEntity
 from tally.effects.triggers import EffectRules
-from tally.pipeline.records import Changes, PendingEvent, Snapshot, StoredEntity
 from tally.pipeline.rules import decode_bodies, process_events
 from tests.support.clock import NOW_US
 

@@ -42,7 +42,7 @@ import psycopg
 from psycopg import sql as pgsql
 from psycopg.adapt import PyFormat, Transformer
 
-from tally.storage.pg_adapter import PgConnection, translate
+from tally.storage.postgres.adapter import PgConnection, translate
 
 READ_FLOOR = 2_000  # rows any statement may read of a big table
 READ_FACTOR = 2  # and as many per row it returns (or writes)

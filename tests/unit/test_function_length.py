@@ -12,7 +12,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 MAX_LINES = 80  # def line to last line, docstring included
 WAITING = {
     "tally/observe/metrics.py:Metrics.__init__",
-    "tally/storage/postgres.py:insert_events",
+    "tally/storage/postgres/storage.py:insert_events",
 }
 
 

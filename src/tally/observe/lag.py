@@ -6,7 +6,7 @@ warning of ``tally serve``.
   a backlog of millions would cost as many index entries), and the age of
   the oldest pending event; both off the pending-events index, the same
   query the metrics and the console's pipeline health use
-  (``tally.storage.sql_backlog``).
+  (``tally.storage.sql.backlog``).
 - **Processing rate**: events that left pending (processed or failed) per
   second over the last minute, by this ``tally serve``'s processing (its
   storage process on SQLite, its worker loops on PostgreSQL): the counter

@@ -26,12 +26,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from tally.effects.billing import MeterRecord, customer_id
-from tally.effects.triggers import Contribution, EffectRules, Notice, Watch
-from tally.ids import new_id
-from tally.ingest import wire
-from tally.metering.periods import counter_kind, period_starts_us
-from tally.pipeline.records import (
+from tally.batch import (
     Changes,
     EntityState,
     Needs,
@@ -40,6 +35,11 @@ from tally.pipeline.records import (
     ProcessingFailed,
     Snapshot,
 )
+from tally.effects.billing import MeterRecord, customer_id
+from tally.effects.triggers import Contribution, EffectRules, Notice, Watch
+from tally.ids import new_id
+from tally.ingest import wire
+from tally.metering.periods import counter_kind, period_starts_us
 from tally.pipeline.working_set import ADD, CREATE, Resolution, WorkingSet
 
 NO_EFFECTS = EffectRules()

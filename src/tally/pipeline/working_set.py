@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from tally.batch import Changes, EntityState, IndexKey, ProcessingFailed, Snapshot
 from tally.effects.billing import STRIPE_CUSTOMER_KEY
 from tally.jsontext import read_object
-from tally.pipeline.records import Changes, EntityState, IndexKey, ProcessingFailed, Snapshot
 
 _PREFIXES = {"company": "comp", "user": "user"}
 _UPSERT_ROUTES = {"company": "POST /companies", "user": "POST /users"}

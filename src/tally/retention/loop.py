@@ -23,7 +23,7 @@ from tally.retention.policy import (
     RetentionPolicy,
 )
 from tally.storage.base_retention import RetentionStore
-from tally.storage.sqlite_writer import DRIVER_ERRORS
+from tally.storage.sql.writer import DRIVER_ERRORS
 
 log = logging.getLogger(__name__)
 

@@ -29,13 +29,13 @@ def is_postgres(database_url: str) -> bool:
 def open_storage(settings: Settings, clock: Clock | None = None) -> Storage:
     """The storage backend the settings' database URL names (not yet started)."""
     if settings.storage_socket:
-        from tally.storage.remote import RemoteStorage, stop_this_server
+        from tally.storage.process.remote import RemoteStorage, stop_this_server
 
         # an HTTP process of tally serve: its storage runs in another process
         path = settings.storage_socket
         return RemoteStorage(path, lambda: stop_this_server(path))  # type: ignore[return-value]
     if is_postgres(settings.database_url):
-        from tally.storage.postgres import PostgresStorage
+        from tally.storage.postgres.storage import PostgresStorage
 
         return PostgresStorage(
             settings.database_url,
@@ -43,7 +43,7 @@ def open_storage(settings: Settings, clock: Clock | None = None) -> Storage:
             clock=clock or SystemClock(),
             effects=settings.effect_rules,
         )
-    from tally.storage.sqlite import SqliteStorage
+    from tally.storage.sqlite.storage import SqliteStorage
 
     return SqliteStorage(
         sqlite_path(settings.database_url),

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tally.batch import PendingEvent, Snapshot, StoredEntity
 from tally.clock import to_micros
 from tally.effects.billing import MeterRecord, record_body
 from tally.effects.triggers import (
@@ -29,7 +30,6 @@ from tally.effects.triggers import (
     warning_threshold,
 )
 from tally.metering import periods
-from tally.pipeline.records import PendingEvent, Snapshot, StoredEntity
 from tests.support.batch import run_batch as run
 from tests.support.clock import NOW_US as NOW
 

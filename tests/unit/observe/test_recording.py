@@ -22,7 +22,7 @@ from tally.model import ApiKey, PendingBacklog
 from tally.observe.metrics import metrics
 from tally.observe.metrics_server import MetricsServer
 from tally.pipeline.worker import Worker
-from tally.storage.sqlite_writer import WriterThread
+from tally.storage.sql.writer import WriterThread
 from tests.support.metrics import parse, value
 from tests.support.receiver import Receiver
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from tally.batch import Changes, EntityState, PendingEvent, Snapshot
 from tally.effects.triggers import Limit
 from tally.metering import periods
-from tally.pipeline.records import Changes, EntityState, PendingEvent, Snapshot
 from tally.pipeline.rules import decode_bodies, needs_of, upsert_changes
 from tests.support.batch import ENV, pending, run_batch, stored
 from tests.support.clock import NOW_US

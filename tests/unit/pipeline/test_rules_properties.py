@@ -16,8 +16,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tally.batch import Changes, PendingEvent, Snapshot
 from tally.metering.periods import period_starts_us
-from tally.pipeline.records import Changes, PendingEvent, Snapshot
 from tests.support.batch import ENV, pending, run_batch, stored
 from tests.support.clock import NOW_US
 

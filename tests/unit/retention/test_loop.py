@@ -15,7 +15,7 @@ from tally.background import start_loops
 from tally.retention.loop import Pruner
 from tally.retention.policy import Cutoffs, Pruned, RetentionPolicy
 from tally.settings import Settings
-from tally.storage.sqlite import SqliteStorage
+from tally.storage.sqlite.storage import SqliteStorage
 
 
 @pytest.mark.parametrize(

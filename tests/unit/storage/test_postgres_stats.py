@@ -1,5 +1,5 @@
 """The start-up warnings about PostgreSQL settings that leave tally's tables
-unmanaged (``tally.storage.postgres_stats.settings_warnings``)."""
+unmanaged (``tally.storage.postgres.stats.settings_warnings``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tally.storage.postgres_stats import settings_warnings
+from tally.storage.postgres.stats import settings_warnings
 
 
 class _Settings:

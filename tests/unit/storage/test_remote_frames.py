@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tally.model import IngestResult, NewEvent
-from tally.storage import remote_frames as wire
+from tally.storage.process import frames as wire
 
 
 def test_frames_split_anywhere_come_out_whole_and_in_order() -> None:

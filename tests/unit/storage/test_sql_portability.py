@@ -4,12 +4,11 @@ or named placeholders, JSON functions, SQLite-only functions and syntax,
 literal ``%``). Only string literals that look like SQL are checked — not
 comments, docstrings, Python code or error messages.
 
-A ``sqlite_`` name does not make a module SQLite's own: PostgreSQL runs the
-pipeline of ``sqlite_pipeline`` (``PgUnitOfWork`` subclasses
-``SqliteUnitOfWork``), the writer threads of ``sqlite_writer``, the entity
-and catalog mixins of ``SqlStorage`` and the helpers of ``sqlite`` that
-``postgres`` imports. Only each backend's schema and the ``SqliteStorage``
-class are SQLite's alone."""
+Every module of ``storage/sql/`` runs on both backends: the writer
+threads, the batch's unit of work (``PgUnitOfWork`` subclasses it), the
+entity, catalog, webhook and outbox mixins of ``SqlStorage``. So do the
+helpers of ``sqlite/storage.py`` that ``postgres/storage.py`` imports. Only
+each backend's schema and the ``SqliteStorage`` class are SQLite's alone."""
 
 from __future__ import annotations
 
@@ -22,30 +21,31 @@ import pytest
 import tally.storage
 
 STORAGE = Path(tally.storage.__file__).resolve().parent
-# Each backend has its own schema; every other module is checked.
-NOT_SHARED = {"sqlite_schema.py"}
 # Classes that only SQLite runs, in a module whose other code both run.
-SQLITE_ONLY_CLASSES = {"sqlite.py": frozenset({"SqliteStorage"})}
+SQLITE_ONLY_CLASSES = {"sqlite/storage.py": frozenset({"SqliteStorage"})}
 SHARED = {
-    "sqlite.py",
-    "sqlite_pipeline.py",
-    "sqlite_writer.py",
-    "sqlite_catalog.py",
-    "sqlite_catalog_rows.py",
-    "sqlite_entities.py",
-    "sqlite_entity_rows.py",
-    "sqlite_entity_writes.py",
-    "sqlite_usage.py",
-    "sql_storage.py",
-    "sql_effects.py",
-    "sql_outbox.py",
-    "sql_webhooks.py",
+    "sql/__init__.py",
+    "sql/batch.py",
+    "sql/writer.py",
+    "sql/catalog.py",
+    "sql/catalog_rows.py",
+    "sql/entities.py",
+    "sql/entity_rows.py",
+    "sql/entity_writes.py",
+    "sql/usage.py",
+    "sql/storage.py",
+    "sql/effects.py",
+    "sql/outbox.py",
+    "sql/webhooks.py",
+    "sqlite/storage.py",
 }
-MODULES = sorted(
-    [p for p in STORAGE.glob("sqlite_*.py") if p.name not in NOT_SHARED]
-    + list(STORAGE.glob("sql_*.py"))
-    + [STORAGE / "sql.py", STORAGE / "sqlite.py"]
-)
+# Every module of sql/ is checked, and the shared helpers of sqlite/storage.py.
+MODULES = sorted([*STORAGE.glob("sql/*.py"), STORAGE / "sqlite" / "storage.py"])
+
+
+def _name(path: Path) -> str:
+    return path.relative_to(STORAGE).as_posix()
+
 
 # A literal is SQL when it holds an upper-case SQL keyword or a ``?`` placeholder.
 _SQL_WORDS = re.compile(
@@ -176,14 +176,14 @@ def problems(source: str, skip_classes: frozenset[str] = frozenset()) -> list[st
 
 
 def test_the_shared_modules_are_all_checked() -> None:
-    names = {p.name for p in MODULES}
-    assert names >= SHARED | {"sql.py"}
-    assert not names & NOT_SHARED
+    names = {_name(p) for p in MODULES}
+    assert names >= SHARED
+    assert not {n for n in names if n.endswith("schema.py")}
 
 
-@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", MODULES, ids=_name)
 def test_module_sql_is_portable(path: Path) -> None:
-    skip = SQLITE_ONLY_CLASSES.get(path.name, frozenset())
+    skip = SQLITE_ONLY_CLASSES.get(_name(path), frozenset())
     assert problems(path.read_text(), skip) == []
 
 

@@ -22,13 +22,13 @@ from tally.model import (
     NewEvent,
     stored_status,
 )
-from tally.storage import sql_summaries
 from tally.storage.sql import insert_rows, placeholders
-from tally.storage.sql_storage import PRUNE_CHUNK, SqlStorage
-from tally.storage.sqlite_checkpoint import Checkpointer
-from tally.storage.sqlite_pipeline import SqliteUnitOfWork, release_keys
-from tally.storage.sqlite_schema import connect, migrate
-from tally.storage.stored_processing import StoredProcessing
+from tally.storage.sql import summaries as sql_summaries
+from tally.storage.sql.batch import SqliteUnitOfWork, release_keys
+from tally.storage.sql.storage import PRUNE_CHUNK, SqlStorage
+from tally.storage.sqlite.checkpoint import Checkpointer
+from tally.storage.sqlite.schema import connect, migrate
+from tally.storage.sqlite.stored_processing import StoredProcessing
 
 INSERT_EVENT_HEAD = (
     "INSERT INTO events (id, environment_id, type, subtype, status, body, quantity, "
@@ -226,7 +226,7 @@ class SqliteStorage(SqlStorage):
 
     def process_as_stored(self, enabled: bool) -> None:
         """Process events in the transaction that stores them (the worker is
-        on: see ``tally.storage.stored_processing``); off, they wait as
+        on: see ``tally.storage.sqlite.stored_processing``); off, they wait as
         ``pending`` for a worker."""
         self._stored_processing = StoredProcessing(lambda: self.effects) if enabled else None
 

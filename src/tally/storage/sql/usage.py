@@ -15,7 +15,7 @@ from tally.errors import Invalid, NotFound
 from tally.metering.catalog import FeatureUsage, UsageFilter
 from tally.metering.periods import counter_kind, period_end, period_start
 from tally.storage.sql import contains, in_list, like_pattern
-from tally.storage.sqlite_catalog_rows import (
+from tally.storage.sql.catalog_rows import (
     ALLOCATION_COLUMNS,
     FEATURE_COLUMNS,
     allocation_from_row,

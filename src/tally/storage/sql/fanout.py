@@ -24,7 +24,7 @@ from tally.effects.payloads import entity_object, feature_object, plan_deliverie
 from tally.effects.triggers import Notice
 from tally.jsontext import read_object
 from tally.storage.sql import chunks, in_list
-from tally.storage.sql_webhooks import WEBHOOK_COLUMNS, webhook_from_row
+from tally.storage.sql.webhooks import WEBHOOK_COLUMNS, webhook_from_row
 
 Conn = Any
 

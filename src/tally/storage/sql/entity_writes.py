@@ -15,15 +15,15 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from tally import ids
+from tally.batch import ProcessingFailed
 from tally.clock import from_micros, to_micros
 from tally.errors import Invalid, NotFound
 from tally.metering import periods
-from tally.pipeline.records import ProcessingFailed
 from tally.pipeline.rules import upsert_entity
-from tally.storage import sqlite_entity_rows as rows
 from tally.storage.base_entities import EntityUpsert, TraitChange
+from tally.storage.sql import entity_rows as rows
 from tally.storage.sql import in_list
-from tally.storage.sqlite_pipeline import SqliteUnitOfWork
+from tally.storage.sql.batch import SqliteUnitOfWork
 
 T = TypeVar("T")
 

@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING, TypeVar
 
 from tally.clock import Clock
 from tally.errors import Invalid, NotFound
-from tally.storage import sqlite_entity_rows as rows
-from tally.storage import sqlite_entity_writes as writes
 from tally.storage.base_entities import (
     Company,
     EntityFilter,
@@ -26,10 +24,12 @@ from tally.storage.base_entities import (
     TraitChange,
     User,
 )
-from tally.storage.sqlite_pipeline import SqliteUnitOfWork
+from tally.storage.sql import entity_rows as rows
+from tally.storage.sql import entity_writes as writes
+from tally.storage.sql.batch import SqliteUnitOfWork
 
 if TYPE_CHECKING:
-    from tally.storage.sqlite_writer import WriterThread
+    from tally.storage.sql.writer import WriterThread
 
 T = TypeVar("T")
 

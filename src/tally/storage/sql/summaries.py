@@ -262,7 +262,7 @@ _HAS_SUBTYPE = "COALESCE(subtype, '') <> ''"
 def _pending_events(conn: Any, alias: str = "") -> str:
     """``events`` as pending reads name it: on SQLite, held to the pending
     index (its planner has no statistics to tell that it is the small one;
-    PostgreSQL's has, from ``tally.storage.postgres_stats``)."""
+    PostgreSQL's has, from ``tally.storage.postgres.stats``)."""
     named = f"events {alias}".rstrip()
     if isinstance(conn, sqlite3.Connection):
         return f"{named} INDEXED BY events_pending"

@@ -26,6 +26,7 @@ from typing import Any
 import msgspec
 
 from tally import ids
+from tally.batch import Changes, CounterKey
 from tally.clock import from_micros, to_micros
 from tally.effects import billing
 from tally.effects.payloads import limit_details
@@ -38,7 +39,6 @@ from tally.effects.triggers import (
     limit_crossings,
 )
 from tally.metering.periods import period_end
-from tally.pipeline.records import Changes, CounterKey
 from tally.storage.sql import chunks, in_list
 
 Conn = Any

@@ -1,7 +1,7 @@
 """What both SQL backends share: one writer thread with group commit (the
 write path and every admin write), reader threads, and the events, keys and
 environments SQL, written to run unchanged on SQLite and PostgreSQL (``?``
-placeholders; ``tally.storage.pg_adapter`` translates them)."""
+placeholders; ``tally.storage.postgres.adapter`` translates them)."""
 
 from __future__ import annotations
 
@@ -28,17 +28,19 @@ from tally.model import (
     StoredEvent,
 )
 from tally.observe.metrics import metrics
-from tally.storage import sql_backlog, sql_pages, sql_summaries
-from tally.storage.duplicates import record_duplicates
+from tally.storage.sql import backlog as sql_backlog
 from tally.storage.sql import in_list
-from tally.storage.sql_console import SqlConsole
-from tally.storage.sql_outbox import SqlOutbox
-from tally.storage.sql_retention import SqlRetention
-from tally.storage.sql_webhooks import SqlWebhooks
-from tally.storage.sqlite_catalog import SqliteCatalog
-from tally.storage.sqlite_entities import SqliteEntities
-from tally.storage.sqlite_pipeline import release_keys
-from tally.storage.sqlite_writer import DRIVER_ERRORS, WriterThread
+from tally.storage.sql import pages as sql_pages
+from tally.storage.sql import summaries as sql_summaries
+from tally.storage.sql.batch import release_keys
+from tally.storage.sql.catalog import SqliteCatalog
+from tally.storage.sql.console import SqlConsole
+from tally.storage.sql.duplicates import record_duplicates
+from tally.storage.sql.entities import SqliteEntities
+from tally.storage.sql.outbox import SqlOutbox
+from tally.storage.sql.retention import SqlRetention
+from tally.storage.sql.webhooks import SqlWebhooks
+from tally.storage.sql.writer import DRIVER_ERRORS, WriterThread
 
 T = TypeVar("T")
 Conn = Any  # Conn or pg_adapter.PgConnection: the same calls
@@ -415,7 +417,7 @@ class SqlStorage(
 
     def process_as_stored(self, enabled: bool) -> None:
         """Whether to process events in the commit that stores them (only
-        SQLite does: ``tally.storage.stored_processing``)."""
+        SQLite does: ``tally.storage.sqlite.stored_processing``)."""
 
     async def process_pending(self, limit: int) -> int:
         """Process up to ``limit`` pending events in one transaction on the

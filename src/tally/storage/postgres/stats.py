@@ -25,7 +25,7 @@ so neither autovacuum nor this module can tell when a table needs analyzing).
 
 from __future__ import annotations
 
-from tally.storage.pg_adapter import PgConnection
+from tally.storage.postgres.adapter import PgConnection
 
 CHECK_EVERY_SECONDS = 30.0  # how often a processing connection looks
 _LOCK_ID = 7_411_873_102  # pg_try_advisory_xact_lock: one analyzer at a time

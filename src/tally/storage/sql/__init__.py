@@ -1,5 +1,5 @@
 """Small helpers for SQL that runs unchanged on SQLite and PostgreSQL
-(``?`` placeholders; ``tally.storage.pg_adapter`` turns them into ``%s``).
+(``?`` placeholders; ``tally.storage.postgres.adapter`` turns them into ``%s``).
 
 Lists of values become ``IN (?,?,…)`` lists built here: no JSON functions,
 no ``IN ()`` (invalid on PostgreSQL), and at most ``MAX_LIST`` values per list.

@@ -12,10 +12,7 @@ from typing import Any
 import msgspec
 
 from tally import ids
-from tally.effects.billing import STRIPE_CUSTOMER_KEY
-from tally.effects.triggers import EffectRules
-from tally.observe.metrics import metrics
-from tally.pipeline.records import (
+from tally.batch import (
     Changes,
     CounterKey,
     EntityState,
@@ -26,9 +23,13 @@ from tally.pipeline.records import (
     Snapshot,
     StoredEntity,
 )
+from tally.effects.billing import STRIPE_CUSTOMER_KEY
+from tally.effects.triggers import EffectRules
+from tally.observe.metrics import metrics
 from tally.pipeline.rules import NO_EFFECTS, decode_bodies, needs_of, process_events
-from tally.storage import sql_effects, sql_summaries
+from tally.storage.sql import effects as sql_effects
 from tally.storage.sql import insert_rows
+from tally.storage.sql import summaries as sql_summaries
 
 _TABLES = {"company": ("companies", "company_keys", "comp"), "user": ("users", "user_keys", "user")}
 _CHUNK = 500
@@ -106,7 +107,7 @@ class SqliteUnitOfWork:
     def process(self, events: list[PendingEvent], now: int) -> Changes:
         """Process ``events`` (oldest first) and write everything they change
         except their own rows: the caller marks them (``mark``: stored rows;
-        storing them as they are processed: ``tally.storage.sqlite``) and
+        storing them as they are processed: ``tally.storage.sqlite.storage``) and
         frees what ``Changes.released`` lists, in the same transaction."""
         bodies = decode_bodies(events)
         needs = needs_of(events, bodies)

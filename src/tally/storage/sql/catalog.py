@@ -31,7 +31,7 @@ from tally.metering.catalog import (
     resolve_feature,
 )
 from tally.storage.sql import contains, in_list, like_pattern
-from tally.storage.sqlite_catalog_rows import (
+from tally.storage.sql.catalog_rows import (
     ALLOCATION_JOIN,
     FEATURE_COLUMNS,
     allocation_from_row,
@@ -41,10 +41,10 @@ from tally.storage.sqlite_catalog_rows import (
     load_feature,
     notes_text,
 )
-from tally.storage.sqlite_usage import SqliteUsage
+from tally.storage.sql.usage import SqliteUsage
 
 if TYPE_CHECKING:
-    from tally.storage.sqlite_writer import WriterThread
+    from tally.storage.sql.writer import WriterThread
 
 T = TypeVar("T")
 

@@ -24,6 +24,7 @@ import msgspec
 import psycopg
 
 from tally import ids
+from tally.batch import EntityState, PendingEvent
 from tally.clock import Clock
 from tally.effects.triggers import EffectRules
 from tally.ingest.rules import IDEMPOTENCY_WINDOW_US, is_duplicate
@@ -36,16 +37,15 @@ from tally.model import (
     IngestResult,
     NewEvent,
 )
-from tally.pipeline.records import EntityState, PendingEvent
-from tally.storage import sql_summaries
-from tally.storage.pg_adapter import PgConnection
-from tally.storage.postgres_schema import migrate
-from tally.storage.postgres_stats import CHECK_EVERY_SECONDS, analyze_stale, settings_warnings
-from tally.storage.postgres_vacuum import vacuum_lagging
+from tally.storage.postgres.adapter import PgConnection
+from tally.storage.postgres.schema import migrate
+from tally.storage.postgres.stats import CHECK_EVERY_SECONDS, analyze_stale, settings_warnings
+from tally.storage.postgres.vacuum import vacuum_lagging
 from tally.storage.sql import placeholders
-from tally.storage.sql_storage import PRUNE_CHUNK, SqlStorage
-from tally.storage.sqlite import Ident, event_row, stored_keys
-from tally.storage.sqlite_pipeline import ConcurrentChange, SqliteUnitOfWork
+from tally.storage.sql import summaries as sql_summaries
+from tally.storage.sql.batch import ConcurrentChange, SqliteUnitOfWork
+from tally.storage.sql.storage import PRUNE_CHUNK, SqlStorage
+from tally.storage.sqlite.storage import Ident, event_row, stored_keys
 
 EVENT_COLUMNS = (
     "id, environment_id, type, subtype, status, body, quantity, idempotency_key, sent_at, "
@@ -310,7 +310,7 @@ class PostgresStorage(SqlStorage):
 
     async def _maintain_statistics(self, *, at_start: bool = False) -> None:
         """Analyze stale tables at start and every ``CHECK_EVERY_SECONDS`` of
-        processing (``tally.storage.postgres_stats`` says why); at start,
+        processing (``tally.storage.postgres.stats`` says why); at start,
         warn about server settings that leave them unmanaged."""
         now = time.monotonic()
         if not at_start and now - self._last_stats_check < CHECK_EVERY_SECONDS:

@@ -32,7 +32,7 @@ from tally.effects.records import (
 from tally.storage.sql import contains, in_list, like_pattern
 
 if TYPE_CHECKING:
-    from tally.storage.sqlite_writer import WriterThread
+    from tally.storage.sql.writer import WriterThread
 
 T = TypeVar("T")
 

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from tally import ids
 from tally.model import EventFilter
-from tally.storage import sql_summaries
 from tally.storage.base_console import (
     CompanyFiring,
     ConsoleSession,
@@ -21,11 +20,12 @@ from tally.storage.base_console import (
     PipelineHealth,
     UserDay,
 )
-from tally.storage.sql_backlog import pending_backlog
+from tally.storage.sql import summaries as sql_summaries
+from tally.storage.sql.backlog import pending_backlog
 
 if TYPE_CHECKING:
     from tally.model import ApiKey
-    from tally.storage.sqlite_writer import WriterThread
+    from tally.storage.sql.writer import WriterThread
 
 T = TypeVar("T")
 Conn = Any
@@ -39,7 +39,7 @@ _ENV_BY_STATUS = "environment_id || '' = ?"
 
 
 def _conditions(environment_id: str, where: EventFilter) -> tuple[list[str], list[Any]]:
-    from tally.storage.sql_storage import event_conditions
+    from tally.storage.sql.storage import event_conditions
 
     return event_conditions(environment_id, where)
 
@@ -100,7 +100,7 @@ class SqlConsole:
         await self._writer.call(run)
 
     async def find_console_session(self, token_hash: str, now: int) -> ConsoleSession | None:
-        from tally.storage.sql_storage import KEY_COLUMNS, key_from_row
+        from tally.storage.sql.storage import KEY_COLUMNS, key_from_row
 
         def run(conn: Conn) -> ConsoleSession | None:
             row = conn.execute(

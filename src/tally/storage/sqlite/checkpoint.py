@@ -13,7 +13,7 @@ import os
 import sqlite3
 import threading
 
-from tally.storage.sqlite_schema import connect
+from tally.storage.sqlite.schema import connect
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from tally.effects.records import (
     ClaimedDelivery,
 )
 from tally.storage.sql import chunks, in_list
-from tally.storage.sql_fanout import SqlFanOut
+from tally.storage.sql.fanout import SqlFanOut
 
 T = TypeVar("T")
 Conn = Any

@@ -14,7 +14,7 @@ answered only once the commit that holds its events returned here.
 The process stops when its standard input closes (the ``tally serve`` that
 started it stopped, or was killed), after the writes in flight.
 
-    python -m tally.storage.remote SOCKET_PATH   # settings from TALLY_… variables
+    python -m tally.storage.process.remote SOCKET_PATH   # settings from TALLY_… variables
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ from tally.model import IngestResult, NewEvent
 from tally.observe.logs import configure as configure_logging
 from tally.observe.metrics import share_through
 from tally.settings import Settings
-from tally.storage import remote_frames as wire
 from tally.storage.base import Storage
+from tally.storage.process import frames as wire
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ async def serve(socket_path: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
-        print("usage: python -m tally.storage.remote SOCKET_PATH", file=sys.stderr)
+        print("usage: python -m tally.storage.process.remote SOCKET_PATH", file=sys.stderr)
         return 2
     settings = Settings.from_env()
     configure_logging(settings.log_level, settings.log_format, "storage")
@@ -181,7 +181,7 @@ class StorageProcess:
         self._dir = tempfile.mkdtemp(prefix="tally-")
         self.socket_path = str(Path(self._dir) / "storage.sock")
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "tally.storage.remote", self.socket_path],
+            [sys.executable, "-m", "tally.storage.process.remote", self.socket_path],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env={**os.environ, **environ},
