@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import log, machine_line, stop_process
 from pipeline import fresh_database, prefill, serve, tally
 from tally.model import NewEvent
+from tally.pipeline.processing import PIPELINE
 from tally.settings import Settings
 from tally.storage import open_storage
 
@@ -47,7 +48,7 @@ def add_failed(database_url: str, env_id: str, count: int) -> None:
     """Store ``count`` failed events with a handful of error messages."""
 
     async def run() -> None:
-        storage = open_storage(Settings(database_url=database_url))
+        storage = open_storage(Settings(database_url=database_url), processing=PIPELINE)
         await storage.start()
         try:
             now = time.time_ns() // 1000
@@ -79,7 +80,7 @@ def environment_id(database_url: str, env: dict[str, str]) -> tuple[str, str]:
     key = key.strip().splitlines()[-1]
 
     async def find() -> str:
-        storage = open_storage(Settings(database_url=database_url))
+        storage = open_storage(Settings(database_url=database_url), processing=PIPELINE)
         await storage.start()
         try:
             return next(e.id for e in await storage.list_environments() if e.name == "development")

@@ -20,6 +20,7 @@ from typing import Any
 
 from tally.effects.endpoints import EMITTED, WebhookChanges
 from tally.metering.catalog import AllocationChanges, FeatureChanges
+from tally.pipeline.processing import PIPELINE
 from tally.settings import Settings
 from tally.storage import open_storage
 from tally.storage.base_entities import EntityUpsert
@@ -41,7 +42,7 @@ def configure(
     """The shared catalog; with a receiver base URL, the 10 endpoints too."""
 
     async def run() -> None:
-        storage = open_storage(Settings(database_url=database_url))
+        storage = open_storage(Settings(database_url=database_url), processing=PIPELINE)
         await storage.start()
         try:
             features = {}

@@ -61,6 +61,7 @@ from tally.model import IngestResult, NewEvent
 from tally.observe.exposition import render
 from tally.observe.metrics import Metrics, metrics, share_through
 from tally.observe.requests import ObserveRequests
+from tally.pipeline.processing import PIPELINE
 
 BENCH = Path(__file__).resolve().parent
 
@@ -151,7 +152,7 @@ async def _app_build(directory: str, observed: bool) -> tuple[Any, str]:
     from unobserved import Screened
 
     settings = Settings(database_url=f"sqlite:///{directory}/app-{observed}.db", console=False)
-    store = open_storage(settings)
+    store = open_storage(settings, processing=PIPELINE)
     await store.start()
     _, key, _ = await create_key(store, "development")
     layer = app_module.ObserveRequests

@@ -91,6 +91,7 @@ from harness import (
     wait_http,
 )
 from tally.model import NewEvent
+from tally.pipeline.processing import PIPELINE
 from tally.settings import Settings
 from tally.storage import is_postgres, open_storage
 
@@ -143,7 +144,7 @@ def prefill(database_url: str, env_id: str, count: int, seed: int) -> float:
     rng = random.Random(seed)
 
     async def run() -> None:
-        storage = open_storage(Settings(database_url=database_url))
+        storage = open_storage(Settings(database_url=database_url), processing=PIPELINE)
         await storage.start()
         try:
             done = 0

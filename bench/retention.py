@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from tally.clock import FrozenClock, SystemClock
 from tally.model import NewEvent
+from tally.pipeline.processing import PIPELINE
 from tally.retention.loop import Pruner
 from tally.retention.policy import RetentionPolicy
 from tally.storage.sql import retention as sql_retention
@@ -218,7 +219,7 @@ async def run_backend(name: str, rows: int, processed: int) -> None:
             from tally.storage.sqlite.storage import SqliteStorage
 
             path = str(Path(tmp) / "r.db")
-            s: SqlStorage = SqliteStorage(path)
+            s: SqlStorage = SqliteStorage(path, processing=PIPELINE)
             await s.start()
             raw: Any = sqlite3.connect(path, timeout=30)
             try:
@@ -235,7 +236,7 @@ async def run_backend(name: str, rows: int, processed: int) -> None:
             admin.execute(f'CREATE DATABASE "{database}"')
         url = PG_ADMIN.rsplit("/", 1)[0] + f"/{database}"
         try:
-            s = PostgresStorage(url)
+            s = PostgresStorage(url, processing=PIPELINE)
             await s.start()
             raw = psycopg.connect(url)
             try:
@@ -258,7 +259,7 @@ async def run_backend(name: str, rows: int, processed: int) -> None:
                 print(
                     "  idle poll after vacuum:  " + ", ".join(f"{ms:.2f}" for ms in after) + " ms"
                 )
-                s = PostgresStorage(url)
+                s = PostgresStorage(url, processing=PIPELINE)
                 await s.start()
                 await measure_prune(s, env)
             finally:

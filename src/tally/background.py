@@ -1,7 +1,8 @@
 """The loops a serving process runs beside its requests: the processing
 worker (``TALLY_WORKER``), the delivery loop (``TALLY_DELIVER``) and, with
 either, the pruning loop (``TALLY_PRUNE``). The app runs them, or, on
-SQLite, the storage process (``tally.storage.process.remote``)."""
+SQLite, the storage process (``tally.storage.process.remote``). Both open
+their storage here, handed the pipeline's processing."""
 
 from __future__ import annotations
 
@@ -9,10 +10,20 @@ import asyncio
 
 from tally.clock import Clock
 from tally.effects.delivery import Deliverer, DeliveryConfig
+from tally.pipeline.processing import PIPELINE
 from tally.pipeline.worker import Worker
 from tally.retention.loop import Pruner
 from tally.settings import Settings
+from tally.storage import open_storage
 from tally.storage.base import Storage
+
+
+def open_serving_storage(settings: Settings, clock: Clock | None = None) -> Storage:
+    """The storage of a serving process (the app's own, or the storage
+    process's), handed the pipeline's processing, which its worker, its
+    processing as stored and its admin upserts run (storage never imports
+    the pipeline: ``tally.storage.base_batch``)."""
+    return open_storage(settings, clock, processing=PIPELINE)
 
 
 def start_loops(

@@ -1,9 +1,13 @@
-"""The records the processing rules read and write.
+"""The records a processing batch reads and writes, shared by the pipeline
+(which rules on them) and storage (which reads and writes them), so that
+neither imports the other's code for them.
 
-Processing is pure: a backend claims a batch of ``PendingEvent``, reads in
-bulk what the batch ``Needs`` into a ``Snapshot``, calls
-``tally.pipeline.rules.process_events`` and writes the ``Changes`` in the
-same transaction as the events' new status.
+Processing is pure: storage claims a batch of ``PendingEvent``, reads in
+bulk what the batch ``Needs`` into a ``Snapshot``, the pipeline's
+``tally.pipeline.rules.process_events`` returns the ``Changes``, and storage
+writes them in the same transaction as the events' new status
+(``tally.pipeline.processing`` drives it, ``tally.storage.base_batch`` is the
+transaction it drives).
 """
 
 from __future__ import annotations

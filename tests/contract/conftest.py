@@ -18,6 +18,7 @@ import pytest
 
 from tally.clock import FrozenClock
 from tally.effects.triggers import EffectRules
+from tally.pipeline.processing import PIPELINE
 from tally.storage.base import Storage
 from tests.support.clock import NOW
 
@@ -58,12 +59,12 @@ def _factory(
         from tally.storage.postgres.storage import PostgresStorage
 
         url: str = request.getfixturevalue("postgres_url")
-        return lambda: PostgresStorage(url, clock=clock, effects=effects)
+        return lambda: PostgresStorage(url, clock=clock, effects=effects, processing=PIPELINE)
     if name == "sqlite":
         from tally.storage.sqlite.storage import SqliteStorage
 
         path = str(tmp_path / "c.db")
-        return lambda: SqliteStorage(path, clock=clock, effects=effects)
+        return lambda: SqliteStorage(path, clock=clock, effects=effects, processing=PIPELINE)
     raise AssertionError(f"no factory for storage backend {name!r}")
 
 

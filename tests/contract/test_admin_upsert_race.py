@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from tally.clock import FrozenClock, to_micros
 from tally.keys import create_key
 from tally.model import EventFilter, NewEvent
+from tally.pipeline.processing import PIPELINE
 from tally.storage.base import Storage
 from tally.storage.base_entities import EntityFilter, EntityUpsert, TraitChange
 from tests.support.drain import drain
@@ -61,7 +62,7 @@ def on_postgres(url: str, scenario: Scenario) -> None:
     from tally.storage.postgres.storage import PostgresStorage
 
     async def main() -> None:
-        s = PostgresStorage(url, clock=FrozenClock(START))
+        s = PostgresStorage(url, clock=FrozenClock(START), processing=PIPELINE)
         await s.start()
         side, watching = PgConnection.connect(url), PgConnection.connect(url)
         try:
@@ -104,7 +105,7 @@ def test_an_admin_upsert_waiting_on_a_batch_keeps_the_traits_the_batch_set(
     async def scenario(s: PostgresStorage, worker: PgConnection, watching: PgConnection) -> None:
         env, acme = await acme_with_a_pending_plan(s)
         worker.execute("BEGIN")
-        assert PgUnitOfWork(worker).process_pending(10, T0) == 1  # not committed yet
+        assert PIPELINE.process_pending(PgUnitOfWork(worker), 10, T0) == 1  # not committed yet
         admin = asyncio.create_task(
             s.upsert_company(env, EntityUpsert(keys={"id": "acme"}, traits={"seats": 5}))
         )
@@ -126,7 +127,9 @@ def test_a_batch_waiting_on_an_admin_upsert_keeps_its_traits(postgres_url: str) 
         env, acme = await acme_with_a_pending_plan(s)
         admin.execute("BEGIN")
         change = EntityUpsert(keys={"id": "acme"}, traits={"seats": 5})
-        writes.upsert(PgUnitOfWork(admin), "company", env, change, T0)  # not committed yet
+        writes.upsert(
+            PIPELINE, PgUnitOfWork(admin), "company", env, change, T0
+        )  # not committed yet
         batch = asyncio.create_task(s.process_pending(10))
         await asyncio.to_thread(wait_for_a_lock_wait, watching)
         admin.execute("COMMIT")
@@ -146,8 +149,8 @@ def test_admin_upserts_and_identify_events_racing_keep_every_trait(postgres_url:
     from tally.storage.postgres.storage import PostgresStorage
 
     async def main() -> None:
-        admin_side = PostgresStorage(postgres_url, clock=FrozenClock(START))
-        worker_side = PostgresStorage(postgres_url, clock=FrozenClock(START))
+        admin_side = PostgresStorage(postgres_url, clock=FrozenClock(START), processing=PIPELINE)
+        worker_side = PostgresStorage(postgres_url, clock=FrozenClock(START), processing=PIPELINE)
         await admin_side.start()
         await worker_side.start()
         rng = random.Random(11)
@@ -196,7 +199,10 @@ def test_concurrent_increments_of_one_trait_all_count(postgres_url: str) -> None
     from tally.storage.postgres.storage import PostgresStorage
 
     async def main() -> None:
-        servers = [PostgresStorage(postgres_url, clock=FrozenClock(START)) for _ in range(2)]
+        servers = [
+            PostgresStorage(postgres_url, clock=FrozenClock(START), processing=PIPELINE)
+            for _ in range(2)
+        ]
         for s in servers:
             await s.start()
         try:

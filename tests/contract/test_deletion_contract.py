@@ -14,6 +14,7 @@ import asyncio
 from tally.clock import FrozenClock, to_micros
 from tally.metering.catalog import UsageFilter
 from tally.model import EventFilter
+from tally.pipeline.processing import PIPELINE
 from tally.storage.base import Storage
 from tests.support.drain import drain
 from tests.support.locks import wait_for_a_lock_wait
@@ -78,7 +79,7 @@ def test_a_batch_racing_a_company_delete_leaves_no_counter_behind(postgres_url: 
     from tally.storage.sql import entity_writes as writes
 
     async def main() -> None:
-        s = PostgresStorage(postgres_url, clock=FrozenClock(START))
+        s = PostgresStorage(postgres_url, clock=FrozenClock(START), processing=PIPELINE)
         await s.start()
         deleting = PgConnection.connect(postgres_url)
         watching = PgConnection.connect(postgres_url)

@@ -25,6 +25,7 @@ from tally.effects.records import AttemptResult, ClaimedDelivery, WebhookEventFi
 from tally.effects.triggers import EffectRules
 from tally.metering.catalog import UsageFilter
 from tally.model import NewEvent
+from tally.pipeline.processing import PIPELINE
 from tally.storage.base import Storage
 from tests.support.drain import drain
 
@@ -620,7 +621,8 @@ def test_concurrent_workers_fire_a_limit_once(postgres_url: str) -> None:
 
     async def main() -> None:
         stores = [
-            PostgresStorage(postgres_url, clock=clock, effects=EffectRules()) for _ in range(3)
+            PostgresStorage(postgres_url, clock=clock, effects=EffectRules(), processing=PIPELINE)
+            for _ in range(3)
         ]
         for s in stores:
             await s.start()
@@ -678,7 +680,9 @@ def test_the_warning_share_is_a_setting(tmp_path: Path) -> None:
     clock = FrozenClock(START)
 
     async def main() -> None:
-        s = SqliteStorage(str(tmp_path / "w.db"), clock=clock, effects=EffectRules(50))
+        s = SqliteStorage(
+            str(tmp_path / "w.db"), clock=clock, effects=EffectRules(50), processing=PIPELINE
+        )
         await s.start()
         try:
             w = await world(s)

@@ -29,6 +29,7 @@ from tally.model import (
     NewEvent,
     StoredEvent,
 )
+from tally.pipeline.processing import PIPELINE
 from tally.storage.base import Storage
 from tally.storage.base_entities import EntityFilter, EntityUpsert
 from tests.support.drain import drain
@@ -415,7 +416,7 @@ def test_two_workers_adding_one_key_name_cannot_both_win(postgres_url: str) -> N
     from tally.storage.postgres.storage import PgUnitOfWork, PostgresStorage
 
     async def setup() -> tuple[str, str]:
-        s = PostgresStorage(postgres_url)
+        s = PostgresStorage(postgres_url, processing=PIPELINE)
         await s.start()
         try:
             secret, _, _ = await create_key(s, "development")
@@ -445,12 +446,12 @@ def test_two_workers_adding_one_key_name_cannot_both_win(postgres_url: str) -> N
     a, b = PgConnection.connect(postgres_url), PgConnection.connect(postgres_url)
     try:
         a.execute("BEGIN")
-        assert PgUnitOfWork(a).process_pending(1, T0) == 1  # u1, cus_a: not committed
+        assert PIPELINE.process_pending(PgUnitOfWork(a), 1, T0) == 1  # u1, cus_a: not committed
         done: list[int] = []
 
         def worker_b() -> None:
             b.execute("BEGIN")
-            done.append(PgUnitOfWork(b).process_pending(1, T0))
+            done.append(PIPELINE.process_pending(PgUnitOfWork(b), 1, T0))
             b.execute("COMMIT")
 
         thread = threading.Thread(target=worker_b)

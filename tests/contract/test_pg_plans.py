@@ -43,6 +43,7 @@ from tally.effects.sender import make_client
 from tally.keys import create_key
 from tally.metering.catalog import AllocationChanges, FeatureChanges
 from tally.model import NewEvent
+from tally.pipeline.processing import PIPELINE
 from tally.pipeline.worker import Worker
 from tally.settings import Settings
 from tally.storage.postgres.adapter import PgConnection
@@ -458,7 +459,7 @@ def test_hot_statements_have_good_plans_with_and_without_statistics(
     monkeypatch.setattr(PostgresStorage, "_maintain_statistics", no_statistics)
     recorder = Recorder()
     settings = Settings(database_url=postgres_url, key_cache_seconds=0, worker=False, deliver=False)
-    storage = PostgresStorage(postgres_url)
+    storage = PostgresStorage(postgres_url, processing=PIPELINE)
     app = create_app(settings, storage=storage)
     with psycopg.connect(postgres_url, autocommit=True) as admin:
         migrate(PgConnection(admin))  # as ``tally migrate``: empty tables, analyzed

@@ -8,6 +8,7 @@ import asyncio
 import time
 
 from tally.clock import FrozenClock
+from tally.pipeline.processing import PIPELINE
 from tally.storage.postgres.adapter import PgConnection
 from tally.storage.postgres.schema import migrate
 from tally.storage.postgres.stats import CHECK_EVERY_SECONDS, stale_tables
@@ -53,7 +54,7 @@ def test_processing_analyzes_a_table_that_filled_up(postgres_url: str) -> None:
     count = 3_000
 
     async def scenario() -> tuple[bool, float]:
-        storage = PostgresStorage(postgres_url, clock=FrozenClock(START))
+        storage = PostgresStorage(postgres_url, clock=FrozenClock(START), processing=PIPELINE)
         await storage.start()
         watch = PgConnection.connect(postgres_url)
         try:

@@ -10,6 +10,7 @@ import time
 import psycopg
 import pytest
 
+from tally.pipeline.processing import PIPELINE
 from tally.storage.postgres import vacuum as postgres_vacuum
 from tally.storage.postgres.storage import PostgresStorage
 from tests.support.drain import drain
@@ -50,7 +51,7 @@ def test_processed_events_dead_rows_are_vacuumed_when_nothing_else_does_it(
     monkeypatch.setattr(postgres_vacuum, "MIN_DEAD_ROWS", 200)
 
     async def scenario() -> list[str]:
-        s = PostgresStorage(postgres_url)
+        s = PostgresStorage(postgres_url, processing=PIPELINE)
         await s.start()
         try:
             w = await make_world(s, [])
@@ -61,7 +62,7 @@ def test_processed_events_dead_rows_are_vacuumed_when_nothing_else_does_it(
         finally:
             await s.close()  # its backends exit: their counts reach the server
         assert settle_statistics(postgres_url, "events", 300) >= 300
-        s = PostgresStorage(postgres_url)
+        s = PostgresStorage(postgres_url, processing=PIPELINE)
         await s.start()
         try:
             return await s.vacuum_dead_rows()
@@ -77,7 +78,7 @@ def test_processed_events_dead_rows_are_vacuumed_when_nothing_else_does_it(
 
 def test_a_table_with_few_dead_rows_is_left_to_autovacuum(postgres_url: str) -> None:
     async def scenario() -> None:
-        s = PostgresStorage(postgres_url)
+        s = PostgresStorage(postgres_url, processing=PIPELINE)
         await s.start()
         try:
             w = await make_world(s, [])

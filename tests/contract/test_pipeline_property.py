@@ -53,6 +53,7 @@ from tally.ingest.parse import Context, parse_capture_batch, parse_event_batch
 from tally.ingest.rules import IDEMPOTENCY_WINDOW_US
 from tally.keys import create_key
 from tally.model import KEY_CHECKED, ApiKey, IngestResult, NewEvent
+from tally.pipeline.processing import PIPELINE
 from tally.storage.sqlite.storage import SqliteStorage
 from tests.support.usage import assert_counters_match, read_counters
 
@@ -622,7 +623,7 @@ async def _run(
     path: str, seeds: list[Seed], start: datetime, ops: list[Any], as_stored: bool
 ) -> Summary:
     clock = FrozenClock(start)
-    storage = SqliteStorage(path, clock=clock, synchronous="NORMAL")
+    storage = SqliteStorage(path, clock=clock, synchronous="NORMAL", processing=PIPELINE)
     await storage.start()
     storage.process_as_stored(as_stored)
     summary = Summary()
@@ -1028,7 +1029,7 @@ def test_deleting_a_company_between_and_during_processing() -> None:
 
 
 async def _one_env(path: str, at: datetime) -> tuple[SqliteStorage, Context]:
-    storage = SqliteStorage(path, clock=FrozenClock(at), synchronous="NORMAL")
+    storage = SqliteStorage(path, clock=FrozenClock(at), synchronous="NORMAL", processing=PIPELINE)
     await storage.start()
     key, _, _ = await create_key(storage, "development")
     return storage, Context(key=key, received_at=at)

@@ -11,6 +11,7 @@ from collections import defaultdict
 
 from tally.clock import FrozenClock
 from tally.model import NewEvent
+from tally.pipeline.processing import PIPELINE
 
 from .conftest import START
 from .records import HOUR, T0, all_events, env_id, event
@@ -25,7 +26,10 @@ def test_storages_racing_on_keys_store_one_event_per_key(postgres_url: str) -> N
     clock = FrozenClock(START)
 
     async def main() -> None:
-        stores = [PostgresStorage(postgres_url, clock=clock, writers=2) for _ in range(3)]
+        stores = [
+            PostgresStorage(postgres_url, clock=clock, writers=2, processing=PIPELINE)
+            for _ in range(3)
+        ]
         for s in stores:
             await s.start()
         try:

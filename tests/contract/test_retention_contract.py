@@ -25,6 +25,7 @@ from tally.clock import FrozenClock, to_micros
 from tally.effects.records import AttemptResult, ClaimedDelivery, WebhookEventFilter
 from tally.effects.triggers import EffectRules
 from tally.model import EventFilter
+from tally.pipeline.processing import PIPELINE
 from tally.retention.loop import Pruner
 from tally.retention.policy import (
     DELIVERIES,
@@ -75,7 +76,7 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
         yield Db(
             "postgres",
             clock,
-            lambda: PostgresStorage(url, clock=clock, effects=effects),
+            lambda: PostgresStorage(url, clock=clock, effects=effects, processing=PIPELINE),
             lambda: psycopg.connect(url, autocommit=True),
         )
     else:
@@ -85,7 +86,7 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
         yield Db(
             "sqlite",
             clock,
-            lambda: SqliteStorage(path, clock=clock, effects=effects),
+            lambda: SqliteStorage(path, clock=clock, effects=effects, processing=PIPELINE),
             lambda: sqlite3.connect(path),
         )
 

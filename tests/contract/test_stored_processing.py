@@ -14,6 +14,7 @@ import pytest
 
 from tally.ingest.parse import Context, parse_capture_batch
 from tally.model import ApiKey, IngestResult
+from tally.pipeline.processing import PIPELINE
 from tally.pipeline.worker import Worker
 from tally.storage.sqlite.storage import SqliteStorage
 from tests.support.poison import poison_track_events
@@ -36,7 +37,7 @@ def _track(subtype: str, company: str = "c", key: str | None = None) -> str:
 
 def _run(tmp_path: Path, scenario: Callable[[SqliteStorage], Awaitable[None]]) -> None:
     async def main() -> None:
-        storage = SqliteStorage(str(tmp_path / "s.db"))
+        storage = SqliteStorage(str(tmp_path / "s.db"), processing=PIPELINE)
         await storage.start()
         try:
             await scenario(storage)

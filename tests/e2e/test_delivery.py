@@ -42,6 +42,7 @@ from tally.effects.endpoints import EMITTED
 from tally.effects.records import WebhookEvent, WebhookEventFilter
 from tally.effects.schedule import RetrySchedule
 from tally.effects.triggers import EffectRules
+from tally.pipeline.processing import PIPELINE
 from tally.storage.base import Storage
 from tests.support.clock import NOW as START
 from tests.support.drain import drain
@@ -76,10 +77,12 @@ def open_storage(url: str, clock: Clock) -> Storage:
     if url.startswith("postgresql"):
         from tally.storage.postgres.storage import PostgresStorage
 
-        return PostgresStorage(url, clock=clock, effects=rules)
+        return PostgresStorage(url, clock=clock, effects=rules, processing=PIPELINE)
     from tally.storage.sqlite.storage import SqliteStorage
 
-    return SqliteStorage(url.removeprefix("sqlite:///"), clock=clock, effects=rules)
+    return SqliteStorage(
+        url.removeprefix("sqlite:///"), clock=clock, effects=rules, processing=PIPELINE
+    )
 
 
 def run(url: str, clock: Clock, scenario: Callable[[Storage], Awaitable[T]]) -> T:

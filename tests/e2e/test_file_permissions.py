@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tally.clock import to_micros
+from tally.pipeline.processing import PIPELINE
 from tally.storage.sqlite.storage import SqliteStorage
 from tests.support.drain import drain
 from tests.support.server import tally_command
@@ -41,7 +42,7 @@ def use(path: Path) -> None:
     while the modes are read (the WAL and shared memory exist then)."""
 
     async def main() -> None:
-        storage = SqliteStorage(str(path))
+        storage = SqliteStorage(str(path), processing=PIPELINE)
         await storage.start()
         try:
             world = await make_world(storage, ["http://127.0.0.1:9/hook"])

@@ -13,6 +13,7 @@ import pytest
 
 from tally.cli import main
 from tally.clock import FrozenClock, SystemClock
+from tally.pipeline.processing import PIPELINE
 from tally.storage.sqlite.storage import SqliteStorage
 from tests.support.drain import drain
 from tests.support.usage import make_world, track_event
@@ -20,7 +21,7 @@ from tests.support.usage import make_world, track_event
 
 def stored(path: str, processed: int, pending: int) -> None:
     async def run() -> None:
-        s = SqliteStorage(path)
+        s = SqliteStorage(path, processing=PIPELINE)
         await s.start()
         try:
             w = await make_world(s, [])

@@ -41,6 +41,7 @@ import pytest
 from tally.clock import from_micros, to_micros
 from tally.keys import create_key
 from tally.model import NewEvent
+from tally.pipeline.processing import PIPELINE
 from tally.storage.base_entities import EntityUpsert
 from tally.storage.sqlite.storage import SqliteStorage
 from tests.support.usage import assert_counters_match, read_counters
@@ -113,7 +114,7 @@ def _events(environment_id: str, api_key_id: str) -> tuple[list[NewEvent], list[
 
 
 async def _fill(path: str) -> list[Sent]:
-    storage = SqliteStorage(path, synchronous="NORMAL")
+    storage = SqliteStorage(path, synchronous="NORMAL", processing=PIPELINE)
     await storage.start()
     try:
         key, _, _ = await create_key(storage, "development")

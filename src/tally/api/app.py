@@ -24,7 +24,7 @@ from tally.api.companies.routes import routes as company_routes
 from tally.api.events.routes import routes as event_routes
 from tally.api.state import AppState
 from tally.api.webhooks.routes import routes as webhook_routes
-from tally.background import start_loops
+from tally.background import open_serving_storage, start_loops
 from tally.clock import Clock, SystemClock, to_micros
 from tally.console.app import console_routes
 from tally.effects.sender import Guard
@@ -35,7 +35,6 @@ from tally.observe.lag import LagWatch
 from tally.observe.metrics import flush_every, share_through
 from tally.observe.requests import ObserveRequests
 from tally.settings import Settings
-from tally.storage import open_storage
 from tally.storage.base import Storage
 
 log = logging.getLogger(__name__)
@@ -87,7 +86,7 @@ def create_app(
     clock = clock or SystemClock()
     if settings.metrics_dir:  # one of the processes of a tally serve
         share_through(settings.metrics_dir)
-    store = storage or open_storage(settings, clock)
+    store = storage or open_serving_storage(settings, clock)
     state = AppState(
         settings=settings,
         storage=store,

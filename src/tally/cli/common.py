@@ -9,6 +9,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from tally.pipeline.processing import PIPELINE
 from tally.settings import Settings
 from tally.storage import open_storage
 from tally.storage.base import Storage
@@ -42,7 +43,7 @@ def settings_of(args: argparse.Namespace, **extra: Any) -> Settings:
 async def with_storage(settings: Settings, fn: StorageFn[T]) -> T:
     """``fn(storage)`` on a started storage (starting it applies the
     migrations), closed afterwards."""
-    storage = open_storage(settings)
+    storage = open_storage(settings, processing=PIPELINE)
     await storage.start()
     try:
         return await fn(storage)

@@ -22,7 +22,7 @@ transaction as the events' new status, so an event is never counted twice.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 
@@ -37,7 +37,6 @@ from tally.batch import (
 )
 from tally.effects.billing import MeterRecord, customer_id
 from tally.effects.triggers import Contribution, EffectRules, Notice, Watch
-from tally.ids import new_id
 from tally.ingest import wire
 from tally.metering.periods import counter_kind, period_starts_us
 from tally.pipeline.working_set import ADD, CREATE, Resolution, WorkingSet
@@ -218,33 +217,6 @@ def _track(ws: WorkingSet, event: PendingEvent, body: wire.TrackBody) -> Outcome
         user_id=user.id if user else None,
         feature_ids=ws.features(env, subtype),
     )
-
-
-class SyncUnitOfWork(Protocol):
-    """A backend's synchronous access to one open transaction."""
-
-    def load_snapshot(self, needs: Needs) -> Snapshot: ...
-
-    def apply(self, changes: Changes, now: int) -> None: ...
-
-
-def upsert_entity(
-    uow: SyncUnitOfWork,
-    kind: str,
-    environment_id: str,
-    keys: Mapping[str, str],
-    name: str | None,
-    traits: Mapping[str, Any] | None,
-    now: int,
-) -> str:
-    """Read, upsert and write one entity in the caller's transaction."""
-    needs = Needs()
-    needs.refs[kind] = {(environment_id, k, v) for k, v in keys.items()}
-    entity_id, changes = upsert_changes(
-        uow.load_snapshot(needs), new_id, kind, environment_id, keys, name, traits
-    )
-    uow.apply(changes, now)
-    return entity_id
 
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1

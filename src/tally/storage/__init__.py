@@ -6,6 +6,7 @@ from tally.clock import Clock, SystemClock
 from tally.errors import ConfigError
 from tally.settings import Settings
 from tally.storage.base import Storage
+from tally.storage.base_batch import Processing
 
 
 def sqlite_path(database_url: str) -> str:
@@ -26,8 +27,13 @@ def is_postgres(database_url: str) -> bool:
     return database_url.startswith(("postgresql://", "postgres://"))
 
 
-def open_storage(settings: Settings, clock: Clock | None = None) -> Storage:
-    """The storage backend the settings' database URL names (not yet started)."""
+def open_storage(
+    settings: Settings, clock: Clock | None = None, *, processing: Processing | None = None
+) -> Storage:
+    """The storage backend the settings' database URL names (not yet started),
+    running ``processing`` (the pipeline's: ``tally.storage.base_batch``) on its
+    transactions; an HTTP process of ``tally serve`` reaches the storage
+    process instead, which runs it."""
     if settings.storage_socket:
         from tally.storage.process.remote import RemoteStorage, stop_this_server
 
@@ -42,6 +48,7 @@ def open_storage(settings: Settings, clock: Clock | None = None) -> Storage:
             commit_max_events=settings.commit_max_events,
             clock=clock or SystemClock(),
             effects=settings.effect_rules,
+            processing=processing,
         )
     from tally.storage.sqlite.storage import SqliteStorage
 
@@ -51,4 +58,5 @@ def open_storage(settings: Settings, clock: Clock | None = None) -> Storage:
         commit_max_events=settings.commit_max_events,
         clock=clock or SystemClock(),
         effects=settings.effect_rules,
+        processing=processing,
     )

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tally.background import start_loops
+from tally.pipeline.processing import PIPELINE
 from tally.retention.loop import Pruner
 from tally.retention.policy import Cutoffs, Pruned, RetentionPolicy
 from tally.settings import Settings
@@ -32,7 +33,7 @@ def test_the_pruning_loop_runs_beside_the_worker_or_the_delivery_loop(
     tmp_path: Path, worker: bool, deliver: bool, prune: bool, named: bool
 ) -> None:
     async def run() -> list[str]:
-        storage = SqliteStorage(str(tmp_path / "l.db"))
+        storage = SqliteStorage(str(tmp_path / "l.db"), processing=PIPELINE)
         await storage.start()
         stop = asyncio.Event()
         settings = Settings(worker=worker, deliver=deliver, prune=prune)

@@ -37,13 +37,14 @@ from tally.model import (
     IngestResult,
     NewEvent,
 )
+from tally.storage.base_batch import Processing
 from tally.storage.postgres.adapter import PgConnection
 from tally.storage.postgres.schema import migrate
 from tally.storage.postgres.stats import CHECK_EVERY_SECONDS, analyze_stale, settings_warnings
 from tally.storage.postgres.vacuum import vacuum_lagging
 from tally.storage.sql import placeholders
 from tally.storage.sql import summaries as sql_summaries
-from tally.storage.sql.batch import ConcurrentChange, SqliteUnitOfWork
+from tally.storage.sql.batch import ConcurrentChange, SqlUnitOfWork
 from tally.storage.sql.storage import PRUNE_CHUNK, SqlStorage
 from tally.storage.sqlite.storage import Ident, event_row, stored_keys
 
@@ -200,7 +201,7 @@ def _unstored(entry: Planned, mine: dict[Ident, str]) -> Planned:
     return entry  # held by an event of an earlier batch: resolved with it
 
 
-class PgUnitOfWork(SqliteUnitOfWork):
+class PgUnitOfWork(SqlUnitOfWork):
     claim_suffix = " FOR UPDATE SKIP LOCKED"
     hold_suffix = " FOR KEY SHARE"
     max_attempts = 20
@@ -287,6 +288,7 @@ class PostgresStorage(SqlStorage):
         readers: int = 4,
         effects: EffectRules | None = None,
         writers: int = WRITERS,
+        processing: Processing | None = None,
     ) -> None:
         self.url = url
         super().__init__(
@@ -296,6 +298,7 @@ class PostgresStorage(SqlStorage):
             separate_processor=True,
             effects=effects,
             writers=writers,
+            processing=processing,
         )
         self._last_stats_check = -CHECK_EVERY_SECONDS
 
@@ -349,4 +352,4 @@ class PostgresStorage(SqlStorage):
         return int(cur.rowcount)
 
     def _process(self, conn: PgConnection, limit: int) -> int:
-        return PgUnitOfWork(conn, self.effects).process_pending(limit, self._now())
+        return self.processing.process_pending(PgUnitOfWork(conn, self.effects), limit, self._now())

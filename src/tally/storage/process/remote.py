@@ -102,13 +102,12 @@ class _Serve(asyncio.Protocol):
 
 async def serve(socket_path: str) -> None:
     """Run the storage process until standard input closes or a signal comes."""
-    from tally.background import start_loops
-    from tally.storage import open_storage
+    from tally.background import open_serving_storage, start_loops
 
     settings = replace(Settings.from_env(), storage_socket="")  # this is the storage
     if settings.metrics_dir:
         share_through(settings.metrics_dir)
-    storage = open_storage(settings)
+    storage = open_serving_storage(settings)
     await storage.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

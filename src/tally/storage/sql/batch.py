@@ -1,6 +1,8 @@
-"""The processing pipeline on an open transaction: claim, read the batch's
-snapshot in bulk, write its changes. The SQL is portable: SQLite runs it on
-the writer's connection, PostgreSQL through ``PgUnitOfWork`` (a subclass)."""
+"""A processing transaction on SQL: claim pending events, read a batch's
+snapshot in bulk, write its changes — the ``BatchTransaction`` that the
+pipeline drives (``tally.storage.base_batch``). The SQL is portable: SQLite
+runs it on the writer's connection, PostgreSQL through ``PgUnitOfWork`` (a
+subclass)."""
 
 from __future__ import annotations
 
@@ -25,8 +27,6 @@ from tally.batch import (
 )
 from tally.effects.billing import STRIPE_CUSTOMER_KEY
 from tally.effects.triggers import EffectRules
-from tally.observe.metrics import metrics
-from tally.pipeline.rules import NO_EFFECTS, decode_bodies, needs_of, process_events
 from tally.storage.sql import effects as sql_effects
 from tally.storage.sql import insert_rows
 from tally.storage.sql import summaries as sql_summaries
@@ -38,14 +38,6 @@ _CHUNK = 500
 def _chunks(values: list[str]) -> Iterable[list[str]]:
     for start in range(0, len(values), _CHUNK):
         yield values[start : start + _CHUNK]
-
-
-def _record(events: list[PendingEvent], outcomes: list[Outcome], now: int) -> None:
-    """The batch's metrics: events processed and failed, and each processed
-    event's lag (``enriched_at`` is ``now``)."""
-    loaded = {e.id: e.loaded_at for e in events}
-    lags = [now - loaded[o.event_id] for o in outcomes if o.status == "processed"]
-    metrics().processed(len(lags), len(outcomes) - len(lags), lags)
 
 
 class ConcurrentChange(Exception):
@@ -63,8 +55,8 @@ def release_keys(conn: Any, released: Iterable[tuple[str, str, str, str]]) -> No
     )
 
 
-class SqliteUnitOfWork:
-    """The pipeline on one open transaction. The SQL is portable; PostgreSQL
+class SqlUnitOfWork:
+    """One open processing transaction. The SQL is portable; PostgreSQL
     subclasses it to claim with ``SKIP LOCKED`` and to retry on conflicts."""
 
     claim_suffix = ""
@@ -80,9 +72,9 @@ class SqliteUnitOfWork:
     def dirty_row(self, entity: EntityState, traits: str, now: int) -> tuple[Any, ...]:
         return (entity.name, traits, now, entity.id)
 
-    def __init__(self, conn: Any, rules: EffectRules = NO_EFFECTS) -> None:
+    def __init__(self, conn: Any, rules: EffectRules | None = None) -> None:
         self.conn = conn
-        self.rules = rules
+        self.rules = rules if rules is not None else EffectRules()
 
     def is_overflow(self, err: BaseException) -> bool:
         """Whether ``err`` says a usage counter would pass 64 bits."""
@@ -94,60 +86,18 @@ class SqliteUnitOfWork:
         """Whether ``err`` says another transaction got in the way."""
         return isinstance(err, ConcurrentChange)
 
-    def process_pending(self, limit: int, now: int) -> int:
-        """Claim up to ``limit`` pending events (oldest first), process and
-        write them; the caller commits. Returns how many were claimed."""
-        events = self.claim_pending(limit)
-        if not events:
-            return 0
-        changes = self.process(events, now)
-        self.mark(changes, now)
-        return len(events)
+    def savepoint(self, name: str) -> None:
+        self.conn.execute(f"SAVEPOINT {name}")
 
-    def process(self, events: list[PendingEvent], now: int) -> Changes:
-        """Process ``events`` (oldest first) and write everything they change
-        except their own rows: the caller marks them (``mark``: stored rows;
-        storing them as they are processed: ``tally.storage.sqlite.storage``) and
-        frees what ``Changes.released`` lists, in the same transaction."""
-        bodies = decode_bodies(events)
-        needs = needs_of(events, bodies)
-        for attempt in range(1, self.max_attempts + 1):
-            self.conn.execute("SAVEPOINT tally_batch")
-            try:
-                changes = self._attempt(events, bodies, needs, now)
-            except Exception as err:
-                self.conn.execute("ROLLBACK TO SAVEPOINT tally_batch")
-                if not self.is_conflict(err) or attempt == self.max_attempts:
-                    raise
-                metrics().database_retry("processing_conflict")
-                continue
-            self.conn.execute("RELEASE SAVEPOINT tally_batch")
-            break
-        _record(events, changes.outcomes, now)
-        return changes
+    def rollback_to(self, name: str) -> None:
+        self.conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
 
-    def _attempt(
-        self, events: list[PendingEvent], bodies: list[Any], needs: Needs, now: int
-    ) -> Changes:
-        """Process and write the batch once; returns its changes."""
-        snapshot = self.load_snapshot(needs)
-        changes = process_events(events, bodies, snapshot, ids.new_id, self.rules)
-        self.conn.execute("SAVEPOINT tally_apply")
-        try:
-            self.apply_changes(changes, now)
-        except Exception as err:
-            if not self.is_overflow(err):
-                raise
-            # a usage counter would pass 64 bits: read the stored totals and
-            # run the batch again, failing the events that overflow
-            self.conn.execute("ROLLBACK TO SAVEPOINT tally_apply")
-            snapshot.counters = self._read_counters(changes.counters)
-            snapshot.counters_read = True
-            changes = process_events(events, bodies, snapshot, ids.new_id, self.rules)
-            self.apply_changes(changes, now)
-        self.conn.execute("RELEASE SAVEPOINT tally_apply")
-        sql_summaries.record(self.conn, sql_summaries.settled_rows(events, changes.outcomes))
-        return changes
+    def release(self, name: str) -> None:
+        self.conn.execute(f"RELEASE SAVEPOINT {name}")
+
+    def record_settled(self, events: list[PendingEvent], outcomes: list[Outcome]) -> None:
+        """Count the settled events in the event summaries (``sql_summaries``)."""
+        sql_summaries.record(self.conn, sql_summaries.settled_rows(events, outcomes))
 
     def claim_pending(self, limit: int) -> list[PendingEvent]:
         # the kind of the key that sent each event: only a secret key's may set
@@ -175,7 +125,7 @@ class SqliteUnitOfWork:
             for r in rows
         ]
 
-    def _read_counters(self, keys: Iterable[CounterKey]) -> dict[CounterKey, int]:
+    def read_counters(self, keys: Iterable[CounterKey]) -> dict[CounterKey, int]:
         found: dict[CounterKey, int] = {}
         for key in keys:
             row = self.conn.execute(

@@ -1,5 +1,5 @@
 """The side effects' part of a processing transaction (portable SQL, run by
-``SqliteUnitOfWork`` on both backends): what the snapshot reads for them, and
+``SqlUnitOfWork`` on both backends): what the snapshot reads for them, and
 what ``apply`` writes after the counters moved — one outbox row holding the
 batch's meter records, identity notices, and the limit crossings the new
 counter totals reveal. Only that row (and a ``limit_triggers`` row per

@@ -26,9 +26,10 @@ from tally.storage.base_entities import (
 )
 from tally.storage.sql import entity_rows as rows
 from tally.storage.sql import entity_writes as writes
-from tally.storage.sql.batch import SqliteUnitOfWork
+from tally.storage.sql.batch import SqlUnitOfWork
 
 if TYPE_CHECKING:
+    from tally.storage.base_batch import Processing
     from tally.storage.sql.writer import WriterThread
 
 T = TypeVar("T")
@@ -36,11 +37,14 @@ T = TypeVar("T")
 
 class SqliteEntities:
     # upserts write as the worker does on this backend (PostgreSQL: ``PgUnitOfWork``)
-    unit_of_work: type[SqliteUnitOfWork] = SqliteUnitOfWork
+    unit_of_work: type[SqlUnitOfWork] = SqlUnitOfWork
 
     if TYPE_CHECKING:
         _writer: WriterThread
         _clock: Clock
+
+        @property
+        def processing(self) -> Processing: ...
 
         async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
 
@@ -52,7 +56,7 @@ class SqliteEntities:
 
         return await self._writer.call(run)
 
-    async def _upsert(self, fn: Callable[[SqliteUnitOfWork, int], T]) -> T:
+    async def _upsert(self, fn: Callable[[SqlUnitOfWork, int], T]) -> T:
         """``fn(uow, now)`` as a ``_write``, again if it meets a concurrent
         write of the same entity (``writes.retrying``)."""
 
@@ -64,8 +68,8 @@ class SqliteEntities:
 
     # -- companies ------------------------------------------------------------
     async def upsert_company(self, environment_id: str, change: EntityUpsert) -> Company:
-        def run(uow: SqliteUnitOfWork, now: int) -> Company:
-            company_id = writes.upsert(uow, "company", environment_id, change, now)
+        def run(uow: SqlUnitOfWork, now: int) -> Company:
+            company_id = writes.upsert(self.processing, uow, "company", environment_id, change, now)
             company = rows.company_by_id(uow.conn, environment_id, company_id, self._clock.now())
             assert company is not None
             return company
@@ -128,8 +132,8 @@ class SqliteEntities:
         return await self._write(run)
 
     async def upsert_company_trait(self, environment_id: str, change: TraitChange) -> Company:
-        def run(uow: SqliteUnitOfWork, now: int) -> Company:
-            company_id = writes.trait(uow, "company", environment_id, change, now)
+        def run(uow: SqlUnitOfWork, now: int) -> Company:
+            company_id = writes.trait(self.processing, uow, "company", environment_id, change, now)
             company = rows.company_by_id(uow.conn, environment_id, company_id, self._clock.now())
             assert company is not None
             return company
@@ -173,8 +177,8 @@ class SqliteEntities:
 
     # -- users --------------------------------------------------------------
     async def upsert_user(self, environment_id: str, change: EntityUpsert) -> User:
-        def run(uow: SqliteUnitOfWork, now: int) -> User:
-            user_id = writes.upsert(uow, "user", environment_id, change, now)
+        def run(uow: SqlUnitOfWork, now: int) -> User:
+            user_id = writes.upsert(self.processing, uow, "user", environment_id, change, now)
             user = rows.user_by_id(uow.conn, environment_id, user_id)
             assert user is not None
             return user
@@ -231,8 +235,8 @@ class SqliteEntities:
         return await self._write(run)
 
     async def upsert_user_trait(self, environment_id: str, change: TraitChange) -> User:
-        def run(uow: SqliteUnitOfWork, now: int) -> User:
-            user_id = writes.trait(uow, "user", environment_id, change, now)
+        def run(uow: SqlUnitOfWork, now: int) -> User:
+            user_id = writes.trait(self.processing, uow, "user", environment_id, change, now)
             user = rows.user_by_id(uow.conn, environment_id, user_id)
             assert user is not None
             return user

@@ -1,7 +1,7 @@
 """Writes of companies, users, memberships and traits, each run inside the
 writer's transaction (``fn(conn, now)``). Upserts go through the pipeline's
-own identify upsert (``tally.pipeline.rules.upsert_entity``) on the
-backend's unit of work, so the API and identify events follow one set of
+own identify upsert (``Processing.upsert_entity``, handed to storage where it
+is opened: ``tally.storage.base_batch``) on the backend's unit of work, so the API and identify events follow one set of
 rules and write alike: on PostgreSQL a trait change is merged into the row
 as stored (a worker may have changed it since it was read), and an upsert
 that meets a concurrent write of the same keys runs again (``retrying``).
@@ -19,16 +19,16 @@ from tally.batch import ProcessingFailed
 from tally.clock import from_micros, to_micros
 from tally.errors import Invalid, NotFound
 from tally.metering import periods
-from tally.pipeline.rules import upsert_entity
+from tally.storage.base_batch import Processing
 from tally.storage.base_entities import EntityUpsert, TraitChange
 from tally.storage.sql import entity_rows as rows
 from tally.storage.sql import in_list
-from tally.storage.sql.batch import SqliteUnitOfWork
+from tally.storage.sql.batch import SqlUnitOfWork
 
 T = TypeVar("T")
 
 
-def retrying(uow: SqliteUnitOfWork, write: Callable[[], T]) -> T:
+def retrying(uow: SqlUnitOfWork, write: Callable[[], T]) -> T:
     """``write()`` in a savepoint, run again (up to ``uow.max_attempts``)
     while it meets another transaction's write of the same rows: a worker or
     another server creating the same company by the same key at the same
@@ -100,7 +100,14 @@ def resolve_for_write(
     return target
 
 
-def upsert(uow: SqliteUnitOfWork, kind: str, env: str, change: EntityUpsert, now: int) -> str:
+def upsert(
+    processing: Processing,
+    uow: SqlUnitOfWork,
+    kind: str,
+    env: str,
+    change: EntityUpsert,
+    now: int,
+) -> str:
     conn = uow.conn
     table, key_table, _ = rows.TABLES[kind]
     if not change.keys and change.id is None:
@@ -108,7 +115,7 @@ def upsert(uow: SqliteUnitOfWork, kind: str, env: str, change: EntityUpsert, now
     target = resolve_for_write(conn, kind, env, change, now)
     keys = dict(change.keys) if change.keys else {"id": target or ""}
     try:
-        entity_id = upsert_entity(uow, kind, env, keys, change.name, change.traits, now)
+        entity_id = processing.upsert_entity(uow, kind, env, keys, change.name, change.traits, now)
     except ProcessingFailed as err:
         raise Invalid(str(err)) from None
     if change.last_seen_at is not None:
@@ -194,7 +201,14 @@ def _incremented(trait: str, current: Any, incr: int) -> int | float:
     return number + incr
 
 
-def trait(uow: SqliteUnitOfWork, kind: str, env: str, change: TraitChange, now: int) -> str:
+def trait(
+    processing: Processing,
+    uow: SqlUnitOfWork,
+    kind: str,
+    env: str,
+    change: TraitChange,
+    now: int,
+) -> str:
     target = rows.find_one(uow.conn, kind, env, change.keys)
     if target is None and change.update_only:
         raise NotFound(
@@ -215,7 +229,7 @@ def trait(uow: SqliteUnitOfWork, kind: str, env: str, change: TraitChange, now: 
         value = _incremented(change.trait, current, change.incr)
     keys = dict(change.keys)
     try:
-        return upsert_entity(uow, kind, env, keys, None, {change.trait: value}, now)
+        return processing.upsert_entity(uow, kind, env, keys, None, {change.trait: value}, now)
     except ProcessingFailed as err:
         raise Invalid(str(err)) from None
 
@@ -226,7 +240,7 @@ def delete(conn: sqlite3.Connection, kind: str, entity_id: str) -> None:
     ``user_id``: they are the record of what was counted and billed to whom,
     and a recount counts only companies that exist. The entity's own row
     goes first: on PostgreSQL that waits for any processing batch that holds
-    it (``SqliteUnitOfWork.hold_entities``), and a batch that comes after
+    it (``SqlUnitOfWork.hold_entities``), and a batch that comes after
     finds it gone and is read again, so no counter is left behind."""
     table, key_table, _ = rows.TABLES[kind]
     conn.execute(f"DELETE FROM {table} WHERE id = ?", (entity_id,))

@@ -28,6 +28,7 @@ from tally.model import (
     StoredEvent,
 )
 from tally.observe.metrics import metrics
+from tally.storage.base_batch import Processing
 from tally.storage.sql import backlog as sql_backlog
 from tally.storage.sql import in_list
 from tally.storage.sql import pages as sql_pages
@@ -131,7 +132,10 @@ class SqlStorage(
     store a batch of events (``_insert_events``), how to forget old
     idempotency keys (``_prune``) and how to process a batch (``_process``).
     ``effects`` says what processing records for side effects (warning
-    share, billing meter records)."""
+    share, billing meter records); ``processing`` is the pipeline's
+    processing (``tally.storage.base_batch``), which the worker's batches,
+    processing as stored and the admin upserts run on this storage's
+    transactions: the code that opens a storage hands it over."""
 
     begin = "BEGIN"
     claim_suffix = ""  # PostgreSQL: " FOR UPDATE SKIP LOCKED"
@@ -146,9 +150,11 @@ class SqlStorage(
         separate_processor: bool = False,
         effects: EffectRules | None = None,
         writers: int = 1,
+        processing: Processing | None = None,
     ) -> None:
         self._clock = clock or SystemClock()
         self._effects = effects or EffectRules()
+        self._processing = processing
         # ``writers`` group-committing connections share the write queue
         # (SQLite: one; PostgreSQL takes concurrent writers)
         self._writer = WriterThread(
@@ -266,6 +272,16 @@ class SqlStorage(
     @property
     def effects(self) -> EffectRules:
         return self._effects
+
+    @property
+    def processing(self) -> Processing:
+        """The pipeline's processing this storage was handed."""
+        if self._processing is None:
+            raise RuntimeError(
+                "this storage was opened without the pipeline's processing: pass "
+                "processing= (the pipeline's PIPELINE) where it is opened"
+            )
+        return self._processing
 
     @property
     def single_writer(self) -> bool:

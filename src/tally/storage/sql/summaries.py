@@ -16,8 +16,8 @@ settles events, never read-modify-written by the reads:
   without counting members.
 
 An event is summarized once, when it settles: processed or failed in
-processing (``SqliteUnitOfWork._attempt``), failed by the operator
-(``fail_next_pending``), or stored already settled (a bad event of a
+processing (the pipeline calls ``SqlUnitOfWork.record_settled``), failed by
+the operator (``fail_next_pending``), or stored already settled (a bad event of a
 ``/batch`` is stored ``failed``: ``insert_events``). Pending events are not
 in the tables: the reads add them from the pending index (``events_pending``),
 whose size is the processing backlog, not the history. So the reads answer

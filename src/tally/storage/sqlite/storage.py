@@ -22,9 +22,10 @@ from tally.model import (
     NewEvent,
     stored_status,
 )
+from tally.storage.base_batch import Processing
 from tally.storage.sql import insert_rows, placeholders
 from tally.storage.sql import summaries as sql_summaries
-from tally.storage.sql.batch import SqliteUnitOfWork, release_keys
+from tally.storage.sql.batch import SqlUnitOfWork, release_keys
 from tally.storage.sql.storage import PRUNE_CHUNK, SqlStorage
 from tally.storage.sqlite.checkpoint import Checkpointer
 from tally.storage.sqlite.schema import connect, migrate
@@ -157,7 +158,7 @@ def insert_events(
             results = [r if r.duplicate else NOT_STORED for r in results]
         out.append(results)
     # what is stored settled (failed by a rule) is summarized here; what
-    # processing settles, by processing (``SqliteUnitOfWork._attempt``)
+    # processing settles, by processing (``SqlUnitOfWork.record_settled``)
     summaries = sql_summaries.stored_rows(rows)
     # with the worker on, the events are processed before they are written
     # (``stored_processing``), so each row is written once, as processed
@@ -187,12 +188,17 @@ class SqliteStorage(SqlStorage):
         clock: Clock | None = None,
         readers: int = 2,
         effects: EffectRules | None = None,
+        processing: Processing | None = None,
     ) -> None:
         self.path = path
         self._synchronous = synchronous.upper()
         self._stored_processing: StoredProcessing | None = None
         super().__init__(
-            commit_max_events=commit_max_events, clock=clock, readers=readers, effects=effects
+            commit_max_events=commit_max_events,
+            clock=clock,
+            readers=readers,
+            effects=effects,
+            processing=processing,
         )
 
     def _connect(self) -> sqlite3.Connection:
@@ -228,7 +234,9 @@ class SqliteStorage(SqlStorage):
         """Process events in the transaction that stores them (the worker is
         on: see ``tally.storage.sqlite.stored_processing``); off, they wait as
         ``pending`` for a worker."""
-        self._stored_processing = StoredProcessing(lambda: self.effects) if enabled else None
+        self._stored_processing = (
+            StoredProcessing(lambda: self.effects, self.processing) if enabled else None
+        )
 
     def _prune(self, conn: sqlite3.Connection, older_than_us: int) -> int:
         cur = conn.execute(
@@ -239,4 +247,6 @@ class SqliteStorage(SqlStorage):
         return int(cur.rowcount)
 
     def _process(self, conn: sqlite3.Connection, limit: int) -> int:
-        return SqliteUnitOfWork(conn, self.effects).process_pending(limit, self._now())
+        return self.processing.process_pending(
+            SqlUnitOfWork(conn, self.effects), limit, self._now()
+        )

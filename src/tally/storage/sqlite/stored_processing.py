@@ -6,9 +6,10 @@ transaction on the same single writer. On SQLite that second write was most of
 what the worker cost (the wide row and its indexes rewritten, the pending index
 churned, the rows read back), and ingest and processing took turns on the one
 write lock. Here a group commit's pending events go through the same rules
-(``SqliteUnitOfWork.process``) *before* their rows are written, and each row is
-written once, already ``processed`` (or ``failed``), with ``enriched_at`` =
-``loaded_at``: no lag, one write, one transaction.
+(the pipeline's ``Processing.process``, which storage is handed) *before*
+their rows are written, and each row is written once, already ``processed``
+(or ``failed``), with ``enriched_at`` = ``loaded_at``: no lag, one write, one
+transaction.
 
 The pending path stays for everything else:
 
@@ -32,8 +33,9 @@ import msgspec
 from tally.batch import PendingEvent
 from tally.effects.triggers import EffectRules
 from tally.model import PENDING
+from tally.storage.base_batch import Processing
 from tally.storage.sql import placeholders
-from tally.storage.sql.batch import SqliteUnitOfWork
+from tally.storage.sql.batch import SqlUnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +52,9 @@ class StoredProcessing:
     """Called by the SQLite ingest with the rows it is about to write;
     processes their pending events and rewrites the rows in place."""
 
-    def __init__(self, rules: Callable[[], EffectRules]) -> None:
+    def __init__(self, rules: Callable[[], EffectRules], processing: Processing) -> None:
         self._rules = rules
+        self._processing = processing
         self._kinds: dict[str, str] = {}  # api key id → kind (never changes)
 
     def __call__(self, conn: Any, rows: list[tuple[Any, ...]], now: int) -> list[Released]:
@@ -64,7 +67,7 @@ class StoredProcessing:
         events = self._events(conn, [rows[i] for i in pending])
         conn.execute("SAVEPOINT tally_stored")
         try:
-            changes = SqliteUnitOfWork(conn, self._rules()).process(events, now)
+            changes = self._processing.process(SqlUnitOfWork(conn, self._rules()), events, now)
         except Exception:
             conn.execute("ROLLBACK TO SAVEPOINT tally_stored")
             conn.execute("RELEASE SAVEPOINT tally_stored")
