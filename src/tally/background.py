@@ -1,7 +1,7 @@
 """The loops a serving process runs beside its requests: the processing
 worker (``TALLY_WORKER``), the delivery loop (``TALLY_DELIVER``) and, with
 either, the pruning loop (``TALLY_PRUNE``). The app runs them, or, on
-SQLite, the storage process (``tally.storage.process.remote``). Both open
+SQLite, the storage process (``tally.storage.process``). Both open
 their storage here, handed the pipeline's processing."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The SQLite storage process (``tally.storage.process.remote``) for real: a child
+"""The SQLite storage process (``tally.storage.process``) for real: a child
 process on a temporary database, reached through its Unix socket the way
 ``tally serve`` reaches it."""
 
@@ -20,7 +20,7 @@ import pytest
 
 from tally.errors import NotFound, TallyError
 from tally.model import NewEvent
-from tally.storage.process.remote import RemoteStorage, StorageProcess, StorageProcessError
+from tally.storage.process.client import RemoteStorage, StorageProcess, StorageProcessError
 from tests.support.server import Server, free_port
 
 pytestmark = pytest.mark.slow
@@ -183,7 +183,7 @@ def test_a_server_whose_storage_process_dies_stops(tmp_path: Path) -> None:
 
 def storage_child(pid: int) -> int:
     for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-        if b"tally.storage.process.remote" in Path(f"/proc/{child}/cmdline").read_bytes():
+        if b"tally.storage.process" in Path(f"/proc/{child}/cmdline").read_bytes():
             return int(child)
     raise AssertionError(f"tally serve ({pid}) has no storage process")
 

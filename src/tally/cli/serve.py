@@ -50,8 +50,8 @@ def run(args: argparse.Namespace) -> int:
     storage_process = None
     if settings.storage_process:
         # the writer, the worker and the delivery loop run beside the HTTP
-        # server, not in it (tally/storage/process/remote.py says why)
-        from tally.storage.process.remote import StorageProcess
+        # server, not in it (tally/storage/process/server.py says why)
+        from tally.storage.process.client import StorageProcess
 
         try:
             storage_process = StorageProcess(settings.as_environ())

@@ -35,7 +35,7 @@ def open_storage(
     transactions; an HTTP process of ``tally serve`` reaches the storage
     process instead, which runs it."""
     if settings.storage_socket:
-        from tally.storage.process.remote import RemoteStorage, stop_this_server
+        from tally.storage.process.client import RemoteStorage, stop_this_server
 
         # an HTTP process of tally serve: its storage runs in another process
         path = settings.storage_socket

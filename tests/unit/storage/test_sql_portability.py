@@ -4,11 +4,11 @@ or named placeholders, JSON functions, SQLite-only functions and syntax,
 literal ``%``). Only string literals that look like SQL are checked — not
 comments, docstrings, Python code or error messages.
 
-Every module of ``storage/sql/`` runs on both backends: the writer
-threads, the batch's unit of work (``PgUnitOfWork`` subclasses it), the
-entity, catalog, webhook and outbox mixins of ``SqlStorage``. So do the
-helpers of ``sqlite/storage.py`` that ``postgres/storage.py`` imports. Only
-each backend's schema and the ``SqliteStorage`` class are SQLite's alone."""
+Every module of ``storage/sql/`` runs on both backends, and every one is
+checked: the writer threads, the batch's unit of work (``PgUnitOfWork``
+subclasses it), the event rows, the entity, catalog, webhook and outbox
+mixins of ``SqlStorage``. ``storage/sqlite/`` and ``storage/postgres/`` hold
+what only their backend runs (schemas included)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,6 @@ import pytest
 import tally.storage
 
 STORAGE = Path(tally.storage.__file__).resolve().parent
-# Classes that only SQLite runs, in a module whose other code both run.
-SQLITE_ONLY_CLASSES = {"sqlite/storage.py": frozenset({"SqliteStorage"})}
 SHARED = {
     "sql/__init__.py",
     "sql/batch.py",
@@ -37,10 +35,9 @@ SHARED = {
     "sql/effects.py",
     "sql/outbox.py",
     "sql/webhooks.py",
-    "sqlite/storage.py",
+    "sql/event_rows.py",
 }
-# Every module of sql/ is checked, and the shared helpers of sqlite/storage.py.
-MODULES = sorted([*STORAGE.glob("sql/*.py"), STORAGE / "sqlite" / "storage.py"])
+MODULES = sorted(STORAGE.glob("sql/*.py"))
 
 
 def _name(path: Path) -> str:
@@ -178,13 +175,12 @@ def problems(source: str, skip_classes: frozenset[str] = frozenset()) -> list[st
 def test_the_shared_modules_are_all_checked() -> None:
     names = {_name(p) for p in MODULES}
     assert names >= SHARED
-    assert not {n for n in names if n.endswith("schema.py")}
+    assert all(n.startswith("sql/") for n in names)
 
 
 @pytest.mark.parametrize("path", MODULES, ids=_name)
 def test_module_sql_is_portable(path: Path) -> None:
-    skip = SQLITE_ONLY_CLASSES.get(_name(path), frozenset())
-    assert problems(path.read_text(), skip) == []
+    assert problems(path.read_text()) == []
 
 
 def test_only_the_named_sqlite_only_classes_are_left_out() -> None:

@@ -62,7 +62,7 @@ def test_every_storage_module_is_checked() -> None:
         "tally.storage.sql.batch",
         "tally.storage.sqlite.stored_processing",
         "tally.storage.postgres.storage",
-        "tally.storage.process.remote",
+        "tally.storage.process.server",
     } <= names
 
 

@@ -280,7 +280,7 @@ MIGRATIONS: list[str | tuple[str, ...]] = [
     """,
     # 6: one value per key name and entity
     ONE_VALUE_PER_KEY_NAME,
-    # 7: event summaries and the indexes of flat reads (see sqlite_schema)
+    # 7: event summaries and the indexes of flat reads (see sqlite/schema.py)
     (
         *statements(sql_summaries.schema(sqlite=False) + EVENT_READ_INDEXES),
         *sql_delivery_counts.POSTGRES,

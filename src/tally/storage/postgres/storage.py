@@ -45,8 +45,8 @@ from tally.storage.postgres.vacuum import vacuum_lagging
 from tally.storage.sql import placeholders
 from tally.storage.sql import summaries as sql_summaries
 from tally.storage.sql.batch import ConcurrentChange, SqlUnitOfWork
+from tally.storage.sql.event_rows import Ident, event_row, stored_keys
 from tally.storage.sql.storage import PRUNE_CHUNK, SqlStorage
-from tally.storage.sqlite.storage import Ident, event_row, stored_keys
 
 EVENT_COLUMNS = (
     "id, environment_id, type, subtype, status, body, quantity, idempotency_key, sent_at, "
@@ -275,7 +275,7 @@ class PostgresStorage(SqlStorage):
     # scan is always right for these small, ordered picks.
     pick_setup = ("SET LOCAL enable_bitmapscan = off",)
     pick_teardown = ("SET LOCAL enable_bitmapscan = on",)
-    prune_setup = ("SET LOCAL enable_seqscan = off",)  # sql_retention says why
+    prune_setup = ("SET LOCAL enable_seqscan = off",)  # sql/retention.py says why
     reader_name = "tally-pg-read"
     unit_of_work = PgUnitOfWork  # admin upserts merge and retry as the worker does
 

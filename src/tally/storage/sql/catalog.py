@@ -1,5 +1,5 @@
 """``CatalogStore`` on SQL — a mixin of ``SqlStorage``, so SQLite and
-PostgreSQL both run it: features and allocations here, usage reads in ``sqlite_usage``.
+PostgreSQL both run it: features and allocations here, usage reads in ``usage``.
 
 Methods use the host's ``self._writer.call(fn)`` for writes (``fn(conn)`` runs
 in one transaction on the writer thread), ``await self._read(fn)`` for reads
@@ -41,7 +41,7 @@ from tally.storage.sql.catalog_rows import (
     load_feature,
     notes_text,
 )
-from tally.storage.sql.usage import SqliteUsage
+from tally.storage.sql.usage import SqlUsage
 
 if TYPE_CHECKING:
     from tally.storage.sql.writer import WriterThread
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-class SqliteCatalog(SqliteUsage):
+class SqlCatalog(SqlUsage):
     if TYPE_CHECKING:
         _writer: WriterThread
 

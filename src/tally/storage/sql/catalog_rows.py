@@ -1,5 +1,5 @@
 """Row mapping and shared look-ups of the catalog tables (features,
-allocations), used by ``sqlite_catalog`` and ``sqlite_usage``; the SQL is
+allocations), used by ``catalog`` and ``usage``; the SQL is
 portable between SQLite and PostgreSQL."""
 
 from __future__ import annotations

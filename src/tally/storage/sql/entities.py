@@ -4,8 +4,8 @@ PostgreSQL both run it (its SQL is portable, see ``tally.storage.sql``).
 Methods use the host's ``self._writer.call(fn)`` for writes (``fn(conn)`` runs
 in one transaction on the writer thread, so they serialize with ingestion and
 the worker), ``await self._read(fn)`` for reads and ``self._now()`` for the
-current time in µs. The SQL lives in ``sqlite_entity_rows`` (reads) and
-``sqlite_entity_writes`` (writes).
+current time in µs. The SQL lives in ``entity_rows`` (reads) and
+``entity_writes`` (writes).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-class SqliteEntities:
+class SqlEntities:
     # upserts write as the worker does on this backend (PostgreSQL: ``PgUnitOfWork``)
     unit_of_work: type[SqlUnitOfWork] = SqlUnitOfWork
 

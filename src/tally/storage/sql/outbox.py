@@ -1,6 +1,6 @@
 """The delivery queue on SQL (a mixin of ``SqlStorage``; portable SQL):
 leased claims, attempt outcomes and the auto-disabling of failing
-endpoints; the expansion of the outbox is ``sql_fanout``.
+endpoints; the expansion of the outbox is ``fanout``.
 
 Every call runs in one transaction on the delivery connection (on SQLite the
 one writer; on PostgreSQL a connection of its own, so deliveries never queue

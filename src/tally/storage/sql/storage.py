@@ -34,17 +34,17 @@ from tally.storage.sql import in_list
 from tally.storage.sql import pages as sql_pages
 from tally.storage.sql import summaries as sql_summaries
 from tally.storage.sql.batch import release_keys
-from tally.storage.sql.catalog import SqliteCatalog
+from tally.storage.sql.catalog import SqlCatalog
 from tally.storage.sql.console import SqlConsole
 from tally.storage.sql.duplicates import record_duplicates
-from tally.storage.sql.entities import SqliteEntities
+from tally.storage.sql.entities import SqlEntities
 from tally.storage.sql.outbox import SqlOutbox
 from tally.storage.sql.retention import SqlRetention
 from tally.storage.sql.webhooks import SqlWebhooks
 from tally.storage.sql.writer import DRIVER_ERRORS, WriterThread
 
 T = TypeVar("T")
-Conn = Any  # Conn or pg_adapter.PgConnection: the same calls
+Conn = Any  # sqlite3.Connection or postgres.adapter.PgConnection: the same calls
 
 _EVENT_COLUMNS = (
     "id, environment_id, type, status, body, quantity, captured_at, loaded_at, updated_at, "
@@ -126,7 +126,7 @@ def key_from_row(row: Sequence[Any]) -> ApiKey:
 
 
 class SqlStorage(
-    SqliteEntities, SqliteCatalog, SqlWebhooks, SqlOutbox, SqlConsole, SqlRetention, abc.ABC
+    SqlEntities, SqlCatalog, SqlWebhooks, SqlOutbox, SqlConsole, SqlRetention, abc.ABC
 ):
     """``Storage`` on a SQL database. A backend says how to connect, how to
     store a batch of events (``_insert_events``), how to forget old

@@ -252,7 +252,7 @@ def record(conn: Any, rows: SummaryRows) -> None:
 
 # -- reads ---------------------------------------------------------------------------
 # pending events of one environment through the pending index: ``environment_id``
-# as an expression no other index covers (see ``sql_console``)
+# as an expression no other index covers (see ``console``)
 _PENDING = "status = 'pending' AND environment_id || '' = ?"
 # a subtype, as an expression no partial index's condition follows from
 # (``subtype IS NOT NULL`` would let the planner walk events_env_subtype)

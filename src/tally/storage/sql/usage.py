@@ -1,6 +1,6 @@
 """The usage reads of ``CatalogStore`` on SQL (both backends): a company's feature usage (one
 primary-key counter read per feature) and the names of event previews —
-a mixin of ``SqliteCatalog``. The SQL is portable between SQLite and
+a mixin of ``SqlCatalog``. The SQL is portable between SQLite and
 PostgreSQL (see ``tally.storage.sql``)."""
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def usage_of(
     )
 
 
-class SqliteUsage:
+class SqlUsage:
     if TYPE_CHECKING:
 
         async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...

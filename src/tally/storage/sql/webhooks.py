@@ -277,7 +277,7 @@ class SqlWebhooks:
         if where.ids:  # a list of ids: count those rows
             clause, args = _event_where(environment_id, where)
             sql = f"SELECT COUNT(*) FROM deliveries d WHERE {clause}"
-        else:  # the counts the triggers keep (``sql_delivery_counts``)
+        else:  # the counts the triggers keep (``delivery_counts``)
             clause, args = _event_where(environment_id, where, counts=True)
             sql = f"SELECT COALESCE(SUM(deliveries), 0) FROM delivery_counts d WHERE {clause}"
         return await self._read(lambda conn: int(conn.execute(sql, args).fetchone()[0]))

@@ -39,7 +39,7 @@ from tally.storage.sql.batch import SqlUnitOfWork
 
 log = logging.getLogger(__name__)
 
-# positions in a row of ``tally.storage.sqlite.storage.INSERT_EVENT_HEAD``
+# positions in a row of ``tally.storage.sql.event_rows.INSERT_EVENT_HEAD``
 _ID, _ENV, _TYPE, _SUBTYPE, _STATUS, _BODY, _QUANTITY, _KEY = range(8)
 _CAPTURED, _LOADED, _UPDATED, _BACKFILL, _ERROR, _API_KEY = 9, 10, 11, 13, 14, 15
 _COMPANY, _USER, _ENRICHED, _FEATURES = 18, 19, 21, 22
