@@ -14,6 +14,7 @@ import msgspec
 from tally import ids
 from tally.effects.billing import STRIPE_CUSTOMER_KEY
 from tally.effects.triggers import EffectRules
+from tally.gc_pause import gc_paused
 from tally.observe.metrics import metrics
 from tally.pipeline.records import (
     Changes,
@@ -96,18 +97,25 @@ class SqliteUnitOfWork:
     def process_pending(self, limit: int, now: int) -> int:
         """Claim up to ``limit`` pending events (oldest first), process and
         write them; the caller commits. Returns how many were claimed."""
-        events = self.claim_pending(limit)
-        if not events:
-            return 0
-        changes = self.process(events, now)
-        self.mark(changes, now)
-        return len(events)
+        with gc_paused():
+            events = self.claim_pending(limit)
+            if not events:
+                return 0
+            changes = self.process(events, now)
+            self.mark(changes, now)
+            return len(events)
 
     def process(self, events: list[PendingEvent], now: int) -> Changes:
         """Process ``events`` (oldest first) and write everything they change
         except their own rows: the caller marks them (``mark``: stored rows;
         storing them as they are processed: ``tally.storage.sqlite``) and
         frees what ``Changes.released`` lists, in the same transaction."""
+        with gc_paused():
+            changes = self._process(events, now)
+        _record(events, changes.outcomes, now)
+        return changes
+
+    def _process(self, events: list[PendingEvent], now: int) -> Changes:
         bodies = decode_bodies(events)
         needs = needs_of(events, bodies)
         for attempt in range(1, self.max_attempts + 1):
@@ -121,9 +129,8 @@ class SqliteUnitOfWork:
                 metrics().database_retry("processing_conflict")
                 continue
             self.conn.execute("RELEASE SAVEPOINT tally_batch")
-            break
-        _record(events, changes.outcomes, now)
-        return changes
+            return changes
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _attempt(
         self, events: list[PendingEvent], bodies: list[Any], needs: Needs, now: int
