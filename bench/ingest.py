@@ -106,7 +106,7 @@ BACKLOG_TARGET_S = 2.0  # backlog at the end of a run < 2 s of its traffic
 LAG_TARGET_MS = 2000.0  # event → processed lag p99 < 2 s
 DISTURBED = 0.25  # cores used by other processes above which a measurement is redone
 
-# The columns insert_events writes, in its order (tally/storage/sqlite/storage.py).
+# The columns insert_events writes, in its order (tally/storage/sql/event_rows.py).
 CEILING_INSERT = (
     "INSERT INTO events (id, environment_id, type, subtype, status, body, quantity, "
     "idempotency_key, sent_at, captured_at, loaded_at, updated_at, trusted_client_clock, "
@@ -233,6 +233,22 @@ def count_events(database_url: str, where: str = "") -> int:
 
 def count_pending(database_url: str) -> int:
     return count_events(database_url, "WHERE status = 'pending'")
+
+
+def settle_history(database_url: str) -> None:
+    """Mark every pending event processed (no counting), as the prefill does."""
+    sql = "UPDATE events SET status = 'processed', enriched_at = loaded_at WHERE status = 'pending'"
+    postgres = is_postgres(database_url)
+    conn: Any = (
+        pg_bench.connect(database_url)
+        if postgres
+        else connect(sqlite_path(database_url), synchronous="OFF")
+    )
+    try:
+        conn.execute(sql)
+        conn.execute("VACUUM ANALYZE events" if postgres else "PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
 
 
 def processing_lag_ms(database_url: str, since_us: int, until_us: int) -> dict[int, float] | None:
@@ -1067,8 +1083,13 @@ def start_server(
     children: list[subprocess.Popen[bytes]],
     worker: bool,
 ) -> tuple[str, subprocess.Popen[bytes]]:
-    """``tally serve`` on the database; with the worker on, once it has
-    processed whatever was pending."""
+    """``tally serve`` on the database. With the worker on, what an earlier
+    worker-off pass left pending is first marked processed, as the prefill's
+    history is: every worker-on pass starts with nothing pending, so that its
+    figures measure the traffic of its own runs, not a backlog of another pass."""
+    if worker and (left := count_pending(database_url)):
+        log(f"  marking the {left:,} events an earlier pass left pending as processed history")
+        settle_history(database_url)
     port = free_port()
     base = f"http://{HOST}:{port}"
     server_log = cfg.workdir / "server.log"
@@ -1080,9 +1101,6 @@ def start_server(
     children.append(server)
     wait_http(f"{base}/health", server, server_log, timeout=60)
     log(f"tally serving {base} (worker {'on' if worker else 'off'})")
-    if worker and count_pending(database_url):
-        log("  waiting for the worker to process what is pending")
-        wait_drained(database_url, cfg.drain_timeout)
     return base, server
 
 

@@ -33,7 +33,11 @@ def start_loops(
     tasks: list[asyncio.Task[None]] = []
     storage.process_as_stored(settings.worker and settings.process_as_stored)
     if settings.worker:
-        worker = Worker(storage, batch_size=settings.worker_batch_size)
+        worker = Worker(
+            storage,
+            batch_size=settings.worker_batch_size,
+            linger_seconds=settings.worker_linger_ms / 1000,
+        )
         tasks.append(asyncio.create_task(worker.run_forever(stop), name="tally-worker"))
     if settings.deliver:
         deliverer = Deliverer(storage, DeliveryConfig.from_settings(settings), clock)

@@ -75,6 +75,11 @@ ENV_VARS: tuple[tuple[str, str, str], ...] = (
         "TALLY_WORKER_BATCH_SIZE",
         "most events the worker processes in one transaction",
     ),
+    (
+        "worker_linger_ms",
+        "TALLY_WORKER_LINGER_MS",
+        "after a batch that was not full, the worker waits this long for the next to gather",
+    ),
     ("deliver", "TALLY_DELIVER", "run the delivery loop (webhooks, billing) inside tally serve"),
     (
         "limit_warning_percent",
@@ -173,7 +178,8 @@ class Settings:
     http_workers: int = 1
     worker: bool = True
     process_as_stored: bool = True
-    worker_batch_size: int = 2000
+    worker_batch_size: int = 10000
+    worker_linger_ms: float = 250.0
     deliver: bool = True
     limit_warning_percent: float = DEFAULT_WARNING_PERCENT
     billing_sink_url: str = ""
@@ -231,6 +237,10 @@ class Settings:
             raise ConfigError("TALLY_HTTP_WORKERS must be at least 1")
         if self.worker_batch_size < 1:
             raise ConfigError("TALLY_WORKER_BATCH_SIZE must be at least 1")
+        if not math.isfinite(self.worker_linger_ms) or not 0 <= self.worker_linger_ms <= 10_000:
+            raise ConfigError(
+                "TALLY_WORKER_LINGER_MS must be a number of milliseconds from 0 to 10000"
+            )
         if self.commit_max_events < 1:
             raise ConfigError("TALLY_COMMIT_MAX_EVENTS must be at least 1")
         timeout = self.http_header_timeout_seconds

@@ -54,7 +54,11 @@ def run_worker(args: argparse.Namespace) -> int:
     settings = settings_of(args)
 
     async def on_storage(storage: Storage) -> int:
-        worker = Worker(storage, batch_size=settings.worker_batch_size)
+        worker = Worker(
+            storage,
+            batch_size=settings.worker_batch_size,
+            linger_seconds=settings.worker_linger_ms / 1000,
+        )
         if args.burst:
             started = time.perf_counter()
             done = await worker.run_until_idle()

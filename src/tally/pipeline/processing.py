@@ -15,6 +15,7 @@ from typing import Any
 
 from tally import ids
 from tally.batch import Changes, Needs, Outcome, PendingEvent
+from tally.gc_pause import gc_paused
 from tally.observe.metrics import metrics
 from tally.pipeline.rules import decode_bodies, needs_of, process_events, upsert_changes
 from tally.storage.base_batch import BatchTransaction
@@ -34,18 +35,25 @@ class Pipeline:
     def process_pending(self, tx: BatchTransaction, limit: int, now: int) -> int:
         """Claim up to ``limit`` pending events (oldest first), process and
         write them; the caller commits. Returns how many were claimed."""
-        events = tx.claim_pending(limit)
-        if not events:
-            return 0
-        changes = self.process(tx, events, now)
-        tx.mark(changes, now)
-        return len(events)
+        with gc_paused():
+            events = tx.claim_pending(limit)
+            if not events:
+                return 0
+            changes = self.process(tx, events, now)
+            tx.mark(changes, now)
+            return len(events)
 
     def process(self, tx: BatchTransaction, events: list[PendingEvent], now: int) -> Changes:
         """Process ``events`` (oldest first) and write everything they change
         except their own rows: the caller marks them (``tx.mark``: stored rows;
         storing them as they are processed: ``tally.storage.sqlite.storage``)
         and frees what ``Changes.released`` lists, in the same transaction."""
+        with gc_paused():
+            changes = self._process(tx, events, now)
+        _record(events, changes.outcomes, now)
+        return changes
+
+    def _process(self, tx: BatchTransaction, events: list[PendingEvent], now: int) -> Changes:
         bodies = decode_bodies(events)
         needs = needs_of(events, bodies)
         for attempt in range(1, tx.max_attempts + 1):
@@ -59,9 +67,8 @@ class Pipeline:
                 metrics().database_retry("processing_conflict")
                 continue
             tx.release("tally_batch")
-            break
-        _record(events, changes.outcomes, now)
-        return changes
+            return changes
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _attempt(
         self,

@@ -1,5 +1,16 @@
 """The worker loop: drain pending events in batches, then poll.
 
+A batch that comes out full is followed at once by the next. One that comes
+out at least a twentieth full (500 events at the default batch of 10,000, the
+size of group commit that SQLite leaves to the worker) means events arrive
+fast: the worker waits ``linger_seconds`` (``TALLY_WORKER_LINGER_MS``) before
+the next, so that under load it takes fewer, larger batches, which cost less
+per event (every counter, entity and index page a batch touches is written
+once per batch).
+After a smaller or an empty one it only waits ``idle_seconds`` (the poll), so
+light traffic is processed within a poll. The lag the linger adds is at most
+the linger, and only under load.
+
 A batch that raises an unexpected error (a bug, or a value no counter can
 hold) is retried one event at a time; the one event that still raises is set
 aside as ``failed`` so that it never blocks the events behind it. Storage
@@ -39,11 +50,17 @@ EVENT_ERRORS: tuple[type[BaseException], ...] = (
 
 class Worker:
     def __init__(
-        self, storage: Storage, *, batch_size: int = 2000, idle_seconds: float = 0.02
+        self,
+        storage: Storage,
+        *,
+        batch_size: int = 2000,
+        idle_seconds: float = 0.02,
+        linger_seconds: float = 0.0,
     ) -> None:
         self._storage = storage
         self._batch_size = batch_size
         self._idle = idle_seconds
+        self._linger = linger_seconds
         self.processed = 0
 
     async def step(self) -> int:
@@ -90,5 +107,9 @@ class Worker:
             if claimed:
                 log.debug("processed a batch of %d events", claimed)
             if claimed < self._batch_size:
+                # a twentieth of a batch or more: events arrive fast, let the next
+                # gather into a larger batch (cheaper per event); else poll soon
+                busy = claimed * 20 >= self._batch_size
+                pause = max(self._idle, self._linger) if busy else self._idle
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=self._idle)
+                    await asyncio.wait_for(stop.wait(), timeout=pause)

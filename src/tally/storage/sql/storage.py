@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from tally import ids
 from tally.clock import Clock, SystemClock, to_micros
 from tally.effects.triggers import EffectRules
+from tally.gc_pause import gc_paused
 from tally.ingest.rules import IDEMPOTENCY_WINDOW_US
 from tally.model import (
     ApiKey,
@@ -413,7 +414,8 @@ class SqlStorage(
         self, conn: Conn, batches: list[Sequence[NewEvent]]
     ) -> list[list[IngestResult]]:
         now = self._now()
-        results = self._insert_events(conn, batches, now)
+        with gc_paused():
+            results = self._insert_events(conn, batches, now)
         record_duplicates(conn, batches, results)  # the console's event page
         if now - self._last_prune >= PRUNE_EVERY_US:
             self._last_prune = now

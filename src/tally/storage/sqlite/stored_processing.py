@@ -19,7 +19,17 @@ The pending path stays for everything else:
   that needs it;
 - a batch whose processing raises (a bug, a value no counter can hold) is
   rolled back to before processing and stored as ``pending``; the worker then
-  retries it one event at a time and sets aside only the event that fails.
+  retries it one event at a time and sets aside only the event that fails;
+- a group commit of more than ``MAX_EVENTS`` pending events is stored as
+  ``pending`` for the worker: such a group means ingest is busy (a group
+  holds what the clients sent while the previous commit ran), and processing
+  costs less per event in larger batches than a commit holds (each batch
+  writes every counter, entity and index page it touches once, however many
+  of its events touch it; on SQLite 171 µs of CPU per event in batches of
+  1,000, 108 µs in 5,000, 93 µs in 20,000). Under load the worker then
+  takes the backlog in batches that grow with it (the pipeline's ``worker``:
+  it lets a batch gather for ``TALLY_WORKER_LINGER_MS``), and once ingest is
+  light again, processing as stored resumes.
 """
 
 from __future__ import annotations
@@ -39,6 +49,9 @@ from tally.storage.sql.batch import SqlUnitOfWork
 
 log = logging.getLogger(__name__)
 
+# a larger group commit is left to the worker (see above)
+MAX_EVENTS = 500
+
 # positions in a row of ``tally.storage.sql.event_rows.INSERT_EVENT_HEAD``
 _ID, _ENV, _TYPE, _SUBTYPE, _STATUS, _BODY, _QUANTITY, _KEY = range(8)
 _CAPTURED, _LOADED, _UPDATED, _BACKFILL, _ERROR, _API_KEY = 9, 10, 11, 13, 14, 15
@@ -52,9 +65,15 @@ class StoredProcessing:
     """Called by the SQLite ingest with the rows it is about to write;
     processes their pending events and rewrites the rows in place."""
 
-    def __init__(self, rules: Callable[[], EffectRules], processing: Processing) -> None:
+    def __init__(
+        self,
+        rules: Callable[[], EffectRules],
+        processing: Processing,
+        max_events: int = MAX_EVENTS,
+    ) -> None:
         self._rules = rules
         self._processing = processing
+        self._max_events = max_events
         self._kinds: dict[str, str] = {}  # api key id → kind (never changes)
 
     def __call__(self, conn: Any, rows: list[tuple[Any, ...]], now: int) -> list[Released]:
@@ -62,7 +81,7 @@ class StoredProcessing:
         returns the idempotency keys their failed events let go (to free once
         the keys are written)."""
         pending = [i for i, row in enumerate(rows) if row[_STATUS] == PENDING]
-        if not pending or _older_pending(conn):
+        if not pending or len(pending) > self._max_events or _older_pending(conn):
             return []
         events = self._events(conn, [rows[i] for i in pending])
         conn.execute("SAVEPOINT tally_stored")
