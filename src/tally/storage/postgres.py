@@ -36,16 +36,17 @@ from tally.model import (
     IngestResult,
     NewEvent,
 )
-from tally.pipeline.records import EntityState, PendingEvent
+from tally.pipeline.records import PendingEvent
 from tally.storage import sql_summaries
 from tally.storage.pg_adapter import PgConnection
+from tally.storage.postgres_batch import SetBasedUnitOfWork
+from tally.storage.postgres_rows import values_json
 from tally.storage.postgres_schema import migrate
 from tally.storage.postgres_stats import CHECK_EVERY_SECONDS, analyze_stale, settings_warnings
 from tally.storage.postgres_vacuum import vacuum_lagging
-from tally.storage.sql import placeholders
 from tally.storage.sql_storage import PRUNE_CHUNK, SqlStorage
 from tally.storage.sqlite import Ident, event_row, stored_keys
-from tally.storage.sqlite_pipeline import ConcurrentChange, SqliteUnitOfWork
+from tally.storage.sqlite_pipeline import ConcurrentChange
 
 EVENT_COLUMNS = (
     "id, environment_id, type, subtype, status, body, quantity, idempotency_key, sent_at, "
@@ -200,25 +201,11 @@ def _unstored(entry: Planned, mine: dict[Ident, str]) -> Planned:
     return entry  # held by an event of an earlier batch: resolved with it
 
 
-class PgUnitOfWork(SqliteUnitOfWork):
+class PgUnitOfWork(SetBasedUnitOfWork):
     claim_suffix = " FOR UPDATE SKIP LOCKED"
     hold_suffix = " FOR KEY SHARE"
     max_attempts = 20
     concurrent_writers = True
-    # other workers may change the same entity: merge the batch's trait
-    # changes into what is stored now, never overwrite it with an older view
-    update_entity_sql = (
-        "UPDATE {table} SET name = COALESCE(?, name), "
-        "traits = (traits::jsonb || ?::jsonb)::text, updated_at = ? WHERE id = ?"
-    )
-
-    def write_rows(self, head: str, columns: int, rows: list[tuple[Any, ...]], tail: str) -> None:
-        # one short statement in pipeline mode: psycopg converts a query text
-        # of more than a few kB anew on every run (a multi-row counter upsert
-        # spent a third of the worker's time there), and one round trip
-        # carries them all
-        if rows:
-            self.conn.executemany(f"{head} VALUES ({placeholders(columns)}){tail}", rows)
 
     def claim_pending(self, limit: int) -> list[PendingEvent]:
         # Before ANALYZE the planner guesses the pending rows are few, takes
@@ -240,16 +227,12 @@ class PgUnitOfWork(SqliteUnitOfWork):
         # key of the environment and filters them (10 ms became 300 ms); the
         # LIMIT keeps the lateral subquery from being flattened into a join.
         rows = self.conn.execute(
-            "SELECT v.value, k.entity_id FROM unnest(?::text[]) AS v(value) "
+            "SELECT v.value, k.entity_id FROM jsonb_array_elements_text(?::jsonb) AS v(value) "
             f"CROSS JOIN LATERAL (SELECT entity_id FROM {key_table} k "
             "WHERE k.environment_id = ? AND k.key = ? AND k.value = v.value LIMIT 1) k",
-            (values, env, key),
+            (values_json(values), env, key),
         ).fetchall()
         return [(value, entity_id) for value, entity_id in rows]
-
-    def dirty_row(self, entity: EntityState, traits: str, now: int) -> tuple[Any, ...]:
-        updates = msgspec.json.encode(entity.trait_updates).decode()
-        return (entity.name if entity.name_given else None, updates, now, entity.id)
 
     def is_overflow(self, err: BaseException) -> bool:
         return isinstance(err, OverflowError | psycopg.errors.NumericValueOutOfRange)

@@ -37,6 +37,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tally.storage.pg_adapter import PgConnection
+from tally.storage.postgres_rows import rows_from, rows_json
+
 DAY_US = 86_400_000_000
 NO_SUBTYPE = ""  # the subtype column of events that have none
 
@@ -232,6 +235,9 @@ def record(conn: Any, rows: SummaryRows) -> None:
     order: concurrent PostgreSQL workers lock the same rows in the same order)."""
     if not rows:
         return
+    if isinstance(conn, PgConnection):
+        _record_set_based(conn, rows)
+        return
     conn.executemany(
         _UPSERT_DAY,
         [
@@ -248,6 +254,41 @@ def record(conn: Any, rows: SummaryRows) -> None:
         if new > 0:
             added.append((*group, new))
     conn.executemany(_ADD_COUNT, added)
+
+
+# PostgreSQL: one statement for the day rows and one for the members and
+# their counts, whatever their number (``tally.storage.postgres_batch``); the
+# counts add the members the insert really added (a member already stored,
+# by this worker or a concurrent one, adds nothing)
+_COUNT_MEMBERS = (
+    "WITH added AS (INSERT INTO event_subtype_members (environment_id, subtype, kind, member_id) "
+    + rows_from("environment_id text, subtype text, kind text, member_id text")
+    + " ON CONFLICT (environment_id, subtype, kind, member_id) DO NOTHING "
+    "RETURNING environment_id, subtype, kind) "
+    "INSERT INTO event_subtype_counts (environment_id, subtype, kind, members) "
+    "SELECT environment_id, subtype, kind, COUNT(*) FROM added "
+    "GROUP BY environment_id, subtype, kind ORDER BY environment_id, subtype, kind "
+    "ON CONFLICT (environment_id, subtype, kind) DO UPDATE SET "
+    "members = event_subtype_counts.members + excluded.members"
+)
+_DAY_COLUMNS = (
+    "environment_id text, subtype text, type text, day bigint, processed bigint, "
+    "failed bigint, first_id text, last_id text, last_processed_at bigint"
+)
+
+
+def _record_set_based(conn: Any, rows: SummaryRows) -> None:
+    days = [
+        (*key, r.processed, r.failed, r.first_id, r.last_id, r.last_processed_at)
+        for key, r in sorted(rows.days.items())
+    ]
+    head = _UPSERT_DAY[: _UPSERT_DAY.index(" VALUES")]
+    conn.execute(
+        f"{head} {rows_from(_DAY_COLUMNS)}{_UPSERT_DAY[_UPSERT_DAY.index(' ON CONFLICT') :]}",
+        (rows_json(days),),
+    )
+    if rows.members:
+        conn.execute(_COUNT_MEMBERS, (rows_json(sorted(rows.members)),))
 
 
 # -- reads ---------------------------------------------------------------------------
