@@ -24,7 +24,7 @@ import msgspec
 import psycopg
 
 from tally import ids
-from tally.batch import EntityState, PendingEvent
+from tally.batch import PendingEvent
 from tally.clock import Clock
 from tally.effects.triggers import EffectRules
 from tally.ingest.rules import IDEMPOTENCY_WINDOW_US, is_duplicate
@@ -39,12 +39,13 @@ from tally.model import (
 )
 from tally.storage.base_batch import Processing
 from tally.storage.postgres.adapter import PgConnection
+from tally.storage.postgres.batch import SetBasedUnitOfWork, record_summaries
+from tally.storage.postgres.rows import values_json
 from tally.storage.postgres.schema import migrate
 from tally.storage.postgres.stats import CHECK_EVERY_SECONDS, analyze_stale, settings_warnings
 from tally.storage.postgres.vacuum import vacuum_lagging
-from tally.storage.sql import placeholders
 from tally.storage.sql import summaries as sql_summaries
-from tally.storage.sql.batch import ConcurrentChange, SqlUnitOfWork
+from tally.storage.sql.batch import ConcurrentChange
 from tally.storage.sql.event_rows import Ident, event_row, stored_keys
 from tally.storage.sql.storage import PRUNE_CHUNK, SqlStorage
 
@@ -157,7 +158,7 @@ def insert_events(
         with conn.copy(f"COPY events ({EVENT_COLUMNS}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
-        sql_summaries.record(conn, sql_summaries.stored_rows(rows))
+        record_summaries(conn, sql_summaries.stored_rows(rows))
     kept: dict[Ident, IngestResult] = {}  # ident → the event the key names
     if claims:
         encoded = _KEY_ENCODER.encode(claims).decode()
@@ -201,25 +202,11 @@ def _unstored(entry: Planned, mine: dict[Ident, str]) -> Planned:
     return entry  # held by an event of an earlier batch: resolved with it
 
 
-class PgUnitOfWork(SqlUnitOfWork):
+class PgUnitOfWork(SetBasedUnitOfWork):
     claim_suffix = " FOR UPDATE SKIP LOCKED"
     hold_suffix = " FOR KEY SHARE"
     max_attempts = 20
     concurrent_writers = True
-    # other workers may change the same entity: merge the batch's trait
-    # changes into what is stored now, never overwrite it with an older view
-    update_entity_sql = (
-        "UPDATE {table} SET name = COALESCE(?, name), "
-        "traits = (traits::jsonb || ?::jsonb)::text, updated_at = ? WHERE id = ?"
-    )
-
-    def write_rows(self, head: str, columns: int, rows: list[tuple[Any, ...]], tail: str) -> None:
-        # one short statement in pipeline mode: psycopg converts a query text
-        # of more than a few kB anew on every run (a multi-row counter upsert
-        # spent a third of the worker's time there), and one round trip
-        # carries them all
-        if rows:
-            self.conn.executemany(f"{head} VALUES ({placeholders(columns)}){tail}", rows)
 
     def claim_pending(self, limit: int) -> list[PendingEvent]:
         # Before ANALYZE the planner guesses the pending rows are few, takes
@@ -241,16 +228,12 @@ class PgUnitOfWork(SqlUnitOfWork):
         # key of the environment and filters them (10 ms became 300 ms); the
         # LIMIT keeps the lateral subquery from being flattened into a join.
         rows = self.conn.execute(
-            "SELECT v.value, k.entity_id FROM unnest(?::text[]) AS v(value) "
+            "SELECT v.value, k.entity_id FROM jsonb_array_elements_text(?::jsonb) AS v(value) "
             f"CROSS JOIN LATERAL (SELECT entity_id FROM {key_table} k "
             "WHERE k.environment_id = ? AND k.key = ? AND k.value = v.value LIMIT 1) k",
-            (values, env, key),
+            (values_json(values), env, key),
         ).fetchall()
         return [(value, entity_id) for value, entity_id in rows]
-
-    def dirty_row(self, entity: EntityState, traits: str, now: int) -> tuple[Any, ...]:
-        updates = msgspec.json.encode(entity.trait_updates).decode()
-        return (entity.name if entity.name_given else None, updates, now, entity.id)
 
     def is_overflow(self, err: BaseException) -> bool:
         return isinstance(err, OverflowError | psycopg.errors.NumericValueOutOfRange)

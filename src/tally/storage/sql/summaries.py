@@ -202,7 +202,7 @@ def stored_rows(rows: Sequence[Sequence[Any]]) -> SummaryRows:
     )
 
 
-_UPSERT_DAY = (
+UPSERT_DAY = (
     "INSERT INTO event_summaries (environment_id, subtype, type, day, processed, failed, "
     "first_id, last_id, last_processed_at) VALUES (?,?,?,?,?,?,?,?,?) "
     "ON CONFLICT (environment_id, subtype, type, day) DO UPDATE SET "
@@ -233,7 +233,7 @@ def record(conn: Any, rows: SummaryRows) -> None:
     if not rows:
         return
     conn.executemany(
-        _UPSERT_DAY,
+        UPSERT_DAY,
         [
             (*key, r.processed, r.failed, r.first_id, r.last_id, r.last_processed_at)
             for key, r in sorted(rows.days.items())
