@@ -57,7 +57,12 @@ class PgConnection:
     def connect(cls, url: str) -> PgConnection:
         return cls(psycopg.connect(url, autocommit=True))
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+    def execute(
+        self, sql: str, params: Sequence[Any] = (), *, prepare: bool | None = None
+    ) -> psycopg.Cursor[Any]:
+        """``sql`` with ``params`` (``?`` placeholders). ``prepare``: psycopg's
+        (``None``: prepared once it has run 5 times; ``False``: never, so
+        that each run is planned for the tables as they are then)."""
         if sql == "BEGIN":
             self._begin_pending = True
             return self.raw.cursor()
@@ -67,17 +72,19 @@ class PgConnection:
                 return self.raw.cursor()
             with self.raw.pipeline():
                 self.raw.execute("BEGIN", prepare=None)
-                return self._execute(sql, params)
-        return self._execute(sql, params)
+                return self._execute(sql, params, prepare)
+        return self._execute(sql, params, prepare)
 
-    def _execute(self, sql: str, params: Sequence[Any]) -> psycopg.Cursor[Any]:
+    def _execute(
+        self, sql: str, params: Sequence[Any], prepare: bool | None = None
+    ) -> psycopg.Cursor[Any]:
         if PgConnection.tracer is not None:
             PgConnection.tracer(sql, params)
         # without parameters psycopg sends the text as it is: no placeholders
         # to translate, and a doubled ``%`` would stay doubled
         if not params:
-            return self.raw.execute(sql, None, prepare=None)
-        return self.raw.execute(translate(sql), params, prepare=None)
+            return self.raw.execute(sql, None, prepare=prepare)
+        return self.raw.execute(translate(sql), params, prepare=prepare)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> psycopg.Cursor[Any]:
         self._send_begin()
