@@ -29,6 +29,14 @@ TABLES = {"company": ("companies", "company_keys", "comp"), "user": ("users", "u
 COMPANY_COLUMNS = (
     "id, environment_id, name, traits, last_seen_at, billing_anchor, created_at, updated_at"
 )
+# A page of companies with the user count of each, counted for the page's
+# rows only (the derived table is limited first). Format with the filter's
+# ``clause`` and ``order`` (on alias ``e``); then LIMIT and OFFSET.
+COMPANY_PAGE = (
+    f"SELECT e.*, (SELECT COUNT(*) FROM memberships m WHERE m.company_id = e.id) "
+    f"FROM (SELECT {COMPANY_COLUMNS} FROM companies e WHERE {{clause}} "
+    "ORDER BY {order} LIMIT ? OFFSET ?) e ORDER BY {order}"
+)
 USER_COLUMNS = "id, environment_id, name, traits, last_seen_at, created_at, updated_at"
 _KIND_ORDER = {
     kind: rank for rank, kind in enumerate(("all_time", "day", "week", "month", "billing"))
@@ -218,12 +226,13 @@ def load_companies(
     conn: sqlite3.Connection, rows: Sequence[Sequence[Any]], now: datetime
 ) -> list[Company]:
     """Companies with their keys, user counts and current counters, from
-    rows of ``COMPANY_COLUMNS``: three statements for the whole page."""
+    rows of ``COMPANY_COLUMNS`` (and their user count, when a ninth column
+    has it: ``COMPANY_PAGE``): two or three statements for the whole page."""
     ids = [row[0] for row in rows]
     keys = _keys_of(conn, "company", ids)
     counters = counters_of(conn, [(row[0], row[5]) for row in rows], now)
-    users: dict[str, int] = {}
-    for part in chunks(ids):
+    users: dict[str, int] = {row[0]: int(row[8]) for row in rows if len(row) > 8}
+    for part in chunks(ids) if len(users) < len(rows) else ():
         clause, args = in_list("company_id", part)
         for company_id, count in conn.execute(
             f"SELECT company_id, COUNT(*) FROM memberships WHERE {clause} GROUP BY company_id",
