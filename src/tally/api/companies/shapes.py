@@ -12,6 +12,7 @@ are derived: stable hashes of what they name.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from typing import Any
@@ -234,20 +235,26 @@ def entity_traits(
     return out
 
 
+# The times of metrics repeat across a page of companies (the same period
+# bounds for all): formatted once each (``format_micros`` caches only the
+# last second it formatted).
+_metric_time = functools.lru_cache(maxsize=4096)(format_micros)
+
+
 def _metric(
     company: Company, counter: UsageCounter, period: str, month_reset: str
 ) -> CompanyEventPeriodMetricsResponseData:
     """tally keeps no per-counter event times, so ``captured_at_min``/``_max``
     are the period's bounds (all time: the epoch, and the company's last
     activity) and ``created_at`` is when the period began for this company."""
-    end = opt_time(counter.period_end)
+    end = None if counter.period_end is None else _metric_time(counter.period_end)
     latest = company.last_seen_at if company.last_seen_at is not None else company.updated_at
     return CompanyEventPeriodMetricsResponseData(
         account_id=company.environment_id,
-        captured_at_max=end if end is not None else format_micros(latest),
-        captured_at_min=format_micros(counter.period_start),
+        captured_at_max=end if end is not None else _metric_time(latest),
+        captured_at_min=_metric_time(counter.period_start),
         company_id=company.id,
-        created_at=format_micros(max(counter.period_start, company.created_at)),
+        created_at=_metric_time(max(counter.period_start, company.created_at)),
         environment_id=company.environment_id,
         event_subtype=counter.subtype,
         month_reset=month_reset,

@@ -92,10 +92,7 @@ class SqlEntities:
 
     async def list_companies(self, environment_id: str, where: EntityFilter) -> list[Company]:
         clause, args = rows.entity_filter("company", environment_id, where)
-        sql = (
-            f"SELECT {rows.COMPANY_COLUMNS} FROM companies e WHERE {clause} "
-            f"ORDER BY {rows.entity_order(where)} LIMIT ? OFFSET ?"
-        )
+        sql = rows.COMPANY_PAGE.format(clause=clause, order=rows.entity_order(where))
         return await self._read(
             lambda conn: rows.load_companies(
                 conn,

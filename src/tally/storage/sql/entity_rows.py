@@ -29,6 +29,14 @@ TABLES = {"company": ("companies", "company_keys", "comp"), "user": ("users", "u
 COMPANY_COLUMNS = (
     "id, environment_id, name, traits, last_seen_at, billing_anchor, created_at, updated_at"
 )
+# A page of companies with the user count of each, counted for the page's
+# rows only (the derived table is limited first). Format with the filter's
+# ``clause`` and ``order`` (on alias ``e``); then LIMIT and OFFSET.
+COMPANY_PAGE = (
+    f"SELECT e.*, (SELECT COUNT(*) FROM memberships m WHERE m.company_id = e.id) "
+    f"FROM (SELECT {COMPANY_COLUMNS} FROM companies e WHERE {{clause}} "
+    "ORDER BY {order} LIMIT ? OFFSET ?) e ORDER BY {order}"
+)
 USER_COLUMNS = "id, environment_id, name, traits, last_seen_at, created_at, updated_at"
 _KIND_ORDER = {
     kind: rank for rank, kind in enumerate(("all_time", "day", "week", "month", "billing"))
@@ -42,24 +50,42 @@ _MEMBERSHIP_SELECT = (
     f"c.name, {_FIRST_KEY}, c.last_seen_at, c.created_at, c.updated_at "
     "FROM memberships m LEFT JOIN companies c ON c.id = m.company_id"
 )
-# The counters of one company in the current periods: every subtype it has
-# (walked with index seeks, whatever the history), times the five periods.
-# Parameters: company, company, day, week, month, billing, company.
-_CURRENT_COUNTERS = """
-WITH RECURSIVE s(subtype) AS (
-    SELECT (SELECT MIN(subtype) FROM usage_counters WHERE company_id = ?)
+# The counters of a page of companies in the current periods, in one
+# statement: every subtype each company has (walked with index seeks, whatever
+# the history), times the day, week and month periods, all time and (for a
+# company with an anchor) its billing period. ``{companies}`` is a VALUES list
+# of (company, billing start: -1 without an anchor); then day, week, month.
+# A row per (company, subtype, period) with the counter's quantity and events
+# as one text ('<quantity> <events>': one probe for both), NULL when there is no counter. Scalar subqueries, not a join: each is one probe of the
+# primary key, whatever the planner knows (a join planned without statistics,
+# or generic, hashes every counter of the table: tests/contract/test_pg_plans.py).
+_PAGE_COUNTERS = """
+WITH RECURSIVE c(company_id, billing_start) AS (
+    VALUES {companies}
+),
+s(company_id, subtype) AS (
+    SELECT c.company_id,
+           (SELECT MIN(subtype) FROM usage_counters WHERE company_id = c.company_id)
+    FROM c
     UNION ALL
-    SELECT (SELECT MIN(subtype) FROM usage_counters WHERE company_id = ?
+    SELECT s.company_id,
+           (SELECT MIN(subtype) FROM usage_counters WHERE company_id = s.company_id
             AND subtype > s.subtype)
     FROM s WHERE s.subtype IS NOT NULL
 ),
-p(period, period_start) AS (
-    VALUES ('all_time', 0), ('day', ?), ('week', ?), ('month', ?), ('billing', ?)
+f(period, period_start) AS (
+    VALUES ('all_time', 0), ('day', ?), ('week', ?), ('month', ?)
+),
+p(company_id, period, period_start) AS (
+    SELECT c.company_id, f.period, f.period_start FROM c CROSS JOIN f
+    UNION ALL
+    SELECT c.company_id, 'billing', c.billing_start FROM c WHERE c.billing_start >= 0
 )
-SELECT u.subtype, u.period, u.period_start, u.quantity, u.events
-FROM s CROSS JOIN p JOIN usage_counters u
-  ON u.company_id = ? AND u.subtype = s.subtype
- AND u.period = p.period AND u.period_start = p.period_start
+SELECT s.company_id, s.subtype, p.period, p.period_start,
+       (SELECT u.quantity || ' ' || u.events FROM usage_counters u
+        WHERE u.company_id = s.company_id AND u.subtype = s.subtype
+        AND u.period = p.period AND u.period_start = p.period_start)
+FROM s JOIN p ON p.company_id = s.company_id
 WHERE s.subtype IS NOT NULL
 """
 
@@ -144,49 +170,69 @@ def current_starts(now: datetime, anchor: int | None) -> dict[str, int]:
     }
 
 
+PAGE = 250  # companies per statement of ``counters_of`` (two parameters each)
+
+
+def counters_of(
+    conn: sqlite3.Connection, companies: Sequence[tuple[str, int | None]], now: datetime
+) -> dict[str, tuple[UsageCounter, ...]]:
+    """The counters in the current periods of each (company, billing anchor),
+    in one statement per ``PAGE`` companies (not one per company)."""
+    found: dict[str, list[tuple[str, str, int, str]]] = {}
+    anchors = dict(companies)
+    starts = current_starts(now, None)
+    for part in chunks(list(anchors.items()), PAGE):
+        args: list[Any] = []
+        for company_id, anchor in part:
+            args += (company_id, current_starts(now, anchor)["billing"])
+        sql = _PAGE_COUNTERS.format(companies=",".join(["(?, ?)"] * len(part)))
+        args += (starts["day"], starts["week"], starts["month"])
+        for company_id, subtype, kind, start, counts in conn.execute(sql, args).fetchall():
+            if counts is not None:
+                found.setdefault(company_id, []).append((subtype, kind, start, counts))
+    ends: dict[tuple[str, int, int | None], int | None] = {}  # the same for most companies
+    out: dict[str, tuple[UsageCounter, ...]] = {}
+    for company_id, rows in found.items():
+        rows.sort(key=lambda row: (row[0], _KIND_ORDER[row[1]]))
+        anchor = anchors[company_id]
+        counters = []
+        for subtype, kind, start, counts in rows:
+            if (kind, start, anchor) not in ends:
+                anchor_at = from_micros(anchor) if anchor is not None else None
+                end = periods.period_end(kind, from_micros(start), anchor_at)
+                ends[kind, start, anchor] = to_micros(end) if end is not None else None
+            quantity, events = counts.split(" ")
+            counters.append(
+                UsageCounter(
+                    subtype=subtype,
+                    kind=kind,
+                    period_start=start,
+                    period_end=ends[kind, start, anchor],
+                    quantity=int(quantity),
+                    events=int(events),
+                )
+            )
+        out[company_id] = tuple(counters)
+    return out
+
+
 def current_counters(
     conn: sqlite3.Connection, company_id: str, anchor: int | None, now: datetime
 ) -> tuple[UsageCounter, ...]:
-    starts = current_starts(now, anchor)
-    anchor_at = from_micros(anchor) if anchor is not None else None
-    rows = conn.execute(
-        _CURRENT_COUNTERS,
-        (
-            company_id,
-            company_id,
-            starts["day"],
-            starts["week"],
-            starts["month"],
-            starts["billing"],
-            company_id,
-        ),
-    ).fetchall()
-    rows.sort(key=lambda row: (row[0], _KIND_ORDER[row[1]]))
-    out = []
-    for subtype, kind, start, quantity, events in rows:
-        end = periods.period_end(kind, from_micros(start), anchor_at)
-        out.append(
-            UsageCounter(
-                subtype=subtype,
-                kind=kind,
-                period_start=start,
-                period_end=to_micros(end) if end is not None else None,
-                quantity=quantity,
-                events=events,
-            )
-        )
-    return tuple(out)
+    return counters_of(conn, [(company_id, anchor)], now).get(company_id, ())
 
 
 def load_companies(
     conn: sqlite3.Connection, rows: Sequence[Sequence[Any]], now: datetime
 ) -> list[Company]:
     """Companies with their keys, user counts and current counters, from
-    rows of ``COMPANY_COLUMNS``."""
+    rows of ``COMPANY_COLUMNS`` (and their user count, when a ninth column
+    has it: ``COMPANY_PAGE``): two or three statements for the whole page."""
     ids = [row[0] for row in rows]
     keys = _keys_of(conn, "company", ids)
-    users: dict[str, int] = {}
-    for part in chunks(ids):
+    counters = counters_of(conn, [(row[0], row[5]) for row in rows], now)
+    users: dict[str, int] = {row[0]: int(row[8]) for row in rows if len(row) > 8}
+    for part in chunks(ids) if len(users) < len(rows) else ():
         clause, args = in_list("company_id", part)
         for company_id, count in conn.execute(
             f"SELECT company_id, COUNT(*) FROM memberships WHERE {clause} GROUP BY company_id",
@@ -205,7 +251,7 @@ def load_companies(
             updated_at=row[7],
             keys=tuple(keys.get(row[0], ())),
             user_count=users.get(row[0], 0),
-            counters=current_counters(conn, row[0], row[5], now),
+            counters=counters.get(row[0], ()),
         )
         for row in rows
     ]
