@@ -14,7 +14,7 @@ Lock order: a writer that inserts or upserts rows that concurrent workers
 may write too sends them sorted; ``INSERT … SELECT`` over a single function
 scan inserts them in that order (the same order ``executemany`` gave). An
 ``UPDATE … FROM`` may join in any order: the rows it updates are locked
-beforehand, in sorted order (``PgUnitOfWork.hold_entities``; the claim locks
+beforehand, in sorted order (``SetBasedUnitOfWork.hold_entities``; the claim locks
 the events).
 """
 
@@ -153,10 +153,16 @@ class SetBasedUnitOfWork(SqlUnitOfWork):
         return self.conn.execute(f"{sql} = {ANY_JSON}", (values_json(values),)).fetchall()
 
     def hold_entities(self, changes: Changes) -> None:
-        """``SqlUnitOfWork.hold_entities``, and the entities the batch
-        updates locked for that update here, in sorted order (``FOR NO KEY
-        UPDATE``, the lock the update takes): the set-based updates after
-        it may then meet them in any order without deadlocking another worker."""
+        """Make sure every stored company and user the batch writes about
+        still exists, and keep it so until commit: a key-share lock, which
+        other workers share and a delete waits for; the entities the batch
+        updates get the lock that update takes (``FOR NO KEY UPDATE``), in
+        sorted order, so that the set-based updates after it may meet them in
+        any order without deadlocking another worker. One deleted since the
+        snapshot was read means the batch must be read again: its keys now
+        find nothing, or someone else. Without this a batch racing a delete
+        would leave counters, keys or memberships of a company that is gone.
+        (SQLite has one writer: nothing changes under a batch.)"""
         wanted: dict[str, set[str]] = {"company": set(), "user": set()}
         updated: dict[str, set[str]] = {"company": set(), "user": set()}
         new: set[str] = set()

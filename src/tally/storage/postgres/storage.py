@@ -204,9 +204,7 @@ def _unstored(entry: Planned, mine: dict[Ident, str]) -> Planned:
 
 class PgUnitOfWork(SetBasedUnitOfWork):
     claim_suffix = " FOR UPDATE SKIP LOCKED"
-    hold_suffix = " FOR KEY SHARE"
     max_attempts = 20
-    concurrent_writers = True
 
     def claim_pending(self, limit: int) -> list[PendingEvent]:
         # Before ANALYZE the planner guesses the pending rows are few, takes

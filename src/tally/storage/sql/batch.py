@@ -17,7 +17,6 @@ from tally import ids
 from tally.batch import (
     Changes,
     CounterKey,
-    EntityState,
     KeyRef,
     Needs,
     Outcome,
@@ -60,17 +59,7 @@ class SqlUnitOfWork:
     subclasses it to claim with ``SKIP LOCKED`` and to retry on conflicts."""
 
     claim_suffix = ""
-    hold_suffix = ""  # PostgreSQL: " FOR KEY SHARE" (see ``hold_entities``)
     max_attempts = 1
-    # other transactions may write meanwhile (PostgreSQL): rows are locked
-    # in one order by every writer (sorted), and entities held; SQLite has
-    # one writer and skips both
-    concurrent_writers = False
-    # SQLite has one writer: the batch's view is current, so write it whole
-    update_entity_sql = "UPDATE {table} SET name = ?, traits = ?, updated_at = ? WHERE id = ?"
-
-    def dirty_row(self, entity: EntityState, traits: str, now: int) -> tuple[Any, ...]:
-        return (entity.name, traits, now, entity.id)
 
     def __init__(self, conn: Any, rules: EffectRules | None = None) -> None:
         self.conn = conn
@@ -241,60 +230,18 @@ class SqlUnitOfWork:
                 kind, entity_id, env, name, traits, billing_anchor
             )
 
-    def hold_entities(self, changes: Changes) -> None:
-        """Make sure every stored company and user the batch writes about
-        still exists, and keep it so until commit (PostgreSQL: a key-share
-        lock, which other workers share and a delete waits for). One deleted
-        since the snapshot was read means the batch must be read again: its
-        keys now find nothing, or someone else. Without this a batch racing a
-        delete would leave counters, keys or memberships of a company that is
-        gone. (SQLite has one writer: nothing changes under a batch, so it
-        skips this.)"""
-        if not self.concurrent_writers:
-            return
-        wanted: dict[str, set[str]] = {"company": set(), "user": set()}
-        new: set[str] = set()
-        for e in changes.entities:
-            (new if e.new else wanted[e.kind]).add(e.id)
-        wanted["company"].update(key[1] for key in changes.counters)
-        for _, company_id, user_id in changes.memberships:
-            wanted["company"].add(company_id)
-            wanted["user"].add(user_id)
-        for o in changes.outcomes:
-            if o.company_id is not None:
-                wanted["company"].add(o.company_id)
-            if o.user_id is not None:
-                wanted["user"].add(o.user_id)
-        for kind, entity_ids in wanted.items():
-            table = _TABLES[kind][0]
-            for chunk in _chunks(sorted(entity_ids - new)):
-                rows = self.conn.execute(
-                    f"SELECT id FROM {table} WHERE id IN ({','.join('?' * len(chunk))}) "
-                    f"ORDER BY id{self.hold_suffix}",
-                    chunk,
-                ).fetchall()
-                if len(rows) != len(chunk):
-                    raise ConcurrentChange(f"a {kind} of the batch was deleted meanwhile")
-
     def apply(self, changes: Changes, now: int) -> None:
         """Write ``changes`` whole: what they change and the events' rows."""
         self.apply_changes(changes, now)
         self.mark(changes, now)
 
-    def write_rows(self, head: str, columns: int, rows: list[tuple[Any, ...]], tail: str) -> None:
-        """``head VALUES (…) tail`` for every row. SQLite: a few multi-row
-        statements (the sqlite3 module hands the GIL over once per statement,
-        not once per row); PostgreSQL overrides it."""
-        insert_rows(self.conn, head, columns, rows, tail)
-
-    def _ordered(self, rows: list[Any], key: Any = None) -> list[Any]:
-        """``rows`` in the one order every concurrent writer locks them in."""
-        return sorted(rows, key=key) if self.concurrent_writers else rows
-
     def apply_changes(self, changes: Changes, now: int) -> None:
         """Write what processing changed: entities, keys, memberships,
-        counters and side effects (not the events' own rows)."""
-        self.hold_entities(changes)
+        counters and side effects (not the events' own rows). This is the
+        single writer's way (SQLite: nothing changes under a batch, so its
+        view is current and written whole, in any order); PostgreSQL's
+        concurrent workers lock and write set-based
+        (``tally.storage.postgres.batch``)."""
         many = self.conn.executemany
         new: dict[str, list[tuple[object, ...]]] = {"company": [], "user": []}
         dirty: dict[str, list[tuple[object, ...]]] = {"company": [], "user": []}
@@ -307,7 +254,7 @@ class SqlUnitOfWork:
                 new[e.kind].append((e.id, e.environment_id, e.name, traits, e.last_seen, now, now))
             else:
                 if e.dirty:
-                    dirty[e.kind].append(self.dirty_row(e, traits, now))
+                    dirty[e.kind].append((e.name, traits, now, e.id))
                 if e.last_seen is not None:
                     seen[e.kind].append((e.last_seen, now, e.id, e.last_seen))
             for key, value in e.added_keys.items():
@@ -319,16 +266,15 @@ class SqlUnitOfWork:
             many(
                 f"INSERT INTO {table} (id, environment_id, name, traits, last_seen_at, "
                 "created_at, updated_at) VALUES (?,?,?,?,?,?,?)",
-                self._ordered(new[kind]),
+                new[kind],
             )
             many(
-                self.update_entity_sql.format(table=table),
-                self._ordered(dirty[kind], key=lambda row: str(row[3])),
+                f"UPDATE {table} SET name = ?, traits = ?, updated_at = ? WHERE id = ?", dirty[kind]
             )
             many(
                 f"UPDATE {table} SET last_seen_at = ?, updated_at = ? WHERE id = ? "
                 "AND (last_seen_at IS NULL OR last_seen_at < ?)",
-                self._ordered(seen[kind], key=lambda row: str(row[2])),
+                seen[kind],
             )
             # a REST upsert's new value of a key name replaces the old one
             # (deletes before inserts); an event's only adds
@@ -345,18 +291,19 @@ class SqlUnitOfWork:
             # a key already this entity's counts; one of another entity does not
             if inserts[kind] and added != len(inserts[kind]):
                 raise ConcurrentChange(f"a {kind} key was claimed by another transaction")
-        self.write_rows(
+        insert_rows(
+            self.conn,
             "INSERT INTO memberships (id, environment_id, company_id, user_id, created_at)",
             5,
             [(ids.new_id("cmem"), env, c, u, now) for env, c, u in sorted(changes.memberships)],
             " ON CONFLICT (company_id, user_id) DO NOTHING",
         )
-        counters = changes.counters.items()
-        self.write_rows(
+        insert_rows(
+            self.conn,
             "INSERT INTO usage_counters (environment_id, company_id, subtype, period, "
             "period_start, quantity, events)",
             7,
-            [(*key, qty, count) for key, (qty, count) in self._ordered(list(counters))],
+            [(*key, qty, count) for key, (qty, count) in changes.counters.items()],
             " ON CONFLICT (company_id, subtype, period, period_start) DO UPDATE SET "
             "quantity = usage_counters.quantity + excluded.quantity, "
             "events = usage_counters.events + excluded.events",
