@@ -231,22 +231,35 @@ def count_events(database_url: str, where: str = "") -> int:
     return int(read(database_url, f"SELECT count(*) FROM events {where}")[0][0])
 
 
+# what the pipeline would have left of events long processed (not counted)
+SETTLE_HISTORY = (
+    "UPDATE events SET status = 'processed', enriched_at = loaded_at WHERE status = 'pending'"
+)
+
+
 def count_pending(database_url: str) -> int:
     return count_events(database_url, "WHERE status = 'pending'")
 
 
 def settle_history(database_url: str) -> None:
     """Mark every pending event processed (no counting), as the prefill does."""
-    sql = "UPDATE events SET status = 'processed', enriched_at = loaded_at WHERE status = 'pending'"
-    postgres = is_postgres(database_url)
+    with write_connection(database_url, synchronous="OFF") as conn:
+        conn.execute(SETTLE_HISTORY)
+        postgres = is_postgres(database_url)
+        conn.execute("VACUUM ANALYZE events" if postgres else "PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+@contextmanager
+def write_connection(database_url: str, *, synchronous: str = "FULL") -> Iterator[Any]:
+    """A connection of tally's kind (explicit transactions) beside the server
+    (SQLite's ``synchronous`` for bulk loads the bench can redo)."""
     conn: Any = (
         pg_bench.connect(database_url)
-        if postgres
-        else connect(sqlite_path(database_url), synchronous="OFF")
+        if is_postgres(database_url)
+        else connect(sqlite_path(database_url), synchronous=synchronous)
     )
     try:
-        conn.execute(sql)
-        conn.execute("VACUUM ANALYZE events" if postgres else "PRAGMA wal_checkpoint(TRUNCATE)")
+        yield conn
     finally:
         conn.close()
 
@@ -381,28 +394,18 @@ def store_chunks(
     transaction of its own (marked processed, with ``processed``); returns seconds."""
     start = time.perf_counter()
     postgres = is_postgres(database_url)
-    conn: Any = (
-        pg_bench.connect(database_url)
-        if postgres
-        else connect(sqlite_path(database_url), synchronous="OFF")
-    )
     insert = pg_insert_events if postgres else insert_events
-    try:
+    with write_connection(database_url, synchronous="OFF") as conn:
         for events in chunks:
             conn.execute("BEGIN" if postgres else "BEGIN IMMEDIATE")
             insert(conn, [events], events[-1].received_at)
             if processed:
-                conn.execute(
-                    "UPDATE events SET status = 'processed', enriched_at = loaded_at "
-                    "WHERE status = 'pending'"
-                )
+                conn.execute(SETTLE_HISTORY)
             conn.execute("COMMIT")
         if postgres:
             pg_bench.after_prefill(conn)
         else:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    finally:
-        conn.close()
     return time.perf_counter() - start
 
 

@@ -73,12 +73,12 @@ from ingest import (
     read,
     remove_db,
     store_chunks,
+    write_connection,
 )
 from tally import ids
 from tally.model import NewEvent
-from tally.storage import is_postgres, sqlite_path
+from tally.storage import is_postgres
 from tally.storage.sql import summaries as sql_summaries
-from tally.storage.sqlite.schema import connect
 
 FLAT_RATIO = 2.0  # large p99 within 2x of small p99
 P99_TARGET_MS = 50.0
@@ -335,20 +335,6 @@ def run_size(cfg: Config, size: int) -> tuple[dict[str, Timing], float, float]:
                 return timings, seeded, others.cores() or 0.0
         finally:
             stop_process(server)
-
-
-@contextmanager
-def write_connection(database_url: str) -> Iterator[Any]:
-    """A connection of tally's kind (explicit transactions) beside the server."""
-    conn: Any = (
-        pg_bench.connect(database_url)
-        if is_postgres(database_url)
-        else connect(sqlite_path(database_url))
-    )
-    try:
-        yield conn
-    finally:
-        conn.close()
 
 
 def seed_deliveries(conn: Any, env_id: str, webhook_id: str, count: int) -> None:

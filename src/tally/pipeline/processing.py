@@ -34,7 +34,9 @@ class Pipeline:
 
     def process_pending(self, tx: BatchTransaction, limit: int, now: int) -> int:
         """Claim up to ``limit`` pending events (oldest first), process and
-        write them; the caller commits. Returns how many were claimed."""
+        write them; the caller commits. Returns how many were claimed. The
+        cyclic GC is held off for the batch (an ingest commit that processes
+        as stored holds it off for the whole commit: ``SqlStorage``)."""
         with gc_paused():
             events = tx.claim_pending(limit)
             if not events:
@@ -48,8 +50,7 @@ class Pipeline:
         except their own rows: the caller marks them (``tx.mark``: stored rows;
         storing them as they are processed: ``tally.storage.sqlite.storage``)
         and frees what ``Changes.released`` lists, in the same transaction."""
-        with gc_paused():
-            changes = self._process(tx, events, now)
+        changes = self._process(tx, events, now)
         _record(events, changes.outcomes, now)
         return changes
 
