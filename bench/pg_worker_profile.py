@@ -67,10 +67,10 @@ def time_statements() -> None:
     def key(sql: str) -> str:
         return re.sub(r"\s+", " ", sql)[:110]
 
-    def timed_execute(self: PgConnection, sql: str, params: Sequence[Any]) -> Any:
+    def timed_execute(self: PgConnection, sql: str, params: Sequence[Any], *rest: Any) -> Any:
         started = time.perf_counter()
         try:
-            return execute(self, sql, params)
+            return execute(self, sql, params, *rest)
         finally:
             WALL[key(sql)] += time.perf_counter() - started
             RUNS[key(sql)] += 1

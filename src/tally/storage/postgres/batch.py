@@ -143,7 +143,7 @@ class SetBasedUnitOfWork(SqlUnitOfWork):
     statement (PostgreSQL: ``PgUnitOfWork``); snapshot reads by arrays."""
 
     def record_settled(self, events: list[PendingEvent], outcomes: list[Outcome]) -> None:
-        record_summaries(self.conn, sql_summaries.settled_rows(events, outcomes))
+        record_summaries(self.conn, self._summary_rows(events, outcomes))
 
     def _rows_in(self, sql: str, values: list[str]) -> Iterable[Any]:
         # one statement whatever the number of values (``= ANY``: one index

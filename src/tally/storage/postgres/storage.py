@@ -347,5 +347,5 @@ class PostgresStorage(SqlStorage):
         )
         return int(cur.rowcount)
 
-    def _process(self, conn: PgConnection, limit: int) -> int:
-        return self.processing.process_pending(PgUnitOfWork(conn, self.effects), limit, self._now())
+    def _batch_transaction(self, conn: PgConnection) -> PgUnitOfWork:
+        return PgUnitOfWork(conn, self.effects, self._known_members)

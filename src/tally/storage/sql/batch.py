@@ -61,9 +61,17 @@ class SqlUnitOfWork:
     claim_suffix = ""
     max_attempts = 1
 
-    def __init__(self, conn: Any, rules: EffectRules | None = None) -> None:
+    def __init__(
+        self,
+        conn: Any,
+        rules: EffectRules | None = None,
+        known: sql_summaries.KnownMembers | None = None,
+    ) -> None:
         self.conn = conn
         self.rules = rules if rules is not None else EffectRules()
+        self.known = known  # members stored already: not sent again
+        # the event-type members of what the batch settled, stored once it commits
+        self.settled_members: set[sql_summaries.Member] = set()
 
     def is_overflow(self, err: BaseException) -> bool:
         """Whether ``err`` says a usage counter would pass 64 bits."""
@@ -86,7 +94,18 @@ class SqlUnitOfWork:
 
     def record_settled(self, events: list[PendingEvent], outcomes: list[Outcome]) -> None:
         """Count the settled events in the event summaries (``sql_summaries``)."""
-        sql_summaries.record(self.conn, sql_summaries.settled_rows(events, outcomes))
+        sql_summaries.record(self.conn, self._summary_rows(events, outcomes))
+
+    def _summary_rows(
+        self, events: list[PendingEvent], outcomes: list[Outcome]
+    ) -> sql_summaries.SummaryRows:
+        """What the batch adds to the summaries, less the members ``known``
+        to be stored (a retried attempt records again: the last one counts)."""
+        rows = sql_summaries.settled_rows(events, outcomes)
+        self.settled_members = rows.members
+        if self.known is not None:
+            rows.members = self.known.unknown(rows.members)
+        return rows
 
     def claim_pending(self, limit: int) -> list[PendingEvent]:
         # the kind of the key that sent each event: only a secret key's may set

@@ -34,7 +34,7 @@ from tally.storage.sql import backlog as sql_backlog
 from tally.storage.sql import in_list
 from tally.storage.sql import pages as sql_pages
 from tally.storage.sql import summaries as sql_summaries
-from tally.storage.sql.batch import release_keys
+from tally.storage.sql.batch import SqlUnitOfWork, release_keys
 from tally.storage.sql.catalog import SqlCatalog
 from tally.storage.sql.console import SqlConsole
 from tally.storage.sql.duplicates import record_duplicates
@@ -188,6 +188,7 @@ class SqlStorage(
         self._last_prune = 0
         self._started = False
         self._pages = sql_pages.PageCursors()
+        self._known_members = sql_summaries.KnownMembers()
 
     # -- what a backend provides -----------------------------------------------
     @abc.abstractmethod
@@ -213,8 +214,9 @@ class SqlStorage(
         """Forget a chunk of idempotency keys older than the cutoff."""
 
     @abc.abstractmethod
-    def _process(self, conn: Conn, limit: int) -> int:
-        """Process up to ``limit`` pending events in the open transaction."""
+    def _batch_transaction(self, conn: Conn) -> SqlUnitOfWork:
+        """A processing batch's transaction on ``conn`` (open), which skips
+        the event-type members ``known`` to be stored."""
 
     # -- lifecycle ----------------------------------------------------------
     def _open_writer(self) -> Conn:
@@ -441,7 +443,17 @@ class SqlStorage(
         """Process up to ``limit`` pending events in one transaction on the
         writer thread; returns how many were claimed."""
 
-        return await self._processor.call(lambda conn: self._process(conn, limit))
+        batches: list[SqlUnitOfWork] = []
+
+        def run(conn: Conn) -> int:
+            batch = self._batch_transaction(conn)
+            batches.append(batch)
+            return self.processing.process_pending(batch, limit, self._now())
+
+        claimed = await self._processor.call(run)
+        # committed: the members it recorded are stored (a retried call: the last)
+        self._known_members.remember(batches[-1].settled_members)
+        return claimed
 
     async def fail_next_pending(self, message: str) -> str | None:
         def run(conn: Conn) -> str | None:

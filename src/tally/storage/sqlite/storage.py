@@ -187,7 +187,5 @@ class SqliteStorage(SqlStorage):
         )
         return int(cur.rowcount)
 
-    def _process(self, conn: sqlite3.Connection, limit: int) -> int:
-        return self.processing.process_pending(
-            SqlUnitOfWork(conn, self.effects), limit, self._now()
-        )
+    def _batch_transaction(self, conn: sqlite3.Connection) -> SqlUnitOfWork:
+        return SqlUnitOfWork(conn, self.effects, self._known_members)
