@@ -12,7 +12,7 @@ the wall time of each statement the processing ran (summed over the run).
     .venv/bin/python bench/pg_worker_profile.py run --batch 2000 --statements
     PYTHONPATH=/elsewhere/src .venv/bin/python bench/pg_worker_profile.py run   # other code
 
-The template (``tally_profile_template``) stays until ``drop``. The machine
+The template (``tally_profile_template``, or ``$TALLY_PROFILE_TEMPLATE``) stays until ``drop``. The machine
 is shared: compare CPU per event rather than events/s when it is busy.
 """
 
@@ -41,7 +41,7 @@ from tally.settings import Settings
 from tally.storage import open_storage
 from tally.storage.postgres.adapter import PgConnection
 
-TEMPLATE = "tally_profile_template"
+TEMPLATE = os.environ.get("TALLY_PROFILE_TEMPLATE", "tally_profile_template")
 WALL: collections.Counter[str] = collections.Counter()
 RUNS: collections.Counter[str] = collections.Counter()
 

@@ -298,6 +298,19 @@ MIGRATIONS: list[str | tuple[str, ...]] = [
     """,
     # 9: RETENTION_INDEXES (shared with PostgreSQL)
     RETENTION_INDEXES,
+    # 10: room on each page for the rows processing rewrites. Every batch
+    # updates most counters, and companies' and users' last_seen_at; none of
+    # those columns is indexed, so PostgreSQL can write the new row version on
+    # the same page without touching an index (a HOT update), but only where
+    # the page has room: full pages made half the counter updates and 88% of
+    # the companies' go to another page and add an entry to every index (a
+    # 200K-event drain: the counter upsert took 28% less time with room).
+    # New pages keep the room; a page written before fills as it is rewritten.
+    """
+    ALTER TABLE usage_counters SET (fillfactor = 50);
+    ALTER TABLE companies SET (fillfactor = 50);
+    ALTER TABLE users SET (fillfactor = 70);
+    """,
 ]
 
 _LOCK_ID = 7_411_873_101  # pg_advisory_xact_lock: one migrator at a time
