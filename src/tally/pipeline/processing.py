@@ -36,14 +36,20 @@ class Pipeline:
         """Claim up to ``limit`` pending events (oldest first), process and
         write them; the caller commits. Returns how many were claimed. The
         cyclic GC is held off for the batch (an ingest commit that processes
-        as stored holds it off for the whole commit: ``SqlStorage``)."""
+        as stored holds it off for the whole commit: ``SqlStorage``). The
+        batch's objects are freed before it comes back on: the collection it
+        then starts walks only what survived (walking the batch's events and
+        changes took 5% of SQLite's processing)."""
         with gc_paused():
-            events = tx.claim_pending(limit)
-            if not events:
-                return 0
-            changes = self.process(tx, events, now)
-            tx.mark(changes, now)
-            return len(events)
+            return self._process_pending(tx, limit, now)
+
+    def _process_pending(self, tx: BatchTransaction, limit: int, now: int) -> int:
+        events = tx.claim_pending(limit)
+        if not events:
+            return 0
+        changes = self.process(tx, events, now)
+        tx.mark(changes, now)
+        return len(events)
 
     def process(self, tx: BatchTransaction, events: list[PendingEvent], now: int) -> Changes:
         """Process ``events`` (oldest first) and write everything they change

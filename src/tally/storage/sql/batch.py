@@ -70,7 +70,7 @@ class SqlUnitOfWork:
         self.conn = conn
         self.rules = rules if rules is not None else EffectRules()
         self.known = known  # members stored already: not sent again
-        # the event-type members of what the batch settled, stored once it commits
+        # the event-type members the batch sends, stored once it commits
         self.settled_members: set[sql_summaries.Member] = set()
 
     def is_overflow(self, err: BaseException) -> bool:
@@ -102,9 +102,9 @@ class SqlUnitOfWork:
         """What the batch adds to the summaries, less the members ``known``
         to be stored (a retried attempt records again: the last one counts)."""
         rows = sql_summaries.settled_rows(events, outcomes)
-        self.settled_members = rows.members
         if self.known is not None:
             rows.members = self.known.unknown(rows.members)
+        self.settled_members = rows.members  # the others are known already
         return rows
 
     def claim_pending(self, limit: int) -> list[PendingEvent]:
