@@ -23,6 +23,11 @@ class Upstream(ThreadingHTTPServer):
 
     daemon_threads = True
     requests = 0
+    lock = threading.Lock()
+
+    def count(self) -> None:
+        with self.lock:
+            self.requests += 1
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -30,7 +35,7 @@ class Handler(BaseHTTPRequestHandler):
     server: Upstream
 
     def do_POST(self) -> None:
-        self.server.requests += 1
+        self.server.count()
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.send_response(201)
         self.send_header("Content-Length", str(len(body)))
@@ -38,7 +43,7 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self) -> None:
-        self.server.requests += 1
+        self.server.count()
         if self.path == "/empty":
             self.send_response(204)
             self.end_headers()
@@ -129,7 +134,9 @@ def test_it_forwards_both_ways_byte_for_byte_on_concurrent_keep_alive_connection
     for t in threads:
         t.join(timeout=60)
     assert failures == []
-    assert proxy.responses == upstream.requests == 24
+    # the proxy counts an answer once it has sent it: the client may read it before
+    assert wait_until(lambda: proxy.responses == 24)
+    assert upstream.requests == 24
 
 
 def test_it_holds_after_as_many_responses_as_told_and_then_lets_through_what_it_is_told(
@@ -146,16 +153,19 @@ def test_it_holds_after_as_many_responses_as_told_and_then_lets_through_what_it_
     thread = threading.Thread(target=client)
     thread.start()
     assert proxy.wait_held(timeout=30)
-    time.sleep(0.3)  # a while for what must not happen: no answer passes
-    # the third request reached the server (requests are not held); its answer did not
-    assert (proxy.responses, upstream.requests, answered) == (2, 3, [204, 204])
+    # the third request reaches the server (requests are not held); its answer does not
+    assert wait_until(lambda: upstream.requests == 3)
+    time.sleep(0.3)  # a while for what must not happen
+    assert (proxy.responses, answered) == (2, [204, 204])
     proxy.let_through(1)
     assert proxy.wait_held(timeout=30)
+    assert wait_until(lambda: upstream.requests == 4)
     time.sleep(0.3)
-    assert (proxy.responses, upstream.requests, len(answered)) == (3, 4, 3)
+    assert (proxy.responses, len(answered)) == (3, 3)
     proxy.release()
     thread.join(timeout=30)
-    assert (proxy.responses, upstream.requests, answered) == (6, 6, [204] * 6)
+    assert wait_until(lambda: proxy.responses == 6)
+    assert (upstream.requests, answered) == (6, [204] * 6)
 
 
 def test_held_answers_are_let_through_oldest_first(proxy: PausingProxy, upstream: Upstream) -> None:
@@ -174,6 +184,7 @@ def test_held_answers_are_let_through_oldest_first(proxy: PausingProxy, upstream
     assert wait_until(lambda: proxy.pending == 2)
     proxy.let_through(1)
     first.join(timeout=30)
+    assert proxy.wait_held(timeout=30)
     assert (got, proxy.responses, proxy.pending) == (["first 204"], 1, 1)
     proxy.release()
     second.join(timeout=30)
