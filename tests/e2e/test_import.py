@@ -10,6 +10,7 @@ the file's total.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,10 +29,12 @@ from typing import Any
 import pytest
 
 from tally.client.events import derived_key
+from tally.client.importer import SAVE_INTERVAL
 from tally.client.source import file_identity
 from tally.clock import to_micros
 from tally.ingest import rules
 from tally.ingest.timeparse import parse_timestamp
+from tests.support.pausing_proxy import PausingProxy
 from tests.support.server import Server, running_server
 
 pytestmark = pytest.mark.slow
@@ -38,28 +42,47 @@ pytestmark = pytest.mark.slow
 NOW = datetime.now(UTC)
 
 
-def command(server: Server, *args: str) -> list[str]:
-    return [sys.executable, "-m", "tally", "import", "--url", server.base_url, *args]
+def command(server: Server, *args: str, url: str | None = None) -> list[str]:
+    """The import of ``args`` into ``server``, at ``url`` (a proxy's) if given."""
+    return [sys.executable, "-m", "tally", "import", "--url", url or server.base_url, *args]
 
 
 def run_import(
-    server: Server, *args: str, timeout: float = 180
+    server: Server, *args: str, timeout: float = 180, url: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "TALLY_API_KEY": server.secret_key}
     return subprocess.run(
-        command(server, *args), capture_output=True, text=True, env=env, timeout=timeout
+        command(server, *args, url=url), capture_output=True, text=True, env=env, timeout=timeout
     )
 
 
-def start_import(server: Server, *args: str) -> subprocess.Popen[str]:
+@contextlib.contextmanager
+def sigint_not_ignored() -> Iterator[None]:
+    """SIGINT handled (not ignored) in this process for a while: a process
+    started from a shell's background job (``pytest &``, some CI steps)
+    inherits SIGINT ignored, and an ignored signal stays ignored in the
+    processes it starts: their Ctrl-C would be lost. A handled one is reset to
+    the default in them."""
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def start_import(server: Server, *args: str, url: str | None = None) -> subprocess.Popen[str]:
     env = {**os.environ, "TALLY_API_KEY": server.secret_key}
-    return subprocess.Popen(
-        command(server, *args),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
+    with sigint_not_ignored():  # the import must see the Ctrl-C of the tests
+        return subprocess.Popen(
+            command(server, *args, url=url),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
 
 
 def stored(server: Server) -> list[dict[str, Any]]:
@@ -133,16 +156,59 @@ def checkpoint_line(path: Path) -> int:
     return int(json.loads(checkpoint.read_text())["files"][0]["line"])
 
 
-def start_and_wait(server: Server, path: Path, *args: str) -> subprocess.Popen[str]:
-    """Start an import of ``path`` and return once its checkpoint moved on
-    (the server acknowledged something in this run)."""
-    before = checkpoint_line(path)
-    proc = start_import(server, str(path), *args)
-    deadline = time.monotonic() + 60
-    while checkpoint_line(path) <= before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert checkpoint_line(path) > before, "the import made no progress in 60 s"
-    return proc
+HELD_TIMEOUT = 60.0  # generous: a loaded machine is slow, a held import waits anyway
+# at most, for the checkpoint to move on (see held_import): the oldest held
+# answer goes first, so the first chunk's, when not yet through, is at worst
+# behind one answer per other connection of the importer (4)
+EXTRA_ANSWERS = 4
+
+
+def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+@contextlib.contextmanager
+def held_import(
+    server: Server, proxy: PausingProxy, path: Path, answers: int, *args: str
+) -> Iterator[subprocess.Popen[str]]:
+    """An import of ``path`` through ``proxy``, once the proxy holds it:
+    mid-file whatever the machine's speed, it has had ``answers`` answers (a
+    few more if its checkpoint needed them to move on in this run) and gets
+    no other until the proxy is released. Killed at the end if still running."""
+    before, answered_before = checkpoint_line(path), proxy.responses
+    proxy.hold_after(answers)
+    proc = start_import(server, str(path), *args, url=proxy.url)
+    try:
+        assert proxy.wait_held(HELD_TIMEOUT), f"the import had no {answers} answers in 60 s"
+
+        def moved() -> bool:
+            return checkpoint_line(path) > before
+
+        # The importer saves its checkpoint on an answer, then not again for
+        # SAVE_INTERVAL s; the first answer may not be the first chunk's, so
+        # the saved line may not have moved. An answer let through after that
+        # interval saves all that is committed. (Waiting longer only spares an
+        # answer when the importer is that slow to read one.)
+        for extra in range(EXTRA_ANSWERS + 1):
+            if wait_for(moved, SAVE_INTERVAL + 0.5):
+                break
+            assert extra < EXTRA_ANSWERS, f"the checkpoint stayed at line {before}"
+            proxy.let_through(1)
+            assert proxy.wait_held(HELD_TIMEOUT), "the import had no further answer in 60 s"
+        assert proc.poll() is None, "the import ended while held"
+        # shown with a failure: where the import was held
+        answered = proxy.responses - answered_before
+        print(f"held after {answered} answers, checkpoint at line {checkpoint_line(path):,}")
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()  # reaped and its pipes closed, whatever happened
 
 
 # -- NDJSON ---------------------------------------------------------------------
@@ -364,28 +430,41 @@ def test_a_dry_run_sends_nothing(tmp_path: Path) -> None:
 
 
 # -- crashes --------------------------------------------------------------------
+def stop_after_signal(proc: subprocess.Popen[str], timeout: float = 60) -> str:
+    """The output of ``proc``, which was sent a signal that ends it (a held
+    import that ignored it would wait for its answers: killed after ``timeout``)."""
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        raise AssertionError(f"the import did not stop at the signal:\n{out}") from None
+    return out
+
+
 def test_sigkill_at_random_points_then_resume(tmp_path: Path) -> None:
     """The importer is killed (SIGKILL) several times at random points of a
     gzip file; each run resumes from the checkpoint; in the end each line's
     event is stored once and each bad line is in the rejects file once."""
-    # large enough that four runs of up to a second each cannot finish it (a
-    # quiet machine imported 22,000 lines in two of them)
-    path, good, bad = usage_file(tmp_path / "big.ndjson.gz", 100_000, bad_every=997)
+    # each run is held after 1 to 3 answers (and at most EXTRA_ANSWERS more),
+    # at a point that varies with them: four runs commit at most 28 chunks of
+    # 1,000 events, short of the file's 30
+    lines = 30_000
+    path, good, bad = usage_file(tmp_path / "big.ndjson.gz", lines, bad_every=997)
     rng = random.Random()
-    with running_server(tmp_path) as server:
+    with running_server(tmp_path) as server, PausingProxy(server.port) as proxy:
         progress: list[int] = []
         for _ in range(4):
-            proc = start_and_wait(server, path, "--backfill")
-            time.sleep(rng.uniform(0.0, 1.0))
-            if proc.poll() is not None:
-                proc.communicate()
-                break
-            proc.send_signal(signal.SIGKILL)
-            proc.communicate(timeout=30)
+            with held_import(server, proxy, path, rng.randint(1, 3), "--backfill") as proc:
+                proc.send_signal(signal.SIGKILL)
+                proc.communicate(timeout=30)
             progress.append(checkpoint_line(path))
-        assert len(progress) >= 3 and all(0 < line < 100_000 for line in progress), progress
+            # its connections gone, none of its held answers is the next run's
+            assert proxy.wait_idle(HELD_TIMEOUT)
+        assert len(progress) == 4 and all(0 < line < lines for line in progress), progress
         assert progress == sorted(progress)
-        done = run_import(server, str(path), "--backfill")
+        proxy.release()
+        done = run_import(server, str(path), "--backfill", url=proxy.url)
         assert done.returncode == 1, done.stdout + done.stderr
         assert "resuming after line" in done.stdout
         assert_exactly_once(server, path, good)
@@ -393,56 +472,50 @@ def test_sigkill_at_random_points_then_resume(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_saves_what_was_acknowledged_then_resume(tmp_path: Path) -> None:
-    # large enough to be still sending at the signal (a quiet machine
-    # imported 12,000 lines in 1.0 s, before the signal came)
-    path, good, _ = usage_file(tmp_path / "u.ndjson", 100_000)
-    with running_server(tmp_path) as server:
-        proc = start_and_wait(server, path, "--backfill")
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
+    lines = 20_000  # held after a few answers: mid-file at the signal
+    path, good, _ = usage_file(tmp_path / "u.ndjson", lines)
+    with running_server(tmp_path) as server, PausingProxy(server.port) as proxy:
+        with held_import(server, proxy, path, 2, "--backfill") as proc:
+            proc.send_signal(signal.SIGINT)
+            out = stop_after_signal(proc)
         assert proc.returncode == 130, out
         assert "interrupted" in out
         stopped_at = checkpoint_line(path)
-        assert 0 < stopped_at < 100_000
+        assert 0 < stopped_at < lines
         # everything the checkpoint counts is stored
         assert len(stored(server)) >= stopped_at
-        done = run_import(server, str(path), "--backfill")
+        proxy.release()
+        done = run_import(server, str(path), "--backfill", url=proxy.url)
         assert done.returncode == 0, done.stdout + done.stderr
         assert f"resuming after line {stopped_at:,}" in done.stdout
         assert_exactly_once(server, path, good)
 
 
 def test_one_import_of_a_file_at_a_time(tmp_path: Path) -> None:
-    # large enough that the first import is still sending when the server
-    # is killed: a fast server took 8,000 lines in well under a second
-    path, good, _ = usage_file(tmp_path / "u.ndjson", 80_000)
-    with running_server(tmp_path) as server:
-        first = start_and_wait(server, path, "--backfill")
-        try:
-            # the server goes away: the first import waits for it, retrying,
-            # and still holds the file (however fast it would have finished)
-            server.kill()
-            second = run_import(server, str(path), "--backfill")
+    path, good, _ = usage_file(tmp_path / "u.ndjson", 20_000)
+    with running_server(tmp_path) as server, PausingProxy(server.port) as proxy:
+        # held, the first import is still importing the file (and holds it)
+        with held_import(server, proxy, path, 2, "--backfill") as first:
+            second = run_import(server, str(path), "--backfill", url=proxy.url)
             assert second.returncode == 2, second.stdout
             assert "another tally import is importing" in second.stdout
-            server.start()
+            proxy.release()
             out, _ = first.communicate(timeout=180)
-        finally:
-            if first.poll() is None:
-                first.kill()
-            first.communicate()  # reaped and its pipes closed, whatever happened
         assert first.returncode == 0, out
         assert_exactly_once(server, path, good)
 
 
 def test_server_restart_mid_import(tmp_path: Path) -> None:
-    path, good, _ = usage_file(tmp_path / "u.ndjson", 100_000)  # still sending at the kill
-    with running_server(tmp_path) as server:
-        proc = start_and_wait(server, path, "--backfill")
-        server.kill()
-        time.sleep(1.5)
-        server.start()
-        out, _ = proc.communicate(timeout=180)
+    path, good, _ = usage_file(tmp_path / "u.ndjson", 20_000)
+    with running_server(tmp_path) as server, PausingProxy(server.port) as proxy:
+        with held_import(server, proxy, path, 2, "--backfill") as proc:  # mid-file at the kill
+            server.kill()
+            proxy.release()
+            # the import finds the server gone (its connections closed, new
+            # ones refused) and retries; the server comes back once it has
+            assert proxy.wait_refused(1, HELD_TIMEOUT), "the import did not try the dead server"
+            server.start()
+            out, _ = proc.communicate(timeout=180)
         assert proc.returncode == 0, out
         assert "retrying" in out
         assert_exactly_once(server, path, good)
