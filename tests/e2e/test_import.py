@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from tally.ingest import rules
 from tally.ingest.timeparse import parse_timestamp
 from tests.support.pausing_proxy import PausingProxy
 from tests.support.server import Server, running_server
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -163,15 +164,6 @@ HELD_TIMEOUT = 60.0  # generous: a loaded machine is slow, a held import waits a
 EXTRA_ANSWERS = 4
 
 
-def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
 @contextlib.contextmanager
 def held_import(
     server: Server, proxy: PausingProxy, path: Path, answers: int, *args: str
@@ -195,7 +187,7 @@ def held_import(
         # interval saves all that is committed. (Waiting longer only spares an
         # answer when the importer is that slow to read one.)
         for extra in range(EXTRA_ANSWERS + 1):
-            if wait_for(moved, SAVE_INTERVAL + 0.5):
+            if wait_until(moved, SAVE_INTERVAL + 0.5):
                 break
             assert extra < EXTRA_ANSWERS, f"the checkpoint stayed at line {before}"
             proxy.let_through(1)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -15,6 +15,7 @@ import pytest
 
 from tests.support.pausing_proxy import PausingProxy, ResponseSplitter
 from tests.support.server import free_port
+from tests.support.waiting import wait_until
 
 
 class Upstream(ThreadingHTTPServer):
@@ -57,15 +58,6 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         pass
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 30) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 @pytest.fixture
@@ -135,7 +127,7 @@ def test_it_forwards_both_ways_byte_for_byte_on_concurrent_keep_alive_connection
         t.join(timeout=60)
     assert failures == []
     # the proxy counts an answer once it has sent it: the client may read it before
-    assert wait_until(lambda: proxy.responses == 24)
+    assert wait_until(lambda: proxy.responses == 24, 30)
     assert upstream.requests == 24
 
 
@@ -154,17 +146,17 @@ def test_it_holds_after_as_many_responses_as_told_and_then_lets_through_what_it_
     thread.start()
     assert proxy.wait_held(timeout=30)
     # the third request reaches the server (requests are not held); its answer does not
-    assert wait_until(lambda: upstream.requests == 3)
+    assert wait_until(lambda: upstream.requests == 3, 30)
     time.sleep(0.3)  # a while for what must not happen
     assert (proxy.responses, answered) == (2, [204, 204])
     proxy.let_through(1)
     assert proxy.wait_held(timeout=30)
-    assert wait_until(lambda: upstream.requests == 4)
+    assert wait_until(lambda: upstream.requests == 4, 30)
     time.sleep(0.3)
     assert (proxy.responses, len(answered)) == (3, 3)
     proxy.release()
     thread.join(timeout=30)
-    assert wait_until(lambda: proxy.responses == 6)
+    assert wait_until(lambda: proxy.responses == 6, 30)
     assert (upstream.requests, answered) == (6, [204] * 6)
 
 
@@ -178,10 +170,10 @@ def test_held_answers_are_let_through_oldest_first(proxy: PausingProxy, upstream
     proxy.hold_after(0)
     first = threading.Thread(target=client, args=("first",))
     first.start()
-    assert wait_until(lambda: proxy.pending == 1)
+    assert wait_until(lambda: proxy.pending == 1, 30)
     second = threading.Thread(target=client, args=("second",))
     second.start()
-    assert wait_until(lambda: proxy.pending == 2)
+    assert wait_until(lambda: proxy.pending == 2, 30)
     proxy.let_through(1)
     first.join(timeout=30)
     assert proxy.wait_held(timeout=30)
