@@ -346,6 +346,3 @@ class PostgresStorage(SqlStorage):
             (older_than_us, PRUNE_CHUNK),
         )
         return int(cur.rowcount)
-
-    def _batch_transaction(self, conn: PgConnection) -> PgUnitOfWork:
-        return PgUnitOfWork(conn, self.effects, self._known_members)

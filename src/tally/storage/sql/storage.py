@@ -213,11 +213,6 @@ class SqlStorage(
     def _prune(self, conn: Conn, older_than_us: int) -> int:
         """Forget a chunk of idempotency keys older than the cutoff."""
 
-    @abc.abstractmethod
-    def _batch_transaction(self, conn: Conn) -> SqlUnitOfWork:
-        """A processing batch's transaction on ``conn`` (open), which skips
-        the event-type members ``known`` to be stored."""
-
     # -- lifecycle ----------------------------------------------------------
     def _open_writer(self) -> Conn:
         conn = self._connect()
@@ -446,7 +441,8 @@ class SqlStorage(
         batches: list[SqlUnitOfWork] = []
 
         def run(conn: Conn) -> int:
-            batch = self._batch_transaction(conn)
+            # the backend's transaction (``unit_of_work``), skipping known members
+            batch = self.unit_of_work(conn, self.effects, self._known_members)
             batches.append(batch)
             return self.processing.process_pending(batch, limit, self._now())
 

@@ -24,7 +24,7 @@ from tally.model import (
 from tally.storage.base_batch import Processing
 from tally.storage.sql import insert_rows
 from tally.storage.sql import summaries as sql_summaries
-from tally.storage.sql.batch import SqlUnitOfWork, release_keys
+from tally.storage.sql.batch import release_keys
 from tally.storage.sql.event_rows import (
     EVENT_COLUMNS,
     INSERT_EVENT_HEAD,
@@ -186,6 +186,3 @@ class SqliteStorage(SqlStorage):
             (older_than_us, PRUNE_CHUNK),
         )
         return int(cur.rowcount)
-
-    def _batch_transaction(self, conn: sqlite3.Connection) -> SqlUnitOfWork:
-        return SqlUnitOfWork(conn, self.effects, self._known_members)
