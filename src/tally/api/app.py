@@ -30,6 +30,7 @@ from tally.console.app import console_routes
 from tally.effects.sender import Guard
 from tally.effects.targets import Resolver, SystemResolver
 from tally.errors import TallyError
+from tally.gc_pause import freeze_startup
 from tally.key_notice import KeyNotice, notice_path
 from tally.observe.lag import LagWatch
 from tally.observe.metrics import flush_every, share_through
@@ -80,9 +81,15 @@ def create_app(
     storage: Storage | None = None,
     clock: Clock | None = None,
     resolver: Resolver | None = None,
+    *,
+    serving: bool = False,
 ) -> Starlette:
     """Build the app. Storage is opened (and closed) by the app's lifespan;
-    ``resolver`` resolves webhook hosts (tests pass a table)."""
+    ``resolver`` resolves webhook hosts (tests pass a table). ``serving``:
+    this process serves the app until it stops (``tally serve``), so once
+    started, what start-up made is kept out of the garbage collector's
+    passes (``tally.gc_pause.freeze_startup``; never in a process that builds
+    app after app, such as the tests')."""
     clock = clock or SystemClock()
     if settings.metrics_dir:  # one of the processes of a tally serve
         share_through(settings.metrics_dir)
@@ -109,6 +116,8 @@ def create_app(
         if settings.metrics_dir:  # a tally serve: one of its processes warns of a lag
             watch = state.lag.watch(stop, settings.metrics_dir)
             tasks.append(asyncio.create_task(watch, name="tally-lag-watch"))
+        if serving:
+            freeze_startup()
         try:
             yield
         finally:
@@ -133,4 +142,4 @@ def create_app(
 
 def app_from_environment() -> Starlette:
     """The app of one ``tally serve --workers N`` process, from ``TALLY_…`` variables."""
-    return create_app(Settings.from_env())
+    return create_app(Settings.from_env(), serving=True)

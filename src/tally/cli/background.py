@@ -19,6 +19,7 @@ from tally.cli.common import (
     stop_on_signals,
     with_storage,
 )
+from tally.gc_pause import freeze_startup
 from tally.storage.base import Storage
 
 
@@ -66,6 +67,7 @@ def run_worker(args: argparse.Namespace) -> int:
             print(f"processed {done} events in {seconds:.2f} s ({done / max(seconds, 1e-9):.0f}/s)")
             return 0
         stop = stop_on_signals()
+        freeze_startup()  # a long-running process: start-up stays out of GC passes
         print(f"tally worker processing {settings.database_url}", flush=True)
         loops = [worker.run_forever(stop)]
         if settings.prune:
@@ -101,6 +103,7 @@ def run_deliver(args: argparse.Namespace) -> int:
             await _report_billing_backlog(storage, settings.billing_sink_url)
             return 0
         stop = stop_on_signals()
+        freeze_startup()  # a long-running process: start-up stays out of GC passes
         sink = settings.billing_sink_url or "no billing sink"
         print(f"tally deliver on {settings.database_url} ({sink})", flush=True)
         await _report_billing_backlog(storage, settings.billing_sink_url)

@@ -119,4 +119,4 @@ def _run_uvicorn(settings: Settings) -> None:
             **options,
         )
     else:
-        uvicorn.run(create_app(settings), **options)
+        uvicorn.run(create_app(settings, serving=True), **options)

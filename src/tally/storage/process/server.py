@@ -88,6 +88,7 @@ class _Serve(asyncio.Protocol):
 async def serve(socket_path: str) -> None:
     """Run the storage process until standard input closes or a signal comes."""
     from tally.background import open_serving_storage, start_loops
+    from tally.gc_pause import freeze_startup
 
     settings = replace(Settings.from_env(), storage_socket="")  # this is the storage
     if settings.metrics_dir:
@@ -110,6 +111,7 @@ async def serve(socket_path: str) -> None:
             stop.set()
 
     await loop.connect_read_pipe(_Parent, sys.stdin)
+    freeze_startup()  # what start-up made stays out of the collector's passes
     log.info(
         "storage process ready on %s (worker %s, delivery %s)",
         settings.database_url,
